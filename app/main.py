@@ -1,12 +1,48 @@
-"""RST Explorer app (placeholder page until the full app lands): a model summary."""
-import pandas as pd
+"""RST Explorer, the Streamlit app: ``streamlit run app/main.py``.
+
+A thin shell over ``rst``: the pages in ``app/pages/`` render, ``rst`` computes, ``app/services.py``
+caches. The sidebar holds what every page shares: the active candidate set and the device.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
 import streamlit as st
 
-import rst
+APP_DIR = Path(__file__).resolve().parent
+if str(APP_DIR) not in sys.path:          # `import services` from every page, however the app is started
+    sys.path.insert(0, str(APP_DIR))
 
-st.set_page_config(page_title="RST Explorer", layout="wide")
-st.title("RST Explorer")
-arch = st.selectbox("Architecture", rst.list_models(), index=rst.list_models().index("fmnist_conv4"))
-dataset = "fashion_mnist" if arch.startswith("fmnist") else "cifar10"
-model = rst.build_network(rst.NetworkSpec(arch, dataset=dataset, seed=0), keep_ratio=0.1)
-st.dataframe(pd.DataFrame(rst.layer_stats(model)))
+import services  # noqa: E402
+
+st.set_page_config(page_title="RST Explorer", page_icon="🎟️", layout="wide")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/network.py", title="Network", icon="🕸️", url_path="network"),
+    st.Page("pages/search.py", title="Search", icon="🔎", url_path="search"),
+    st.Page("pages/sparsity.py", title="Sparsity", icon="📉", url_path="sparsity"),
+    st.Page("pages/transfer.py", title="Transfer", icon="🔀", url_path="transfer"),
+    st.Page("pages/r2s_live.py", title="R2S live", icon="🎲", url_path="r2s"),
+    st.Page("pages/masks.py", title="Masks", icon="💾", url_path="masks"),
+]
+page = st.navigation(PAGES)
+
+services.init_state()
+with st.sidebar:
+    options = services.set_options()
+    if options:
+        st.selectbox("Active candidate set", list(options), format_func=options.get, key=services.K_ACTIVE,
+                     help="Tickets over one seeded random network: from the zoo, an upload or a live search. "
+                          "Every page uses this set.")
+    else:
+        st.caption("No candidate set loaded: see Home.")
+    devs = services.devices()
+    st.selectbox("Device", devs, key=services.K_DEVICE,
+                 help="GPU when there is one, else CPU (rst.device.available_devices).")
+    job = st.session_state.get(services.K_JOB)
+    if job is not None and job.running:
+        st.caption(f"🔎 a search is running ({100 * job.fraction_done():.0f} %) — see Search")
+
+page.run()

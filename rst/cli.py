@@ -1,9 +1,105 @@
-"""Command line: ``python -m rst <command>``. The only place in ``rst`` that parses arguments."""
+"""Command line: ``python -m rst <command>``. The only place in ``rst`` that parses arguments.
+
+    python -m rst search --preset fmnist --keep-ratio 0.1 --out runs/fmnist-k0.1
+    python -m rst train --preset fmnist --out runs/fmnist-dense          # dense AT baseline
+    python -m rst finetune runs/fmnist-k0.1/ticket.rst.safetensors --mode inherit --out runs/ft
+    python -m rst eval accuracy runs/fmnist-k0.1/ticket.rst.safetensors --attack pgd --steps 20
+"""
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
+from pathlib import Path
+
+
+# --------------------------------------------------------------------------------------------
+# shared helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    """``["epochs=5", "eps=0.1", "lr_milestones=(0.5,)"]`` → dict with Python literals."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value
+    return out
+
+
+def _config_from_args(args):
+    from .search import preset
+    overrides = _parse_overrides(args.set)
+    for name in ("keep_ratio", "epochs", "seed", "train_subset", "batch_size"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    try:
+        return preset(args.preset, **overrides)
+    except (KeyError, TypeError, ValueError) as e:
+        raise SystemExit(f"bad configuration: {e}")
+
+
+class _Progress:
+    """tqdm bar over optimiser steps, with the epoch's validation numbers in the postfix."""
+
+    def __init__(self, label: str, quiet: bool = False):
+        self.label, self.quiet, self.bar = label, quiet, None
+
+    def __call__(self, event: dict) -> None:
+        if self.quiet:
+            return
+        from tqdm.auto import tqdm
+        if event["event"] == "step":
+            if self.bar is None:
+                self.bar = tqdm(total=event["steps"] * event["epochs"], desc=self.label, unit="step",
+                                dynamic_ncols=True)
+            self.bar.n = event["epoch"] * event["steps"] + event["step"]
+            self.bar.set_postfix(epoch=event["epoch"] + 1, loss=f"{event['loss']:.3f}", refresh=False)
+            self.bar.refresh()
+        elif event["event"] == "epoch" and self.bar is not None:
+            msg = f"epoch {event['epoch'] + 1}/{event['epochs']}: adv loss {event['train_adv_loss']:.3f}"
+            if "val_robust" in event:
+                msg += f", val clean {event['val_clean']:.3f}, val robust {event['val_robust']:.3f}"
+            self.bar.write(msg)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=str))
+
+
+def _test_metrics(model, cfg, args) -> dict:
+    """Clean and PGD-20 accuracy on the test set (or its first ``--test-images``)."""
+    from .attacks import AttackConfig
+    from .data import load_dataset, synthetic_dataset
+    from .evaluate import accuracy, robust_accuracy
+    if args.test_images == 0:
+        return {}
+    if cfg.dataset == "synthetic":
+        x, y = synthetic_dataset(512, seed=cfg.seed + 1)
+    else:
+        x, y = load_dataset(cfg.dataset, train=False, data_dir=args.data_dir)
+    if args.test_images:
+        x, y = x[:args.test_images], y[:args.test_images]
+    attack = AttackConfig("pgd", eps=cfg.eps, alpha=cfg.eps / 4, steps=20)
+    return {"test_clean": {"value": accuracy(model, x, y), "split": f"test[:{len(x)}]", "attack": "none"},
+            "test_pgd20": {"value": robust_accuracy(model, x, y, attack, seed=0), "split": f"test[:{len(x)}]",
+                           "attack": attack.describe()}}
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------------
 
 
 def _cmd_models(args) -> int:
@@ -13,20 +109,239 @@ def _cmd_models(args) -> int:
     return 0
 
 
-def _cmd_inspect(args) -> int:
-    from .masks import read_metadata
-    print(json.dumps(read_metadata(args.file), indent=2))
+def _cmd_presets(args) -> int:
+    from .search import PRESETS
+    for name, cfg in PRESETS.items():
+        print(f"{name:24s} {cfg.arch} on {cfg.dataset}, {cfg.epochs} epochs, inner {cfg.inner_attack}-{cfg.steps} "
+              f"eps={cfg.eps:.4g}, keep_ratio={cfg.keep_ratio}")
     return 0
+
+
+def _cmd_inspect(args) -> int:
+    from .masks import MaskFileError, read_metadata
+    try:
+        print(json.dumps(read_metadata(args.file), indent=2))
+    except MaskFileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_search(args) -> int:
+    from .device import resolve_device
+    from .masks import CandidateSet, save_tickets
+    from .search import run_search
+    cfg = _config_from_args(args)
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bar = _Progress(f"search keep_ratio={cfg.keep_ratio:g}", args.quiet)
+    try:
+        result = run_search(cfg, device=device, data_dir=args.data_dir, workdir=out, resume=args.resume,
+                            progress=bar)
+    finally:
+        bar.close()
+    model = CandidateSet(result.spec, [result.ticket]).model(0, device=device)
+    result.ticket.metrics.update(_test_metrics(model, cfg, args))
+    path = save_tickets(out / "ticket.rst.safetensors", CandidateSet(result.spec, [result.ticket]))
+    _write_json(out / "log.json", {"command": "search", "config": cfg.to_dict(), "network": result.spec.to_dict(),
+                                   "best_epoch": result.best_epoch, "metrics": result.ticket.metrics,
+                                   "history": result.history, "provenance": result.provenance})
+    print(f"ticket written to {path}")
+    for k, v in result.ticket.metrics.items():
+        print(f"  {k:12s} {v['value']:.4f}   ({v['split']}, {v['attack']})")
+    return 0
+
+
+def _save_trained(result, cfg, args, kind: str, extra: dict) -> int:
+    from .masks import save_weights
+    from .provenance import provenance
+    out = Path(args.out)
+    metrics = _test_metrics(result.model, cfg, args)
+    best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
+    if "val_robust" in best:
+        metrics.update({"val_clean": {"value": best["val_clean"], "split": "validation", "attack": "none"},
+                        "val_robust": {"value": best["val_robust"], "split": "validation",
+                                       "attack": cfg.val_attack_config().describe()}})
+    path = save_weights(out / f"{kind}.weights.safetensors", result.model, cfg.network_spec(),
+                        {"kind": kind, "metrics": metrics, "config": cfg.to_dict(), **extra})
+    _write_json(out / "log.json", {"command": kind, "config": cfg.to_dict(), "metrics": metrics,
+                                   "best_epoch": result.best_epoch, "history": result.history,
+                                   "provenance": provenance(), **extra})
+    print(f"weights written to {path}")
+    for k, v in metrics.items():
+        print(f"  {k:12s} {v['value']:.4f}   ({v['split']}, {v['attack']})")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from .device import resolve_device
+    from .train import train_dense
+    cfg = _config_from_args(args)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    bar = _Progress("dense adversarial training", args.quiet)
+    try:
+        result = train_dense(cfg, device=resolve_device(args.device), data_dir=args.data_dir, workdir=args.out,
+                             resume=args.resume, progress=bar)
+    finally:
+        bar.close()
+    return _save_trained(result, cfg, args, "dense_at", {})
+
+
+def _cmd_finetune(args) -> int:
+    from .device import resolve_device
+    from .masks import load_tickets
+    from .search import SearchConfig
+    from .train import finetune
+    cs = load_tickets(args.ticket)
+    ticket = cs.tickets[args.index]
+    base = SearchConfig.from_dict({k: v for k, v in ticket.search_config.items() if k != "best_epoch"}) \
+        if ticket.search_config else None
+    args.preset = args.preset or "fmnist"
+    cfg = _config_from_args(args) if base is None else base.replace(**_parse_overrides(args.set),
+                                                                      **({"epochs": args.epochs} if args.epochs else {}))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    bar = _Progress(f"fine-tune ({args.mode})", args.quiet)
+    try:
+        result = finetune(cs, args.index, args.mode, cfg, device=resolve_device(args.device), data_dir=args.data_dir,
+                          workdir=args.out, resume=args.resume, progress=bar)
+    finally:
+        bar.close()
+    return _save_trained(result, cfg, args, f"ft_{args.mode}", {"source_ticket": ticket.name})
+
+
+def _cmd_eval_accuracy(args) -> int:
+    from .attacks import AttackConfig
+    from .data import load_dataset
+    from .device import resolve_device
+    from .evaluate import accuracy, robust_accuracy
+    from .masks import load_tickets
+    cs = load_tickets(args.file)
+    x, y = load_dataset(cs.spec.dataset, train=False, data_dir=args.data_dir)
+    if args.images:
+        x, y = x[:args.images], y[:args.images]
+    attack = AttackConfig(args.attack, eps=args.eps, alpha=args.alpha or args.eps / 4, steps=args.steps)
+    rows = []
+    for i, t in enumerate(cs.tickets):
+        model = cs.model(i, device=resolve_device(args.device))
+        rows.append({"ticket": t.name, "keep_ratio": t.keep_ratio, "clean": accuracy(model, x, y),
+                     "robust": robust_accuracy(model, x, y, attack), "attack": attack.describe(), "images": len(x)})
+        print(f"{t.name:12s} keep {t.keep_ratio:<6g} clean {rows[-1]['clean']:.4f}  robust {rows[-1]['robust']:.4f}"
+              f"  ({attack.describe()}, {len(x)} test images)")
+    if args.out:
+        _write_json(Path(args.out), rows)
+    return 0
+
+
+def _cmd_zoo_build(args) -> int:
+    from .device import resolve_device
+    from .zoo import DEFAULT_KEEP_RATIOS, ZooPlan, build_zoo
+    ratios = tuple(float(r) for r in args.keep_ratios.split(",")) if args.keep_ratios else DEFAULT_KEEP_RATIOS
+    plan = ZooPlan(args.preset, ratios, zoo_id=args.id, overrides=tuple(_parse_overrides(args.set).items()),
+                   eval_images=args.eval_images, transfer_images=args.transfer_images,
+                   r2s_images=args.r2s_images, autoattack_images=args.autoattack_images)
+    bar = _Progress(f"zoo {plan.id}", args.quiet)
+    try:
+        entry = build_zoo(plan, root=args.root, work=args.work, device=resolve_device(args.device),
+                          data_dir=args.data_dir, progress=print, step_progress=bar, evaluate=not args.no_eval,
+                          dense=not args.no_dense,
+                          subset_path=args.subset)
+    finally:
+        bar.close()
+    print(f"{len(entry['tickets'])} tickets in {args.root}/{entry['candidate_set']}")
+    return 0
+
+
+def _cmd_zoo_list(args) -> int:
+    from .zoo import read_index
+    for z in read_index(args.root)["zoos"]:
+        print(f"{z['id']}: {z['title']}  ({len(z['tickets'])} tickets; built with: {z['built_with']})")
+        for t in z["tickets"]:
+            m = t["metrics"]
+            print(f"   {t['name']:10s} clean {m.get('test_clean', {}).get('value', float('nan')):.4f}"
+                  f"  PGD-20 {m.get('test_pgd20', {}).get('value', float('nan')):.4f}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------
+
+
+def _add_run_args(s, preset_default: str | None = "fmnist"):
+    s.add_argument("--preset", default=preset_default, help="named recipe (python -m rst presets)")
+    s.add_argument("--keep-ratio", dest="keep_ratio", type=float, help="fraction of weights kept per layer")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--seed", type=int, help="seed of the random network, split, shuffling and attacks")
+    s.add_argument("--batch-size", dest="batch_size", type=int)
+    s.add_argument("--train-subset", dest="train_subset", type=int, help="use only N training images")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any SearchConfig field")
+    s.add_argument("--out", required=True, help="output folder (checkpoint, files, log.json)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    s.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1, ...")
+    s.add_argument("--data-dir", dest="data_dir", help="data folder (else $RST_DATA_DIR, then defaults)")
+    s.add_argument("--test-images", dest="test_images", type=int, default=None,
+                   help="evaluate on the first N test images afterwards (0: skip; default: all)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rst", description="RST Explorer: robust scratch tickets and R2S")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("models", help="list the registered architectures")
-    s.set_defaults(func=_cmd_models)
+    sub.add_parser("models", help="list the registered architectures").set_defaults(func=_cmd_models)
+    sub.add_parser("presets", help="list the search presets").set_defaults(func=_cmd_presets)
     s = sub.add_parser("inspect", help="print a mask file's metadata")
     s.add_argument("file")
     s.set_defaults(func=_cmd_inspect)
+
+    s = sub.add_parser("search", help="search one robust scratch ticket")
+    _add_run_args(s)
+    s.set_defaults(func=_cmd_search)
+    s = sub.add_parser("train", help="dense adversarial training baseline (all weights trained)")
+    _add_run_args(s)
+    s.set_defaults(func=_cmd_train)
+    s = sub.add_parser("finetune", help="adversarially train a ticket's weights under its frozen mask")
+    s.add_argument("ticket", help="mask file")
+    s.add_argument("--index", type=int, default=0, help="ticket index in the file")
+    s.add_argument("--mode", choices=("inherit", "reinit"), default="inherit")
+    _add_run_args(s, preset_default=None)
+    s.set_defaults(func=_cmd_finetune)
+
+    ev = sub.add_parser("eval", help="evaluate tickets").add_subparsers(dest="eval_command", required=True)
+    s = ev.add_parser("accuracy", help="clean and robust test accuracy of every ticket in a file")
+    s.add_argument("file")
+    s.add_argument("--attack", default="pgd", choices=("fgsm", "fgsm_rs", "pgd", "cw", "none"))
+    s.add_argument("--eps", type=float, default=0.1)
+    s.add_argument("--alpha", type=float, default=None, help="step size (default eps/4)")
+    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--images", type=int, default=None, help="first N test images (default: all)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--data-dir", dest="data_dir")
+    s.add_argument("--out", help="JSON output file")
+    s.set_defaults(func=_cmd_eval_accuracy)
+
+    zoo = sub.add_parser("zoo", help="build and list ticket zoos").add_subparsers(dest="zoo_command", required=True)
+    s = zoo.add_parser("build", help="search a candidate set, its dense baseline and reports (resumable)")
+    s.add_argument("preset")
+    s.add_argument("--keep-ratios", dest="keep_ratios", help="comma-separated (default 0.02,...,0.7)")
+    s.add_argument("--id", help="zoo id (default: the preset name)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any SearchConfig field")
+    s.add_argument("--root", default="pretrained_masks")
+    s.add_argument("--work", default="runs/zoo", help="checkpoints (not shipped)")
+    s.add_argument("--subset", help="also write the first test images here (the app's shipped subset)")
+    s.add_argument("--eval-images", dest="eval_images", type=int, default=None)
+    s.add_argument("--transfer-images", dest="transfer_images", type=int, default=1000)
+    s.add_argument("--r2s-images", dest="r2s_images", type=int, default=500)
+    s.add_argument("--autoattack-images", dest="autoattack_images", type=int, default=200)
+    s.add_argument("--no-eval", dest="no_eval", action="store_true", help="skip the reports")
+    s.add_argument("--no-dense", dest="no_dense", action="store_true", help="skip the dense baseline")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--data-dir", dest="data_dir")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_zoo_build)
+    s = zoo.add_parser("list", help="list the zoos in pretrained_masks/index.json")
+    s.add_argument("--root", default="pretrained_masks")
+    s.set_defaults(func=_cmd_zoo_list)
     return p
 
 

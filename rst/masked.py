@@ -199,14 +199,16 @@ def cached_masks(model: nn.Module):
     recomputed, and no gradient flows to the scores (only the input gradient is needed).
     """
     layers = [layer for _, layer in masked_layers(model)]
+    previous = [layer._cached_weight for layer in layers]   # re-entrant: an outer cache survives
     try:
         with torch.no_grad():
             for layer in layers:
-                layer._cached_weight = layer.effective_weight().detach()
+                if layer._cached_weight is None:
+                    layer._cached_weight = layer.effective_weight().detach()
         yield model
     finally:
-        for layer in layers:
-            layer._cached_weight = None
+        for layer, prev in zip(layers, previous):
+            layer._cached_weight = prev
 
 
 def layer_stats(model: nn.Module) -> list[dict]:

@@ -230,7 +230,7 @@ def _read(source: PathOrBytes, max_bytes: int) -> bytes:
     return data
 
 
-def _parse_header(data: bytes) -> tuple[int, dict]:
+def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[int, dict]:
     if len(data) < 8:
         raise MaskFileError(f"not a mask file: {len(data)} bytes is too short for a safetensors header (truncated?)")
     (n,) = struct.unpack("<Q", data[:8])
@@ -251,13 +251,15 @@ def _parse_header(data: bytes) -> tuple[int, dict]:
         meta = json.loads(raw)
     except json.JSONDecodeError:
         raise MaskFileError("corrupted mask file: its 'rst' metadata is not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise MaskFileError("not an RST mask file: metadata 'format' is not 'rst-mask'")
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise MaskFileError(f"not an {fmt!r} file: its metadata 'format' is {found!r}")
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
         raise MaskFileError(f"unsupported mask file format version {version!r}; this rst reads version "
                             f"{FORMAT_VERSION} (upgrade rst, or re-export the file)")
-    for key in ("network", "weight_checksum", "tickets", "payload_sha256"):
+    required = ("network", "weight_checksum", "tickets", "payload_sha256") if fmt == FORMAT_NAME else ("network", "payload_sha256")
+    for key in required:
         if key not in meta:
             raise MaskFileError(f"corrupted mask file: metadata has no {key!r}")
     # offsets must cover exactly the data that follows the header
@@ -363,3 +365,52 @@ def to_dense(model: nn.Module) -> nn.Module:
         plain.weight = nn.Parameter(w, requires_grad=False)
         setattr(parent, leaf, plain)
     return dense
+
+
+# --------------------------------------------------------------------------------------------
+# trained weights (dense adversarial-training baseline, fine-tuned tickets)
+# --------------------------------------------------------------------------------------------
+
+WEIGHTS_FORMAT = "rst-weights"
+
+
+def save_weights(path: str | os.PathLike, model: nn.Module, spec: NetworkSpec, meta: dict | None = None) -> Path:
+    """Save a network whose weights were *trained* (masks folded in) as safetensors + JSON metadata."""
+    from safetensors.torch import save
+    tensors = {k: v.detach().cpu().contiguous() for k, v in dense_state_dict(model).items()}
+    header = {"format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION, "network": spec.to_dict(),
+              "provenance": provenance(), **(meta or {}), "payload_sha256": _payload_digest(tensors)}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(save(tensors, metadata={"rst": json.dumps(header)}))
+    os.replace(tmp, path)
+    return path
+
+
+def load_weights(source: PathOrBytes, device: torch.device | str | None = None,
+                 max_bytes: int = 4 * MAX_FILE_BYTES) -> tuple[nn.Module, dict]:
+    """Load a file of :func:`save_weights` into a dense network (eval mode); returns (model, metadata)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from .masked import set_dense
+    data = _read(source, max_bytes)
+    _, meta = _parse_header(data, fmt=WEIGHTS_FORMAT)
+    try:
+        spec = NetworkSpec.from_dict(meta["network"])
+        tensors = load(data)
+    except (KeyError, ValueError, TypeError, SafetensorError, RuntimeError) as e:
+        raise MaskFileError(f"corrupted weights file: {e}") from None
+    if _payload_digest(tensors) != meta["payload_sha256"]:
+        raise MaskFileError("corrupted weights file: the tensor data does not match its recorded SHA-256")
+    model = build_network(spec)
+    set_dense(model, True)
+    expected = {k for k in model.state_dict() if not k.endswith(".scores")}
+    if set(tensors) != expected:
+        raise MaskFileError(f"weights file does not fit {spec.arch}: differing keys "
+                            f"{sorted(set(tensors) ^ expected)[:3]}")
+    targets = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    with torch.no_grad():
+        for k, v in tensors.items():
+            targets[k].copy_(v)
+    return (model.to(device) if device is not None else model).eval(), meta

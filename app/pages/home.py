@@ -1,0 +1,66 @@
+"""Home: what RSTs and R2S are, what is loaded, and the honest-evaluation note."""
+import pandas as pd
+import streamlit as st
+
+import services
+
+st.title("RST Explorer")
+st.markdown(
+    "**Robust Scratch Tickets** (Fu et al., NeurIPS 2021) are subnetworks of a randomly initialised "
+    "network that is *never trained*: only a binary mask over its frozen weights is searched, with "
+    "adversarial examples in the loop, so that the masked network is robust by itself. "
+    "**R2S** (Random RST Switch) keeps several tickets of different keep ratios over the *same* random "
+    "weights and answers every query with a randomly drawn one, because adversarial examples transfer "
+    "poorly between them."
+)
+st.warning(
+    "R2S is a randomised defence. Attacking one member and inferring with another (the paper's protocol) "
+    "is **not** an adaptive attack: an attacker who knows the candidate set attacks the expectation over "
+    "members (EOT / expectation PGD). The **R2S live** page reports both, side by side, and labels which "
+    "is which.", icon="⚠️")
+
+st.subheader("What is loaded")
+index, problem = services.zoo_index()
+if problem:
+    st.error(f"The zoo index cannot be used: {problem}")
+entries = services.zoo_entries()
+if entries:
+    st.markdown(f"**Zoo** `{services.zoo_dir()}`: {len(entries)} candidate set(s).")
+    st.dataframe(pd.DataFrame([{"id": z["id"], "title": z.get("title", ""), "data set": z.get("dataset", ""),
+                                "architecture": z.get("arch", ""), "ε": z.get("eps"),
+                                "tickets": len(z.get("tickets", [])),
+                                "dense baseline": "yes" if z.get("dense_baseline") else "no",
+                                "built with": z.get("built_with", "")} for z in entries]),
+                 hide_index=True, width="stretch")
+else:
+    st.markdown(f"**Zoo**: no `index.json` in `{services.zoo_dir()}`.")
+
+act = services.require_active()
+if act is not None:
+    cs = act.cs
+    spec = cs.spec
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Active set", act.label)
+    c2.metric("Tickets", len(cs))
+    c3.metric("Network", f"{spec.arch} ×{spec.width:g}")
+    c4.metric("Data set", spec.dataset)
+    st.caption(f"Source: {act.source} · init {spec.init} · seed {spec.seed} · granularity {spec.granularity} · "
+               f"weight checksum `{cs.weight_checksum[:16]}…` · keep ratios "
+               f"{', '.join(f'{t.keep_ratio:g}' for t in cs.tickets)}")
+sub = services.subset_path()
+st.markdown(f"**Test images**: "
+            + (f"`{sub.name}` (shipped subset)" if services.subset_available()
+               else f"no test subset at `{sub}` (built with the zoo); pages fall back to data found on disk "
+                    "or to synthetic data for sets searched on it."))
+st.markdown(f"**Device**: `{services.device()}` (choose in the sidebar).")
+
+st.subheader("Pages")
+st.markdown(
+    "- **Network**: the seeded random network, its layers and weight checksum, the tickets' kept weights.\n"
+    "- **Search**: search a ticket live (progress, curves, stop), add it to the session's set, download it.\n"
+    "- **Sparsity**: robust and natural accuracy vs keep ratio, per-layer density; the paper's CIFAR-10 curves beside.\n"
+    "- **Transfer**: how adversarial examples of one ticket fool another (attack ticket × inference ticket).\n"
+    "- **R2S live**: attack the random switch adaptively and non-adaptively; gallery; attributions.\n"
+    "- **Masks**: download tickets, upload a mask file.")
+st.caption("Ours = Fashion-MNIST (what this app computes and loads); paper = CIFAR-10 (reference numbers, "
+           "shown only in labelled reference panels).")

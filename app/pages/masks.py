@@ -1,0 +1,74 @@
+"""Masks: download tickets or the whole candidate set; upload a mask file and use it everywhere."""
+import hashlib
+import json
+
+import pandas as pd
+import streamlit as st
+
+import services
+from rst.masks import MAX_FILE_BYTES, SUFFIX, MaskFileError
+
+
+
+def _use_upload(data: bytes, name: str, digest: str) -> None:
+    """Button callback (runs before the rerun, so it may change the sidebar's active set)."""
+    key = services.add_session_set(services.parse_upload(data), name, "upload")
+    st.session_state["uploaded_digests"] = {**st.session_state.get("uploaded_digests", {}), digest: key}
+
+
+st.title("Mask files")
+st.caption("A mask file holds 1 bit per weight plus BatchNorm statistics; the weights are regenerated from the "
+           "recorded seed and checked against the recorded checksum. safetensors + JSON: never pickle.")
+
+st.subheader("Download")
+act = services.require_active()
+if act is not None:
+    cs = act.cs
+    rows = []
+    for i, t in enumerate(cs.tickets):
+        rob, cln = services.pick_metric(t.metrics, "robust"), services.pick_metric(t.metrics, "clean")
+        rows.append({"#": i, "name": t.name, "keep ratio": t.keep_ratio, "kept fraction": round(t.kept_fraction(), 4),
+                     "clean": cln["value"] if cln else None, "robust": rob["value"] if rob else None,
+                     "robust measured with": f"{rob['attack']} ({rob['split']})" if rob else ""})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    stem = (act.zoo_id or act.label).replace(" ", "_").replace("/", "_")
+    st.download_button(f"⬇️ Whole candidate set ({len(cs)} tickets)", services.set_bytes(act.key, cs),
+                       file_name=f"{stem}{SUFFIX}", mime="application/octet-stream", key="dl_set")
+    cols = st.columns(min(4, len(cs)))
+    for i, t in enumerate(cs.tickets):
+        cols[i % len(cols)].download_button(f"⬇️ {t.name or f'ticket {i}'}", services.set_bytes(act.key, cs, (i,)),
+                                            file_name=f"{stem}_{t.name or i}{SUFFIX}",
+                                            mime="application/octet-stream", key=f"dl_ticket_{i}")
+
+st.subheader("Upload")
+st.caption(f"`*{SUFFIX}` files up to {MAX_FILE_BYTES // 2**20} MiB. The file is validated (format, version, "
+           "checksum of the regenerated weights, shapes, payload hash) before anything changes; a bad file "
+           "leaves the session as it was.")
+up = st.file_uploader("Mask file", key="mask_upload", accept_multiple_files=False)
+if up is not None:
+    data = up.getvalue()
+    try:
+        cs_up = services.parse_upload(data)
+    except MaskFileError as e:
+        st.error(f"**{up.name}** cannot be used: {e}")
+    else:
+        st.success(f"**{up.name}**: {len(cs_up)} ticket(s) over {cs_up.spec.arch} ({cs_up.spec.dataset}, "
+                   f"width {cs_up.spec.width:g}, seed {cs_up.spec.seed}); weights checksum verified.")
+        meta = services.upload_metadata(data)
+        with st.expander("File metadata"):
+            st.json(json.loads(json.dumps(meta, default=str)), expanded=False)
+        done = st.session_state.get("uploaded_digests", {})
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in done:
+            st.caption(f"In this session's candidate sets as "
+                       f"“{services.set_options().get(done[digest], '?')}”; choose it in the sidebar.")
+        else:
+            st.button("Use this candidate set", type="primary", key="use_upload", on_click=_use_upload,
+                      args=(data, up.name, digest))
+
+sets = st.session_state.get(services.K_SETS, {})
+if sets:
+    st.subheader("This session's candidate sets")
+    st.dataframe(pd.DataFrame([{"key": k, "source": v["source"], "label": v["label"], "tickets": len(v["cs"]),
+                                "network": f"{v['cs'].spec.arch} ×{v['cs'].spec.width:g} ({v['cs'].spec.dataset})"}
+                               for k, v in sets.items()]), hide_index=True, width="stretch")

@@ -1,0 +1,79 @@
+"""Network: the seeded random network (layers, weight counts, init, checksum) and the tickets' kept weights."""
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import services
+from rst.models import DATASET_STATS, NetworkSpec, list_models, model_entry
+from rst.weights import INITS
+
+st.title("The random network")
+st.caption("Its weights are a function of (architecture, width, data set geometry, init, seed): regenerated "
+           "from the seed on every load, never stored, and checked against the mask file's checksum.")
+
+from rst.masks import MaskFileError  # noqa: E402
+
+try:
+    act = services.active_set()
+except MaskFileError as e:
+    st.error(f"The active candidate set cannot be loaded: {e}")
+    act = None
+base = act.cs.spec if act is not None else NetworkSpec("fmnist_conv4", dataset="fashion_mnist")
+
+with st.form("network"):
+    c1, c2, c3, c4, c5 = st.columns(5)
+    datasets = list(DATASET_STATS)
+    dataset = c1.selectbox("Data set", datasets, index=datasets.index(base.dataset))
+    archs = list_models()
+    arch = c2.selectbox("Architecture", archs, index=archs.index(base.arch),
+                        help="The 28×28 networks (fmnist_*) are the ones that run fast on a CPU.")
+    init = c3.selectbox("Init", list(INITS), index=list(INITS).index(base.init))
+    seed = c4.number_input("Seed", min_value=0, max_value=2**31 - 1, value=int(base.seed), step=1)
+    width = c5.number_input("Width multiplier", min_value=0.05, max_value=4.0, value=float(base.width), step=0.25)
+    st.form_submit_button("Show network")
+
+try:
+    spec = NetworkSpec(arch, dataset=dataset, width=float(width), init=init, seed=int(seed),
+                       granularity=base.granularity)
+except (ValueError, KeyError) as e:
+    st.error(f"Not a valid network: {e}")
+    st.stop()
+
+entry = model_entry(arch)
+summary = services.network_summary(services.spec_json(spec))
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Masked layers", len(summary["rows"]))
+c2.metric("Weights", f"{summary['total']:,}")
+c3.metric("Init", spec.init.replace("_", " "))
+c4.metric("Device", services.device())
+st.caption(f"{entry.description}. Weight checksum (SHA-256 of the regenerated weights): `{summary['checksum']}`. "
+           f"{summary['bn_layers']} BatchNorm layers without affine parameters. Available devices: "
+           f"{', '.join(services.devices())} (choose in the sidebar).")
+if entry.input_size != DATASET_STATS[dataset][2]:
+    st.info(f"{arch} was designed for {entry.input_size}×{entry.input_size} images; {dataset} has "
+            f"{DATASET_STATS[dataset][2]}×{DATASET_STATS[dataset][2]}.")
+
+table = pd.DataFrame(summary["rows"])
+matches = act is not None and act.cs.spec == spec
+if matches:
+    for i, t in enumerate(act.cs.tickets):
+        stats = services.ticket_layer_stats(act.key, act.cs, i)
+        table[f"kept · {t.name or i}"] = [r["kept"] for r in stats]
+    st.markdown(f"Kept weights per layer of the **{len(act.cs)} tickets of the active set** "
+                f"({act.label}); the checksum matches the file's: "
+                f"{'✅' if act.cs.weight_checksum == summary['checksum'] else '❌ (differs!)'}")
+elif act is not None:
+    st.info(f"The active set ({act.label}) is over another network ({act.cs.spec.arch}, {act.cs.spec.dataset}, "
+            f"width {act.cs.spec.width:g}, {act.cs.spec.init}, seed {act.cs.spec.seed}): set the fields above to "
+            "those values to see its tickets' kept weights per layer.")
+else:
+    services.show_guidance()
+st.dataframe(table, hide_index=True, width="stretch")
+
+fig = go.Figure(go.Bar(x=table["layer"], y=table["weights"], name="weights", marker_color="#9aa5b1"))
+if matches:
+    for col in [c for c in table.columns if c.startswith("kept · ")]:
+        fig.add_bar(x=table["layer"], y=table[col], name=col)
+fig.update_layout(barmode="group", height=340, margin=dict(t=30, b=10), yaxis_title="weights",
+                  title="Weights per masked layer" + (" and kept by each ticket" if matches else ""))
+st.plotly_chart(fig, width="stretch")

@@ -1,0 +1,86 @@
+"""A tiny zoo for the app's tests and benchmark: seconds on a CPU, same layout as ``pretrained_masks/``.
+
+    python app/tiny_zoo.py /tmp/tiny_zoo      # then RST_ZOO_DIR=/tmp/tiny_zoo/pretrained_masks
+                                              #      RST_TEST_SUBSET=/tmp/tiny_zoo/subset.safetensors
+
+Three tickets (keep 0.3, 0.5, 0.7) of a quarter-width Conv-4 searched for one epoch on synthetic
+data, a 256-image "test subset" of synthetic Fashion-MNIST-shaped images, and an ``index.json``
+with the tickets' metrics. Numbers from it mean nothing; it exercises every code path of the app.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+KEEP_RATIOS = (0.3, 0.5, 0.7)
+EPS = 0.1
+
+
+def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 256) -> dict[str, Path]:
+    """Write the tiny zoo under ``root``; returns ``{"zoo_dir", "subset"}``."""
+    import torch
+
+    from rst.attacks import AttackConfig
+    from rst.data import save_subset, split_train_val, synthetic_dataset
+    from rst.evaluate import accuracy, robust_accuracy
+    from rst.masks import CandidateSet, save_tickets
+    from rst.search import SearchData, preset, run_search
+
+    torch.manual_seed(0)
+    root = Path(root)
+    zoo = root / "pretrained_masks"
+    (zoo / "tiny").mkdir(parents=True, exist_ok=True)
+    x, y = synthetic_dataset(640, seed=0)
+    xt, yt, xv, yv = split_train_val(x, y, 128, seed=0)
+    data = SearchData(xt, yt, xv, yv)
+    tickets, spec = [], None
+    for r in KEEP_RATIOS:
+        cfg = preset("tiny", dataset="fashion_mnist", keep_ratio=r, epochs=1, val_images=64, val_steps=2)
+        res = run_search(cfg, device="cpu", data=data)
+        tickets.append(res.ticket)
+        spec = res.spec
+    x_test, y_test = synthetic_dataset(n_test, seed=1)
+    subset = save_subset(root / "subset.safetensors", x_test, y_test,
+                         {"dataset": "fashion_mnist", "source": f"synthetic stand-in, {n_test} images (tests only)",
+                          "licence": "generated"})
+    cs = CandidateSet(spec, tickets)
+    attack = AttackConfig("pgd", eps=EPS, alpha=EPS / 4, steps=5)
+    entries = []
+    for i, t in enumerate(tickets):
+        model = cs.model(i)
+        metrics = {"test_clean": {"value": accuracy(model, x_test, y_test), "split": "test", "attack": "none"},
+                   "test_robust": {"value": robust_accuracy(model, x_test, y_test, attack), "split": "test",
+                                   "attack": attack.describe()}}
+        t.metrics = {**t.metrics, **metrics}
+        entries.append({"name": t.name, "keep_ratio": t.keep_ratio, "metrics": metrics})
+    save_tickets(zoo / "tiny" / "tickets.rst.safetensors", cs)
+    reports = {}
+    if with_reports:
+        reports = _reports(cs, x_test[:64], y_test[:64], attack, zoo / "tiny")
+    index = {"format": "rst-zoo-index", "version": 1, "zoos": [{
+        "id": "tiny", "title": "Tiny test zoo (synthetic)", "preset": "tiny", "dataset": "fashion_mnist",
+        "arch": spec.arch, "eps": EPS, "candidate_set": "tiny/tickets.rst.safetensors", "dense_baseline": None,
+        "reports": reports, "tickets": entries, "dense": None, "built_with": "python app/tiny_zoo.py",
+        "note": "1-epoch tickets on synthetic data: for tests only"}]}
+    (zoo / "index.json").write_text(json.dumps(index, indent=1))
+    return {"zoo_dir": zoo, "subset": subset}
+
+
+def _reports(cs, x, y, attack, out: Path) -> dict:
+    """Stored curve and transfer reports, in the layout the app reads (see app/services.py)."""
+    from rst.evaluate import sparsity_curve, transfer_matrix
+    rows = sparsity_curve(cs, x, y, attack, device="cpu")
+    (out / "curve.json").write_text(json.dumps({"rows": [dict(r) for r in rows], "n_images": len(y)}, default=str))
+    res = transfer_matrix(cs, x, y, attack, early_stop=False, device="cpu")
+    (out / "transfer.json").write_text(json.dumps({
+        "names": list(res.names), "keep_ratios": [float(k) for k in res.keep_ratios],
+        "matrix": res.matrix.tolist(), "attack": res.attack.to_dict(), "early_stop": res.early_stop,
+        "n_images": res.n_images, "label": res.label}))
+    return {"curve": "tiny/curve.json", "transfer": "tiny/transfer.json"}
+
+
+if __name__ == "__main__":
+    out = build_tiny_zoo(sys.argv[1] if len(sys.argv) > 1 else "/tmp/rst_tiny_zoo",
+                         with_reports="--no-reports" not in sys.argv)
+    print(f"RST_ZOO_DIR={out['zoo_dir']} RST_TEST_SUBSET={out['subset']}")

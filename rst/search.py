@@ -1,0 +1,367 @@
+"""The adversarial ticket search (Fu et al., NeurIPS 2021, arXiv:2110.14068, §3).
+
+Edge-popup with adversarial examples in the loop: the frozen random weights never change, only
+the scores are learned, so that the subnetwork ``f(x; w * top-k(|s|))`` minimises the adversarial
+loss. The same loop (:func:`adversarial_fit`) trains whatever tensors are trainable, so the dense
+adversarial-training baseline and the fine-tuning variants (``rst.train``) reuse it unchanged.
+
+    for x, y in loader:                               # batches cut on the device
+        x_adv = inner_attack(model, x, y)             # masks cached, input gradient only
+        loss = cross_entropy(model(x_adv), y)         # BN in train mode
+        loss.backward(); optimizer.step()             # gradient reaches the scores through |s|
+
+    >>> cfg = rst.search.preset("tiny")
+    >>> result = rst.search.run_search(cfg, device="cpu")
+    >>> result.ticket.metrics["val_robust"]
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attacks import AttackConfig, run_attack
+from .data import DeviceLoader, default_augment, load_dataset, split_train_val, synthetic_dataset
+from .evaluate import accuracy, robust_accuracy
+from .masked import masked_layers, set_global_keep
+from .masks import Ticket, extract_ticket
+from .models import NetworkSpec, build_network
+from .provenance import provenance
+
+INNER_ATTACKS = ("pgd", "fgsm", "fgsm_rs", "free", "none")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search is a function of, with units. Written into every output.
+
+    Network: ``arch``, ``dataset``, ``width``, ``init``, ``seed``, ``granularity`` (see NetworkSpec).
+    Ticket: ``keep_ratio`` (fraction of weights kept per layer), ``scope`` "layer" (the paper:
+    the same ratio in every layer) or "global" (network-wide top-k, a departure from the paper).
+    """
+    # the random network
+    arch: str = "fmnist_conv4"
+    dataset: str = "fashion_mnist"
+    width: float = 1.0
+    init: str = "signed_kaiming_constant"
+    seed: int = 0                        # weights, scores, data split, shuffling, attack starts
+    granularity: str = "element"
+    # the ticket
+    keep_ratio: float = 0.1              # fraction of weights kept
+    scope: str = "layer"                 # "layer" | "global"
+    # optimisation of the scores (SGD)
+    epochs: int = 30
+    batch_size: int = 256                # images per step
+    lr: float = 0.1                      # at batch 256; scaled linearly with batch_size if scale_lr
+    scale_lr: bool = False
+    momentum: float = 0.9
+    weight_decay: float = 5e-4           # on the scores
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)   # fractions of `epochs` where lr *= lr_gamma
+    lr_gamma: float = 0.1
+    # inner attack (pixel space [0, 1])
+    inner_attack: str = "pgd"            # pgd | fgsm | fgsm_rs | free | none (natural search)
+    eps: float = 8 / 255
+    alpha: float = 2 / 255               # step size
+    steps: int = 7                       # PGD steps; replays per batch for "free"
+    attack_bn_mode: str = "train"        # BN during the inner attack: "train" (paper) | "eval"
+    # data
+    val_size: int = 5000                 # images held out of the training set for model selection
+    train_subset: int | None = None      # keep only this many training images (reduced runs)
+    augment: bool = True
+    # model selection: never the test set
+    selection: str = "val"               # "val": best robust accuracy on the validation split | "last"
+    val_steps: int = 10                  # PGD steps of the validation attack
+    val_images: int = 1000               # validation images attacked per epoch
+    # speed knobs (no effect on the maths beyond numerics)
+    precision: str = "fp32"              # "fp32" | "bf16" (autocast, CUDA only)
+    channels_last: bool = False
+
+    def __post_init__(self):
+        self.network_spec()  # validates arch, dataset, init, granularity, width
+        checks = [
+            (0 < self.keep_ratio <= 1, f"keep_ratio must be in (0, 1], got {self.keep_ratio}"),
+            (self.scope in ("layer", "global"), f"scope must be 'layer' or 'global', got {self.scope!r}"),
+            (self.inner_attack in INNER_ATTACKS, f"inner_attack must be one of {INNER_ATTACKS}"),
+            (self.attack_bn_mode in ("train", "eval"), "attack_bn_mode must be 'train' or 'eval'"),
+            (self.selection in ("val", "last"), "selection must be 'val' or 'last'"),
+            (self.epochs >= 1 and self.batch_size >= 1 and self.steps >= 1, "epochs, batch_size, steps must be >= 1"),
+            (self.eps >= 0 and self.alpha >= 0, "eps and alpha must be >= 0"),
+            (self.precision in ("fp32", "bf16"), "precision must be 'fp32' or 'bf16'"),
+            (self.selection == "last" or self.val_size > 0, "selection='val' needs val_size > 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    def network_spec(self) -> NetworkSpec:
+        return NetworkSpec(self.arch, dataset=self.dataset, width=self.width, init=self.init,
+                           seed=self.seed, granularity=self.granularity)
+
+    def inner_attack_config(self) -> AttackConfig:
+        name = {"free": "none"}.get(self.inner_attack, self.inner_attack)
+        alpha = 1.25 * self.eps if name == "fgsm_rs" else self.alpha
+        return AttackConfig(name=name, eps=self.eps, alpha=alpha, steps=self.steps)
+
+    def val_attack_config(self) -> AttackConfig:
+        return AttackConfig(name="pgd", eps=self.eps, alpha=self.eps / 4, steps=self.val_steps)
+
+    def effective_lr(self) -> float:
+        return self.lr * (self.batch_size / 256 if self.scale_lr else 1.0)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lr_milestones"] = list(self.lr_milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SearchConfig":
+        d = dict(d)
+        if "lr_milestones" in d:
+            d["lr_milestones"] = tuple(d["lr_milestones"])
+        return cls(**d)
+
+    def replace(self, **changes) -> "SearchConfig":
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, SearchConfig] = {
+    # The paper's recipe exactly (§2 of the spec): 160 epochs, lr 0.1 x0.1 at 80/120, batch 256,
+    # wd 5e-4 on scores, PGD-7 eps 8/255 step 2/255 with BN in train mode; selection on a
+    # held-out validation split instead of the test set.
+    "paper-cifar10-resnet18": SearchConfig(arch="resnet18", dataset="cifar10", epochs=160, batch_size=256,
+                                           lr=0.1, lr_milestones=(0.5, 0.75), weight_decay=5e-4,
+                                           inner_attack="pgd", eps=8 / 255, alpha=2 / 255, steps=7,
+                                           val_size=5000, val_steps=20),
+    "paper-cifar10-wrn34": SearchConfig(arch="wrn34_10", dataset="cifar10", epochs=160, batch_size=256,
+                                        lr=0.1, lr_milestones=(0.5, 0.75), weight_decay=5e-4,
+                                        inner_attack="pgd", eps=8 / 255, alpha=2 / 255, steps=7,
+                                        val_size=5000, val_steps=20),
+    # Fashion-MNIST at eps = 0.1 (a common L-inf budget for this data set), PGD-7 step eps/4.
+    "fmnist": SearchConfig(arch="fmnist_conv4", dataset="fashion_mnist", epochs=30, batch_size=256, lr=0.1,
+                           inner_attack="pgd", eps=0.1, alpha=0.025, steps=7, val_size=5000, val_steps=10),
+    # The same task at a budget a 2-core CPU finishes in minutes per ticket (no GPU in this
+    # workplace): half-width Conv-4, 10k training images, PGD-3 (step eps/2.5), 6 epochs.
+    "fmnist-cpu": SearchConfig(arch="fmnist_conv4", dataset="fashion_mnist", width=0.5, epochs=6, batch_size=128,
+                               lr=0.1, lr_milestones=(0.67,), inner_attack="pgd", eps=0.1, alpha=0.04, steps=3,
+                               train_subset=10000, val_size=5000, val_steps=10, val_images=500),
+    # Seconds on a CPU, for tests and demos: synthetic data, a quarter-width Conv-4.
+    "tiny": SearchConfig(arch="fmnist_conv4", dataset="synthetic", width=0.25, keep_ratio=0.5, epochs=3,
+                         batch_size=64, lr=0.1, lr_milestones=(), inner_attack="pgd", eps=0.1, alpha=0.05,
+                         steps=2, val_size=128, val_steps=3, val_images=128, augment=False),
+}
+
+
+def preset(name: str, **overrides) -> SearchConfig:
+    """A named recipe, optionally with fields replaced: ``preset("fmnist", keep_ratio=0.05)``."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchData:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+
+def search_data(cfg: SearchConfig, data_dir: str | None = None) -> SearchData:
+    """Training set of ``cfg.dataset`` split into train / validation (seeded by ``cfg.seed``)."""
+    if cfg.dataset == "synthetic":
+        x, y = synthetic_dataset(2048, seed=cfg.seed)
+    else:
+        x, y = load_dataset(cfg.dataset, train=True, data_dir=data_dir)
+    x_tr, y_tr, x_val, y_val = split_train_val(x, y, cfg.val_size, seed=cfg.seed)
+    if cfg.train_subset is not None:
+        x_tr, y_tr = x_tr[:cfg.train_subset], y_tr[:cfg.train_subset]
+    return SearchData(x_tr, y_tr, x_val, y_val)
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    best_epoch: int
+    best_metrics: dict
+    stopped: bool = False
+
+
+def _autocast(cfg: SearchConfig, device: torch.device):
+    enabled = cfg.precision == "bf16" and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _milestones(cfg: SearchConfig) -> list[int]:
+    return [int(round(f * cfg.epochs)) for f in cfg.lr_milestones]
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchConfig, data: SearchData,
+                    device: torch.device, *, checkpoint: Path | None = None, resume: bool = False,
+                    progress: Callable[[dict], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None,
+                    after_step: Callable[[], None] | None = None) -> FitResult:
+    """Adversarially train ``params`` (scores for a search, weights for the baselines) of ``model``.
+
+    Selection: with ``cfg.selection == "val"`` the model is left in the state of the epoch with the
+    best robust accuracy on the validation split; with "last", the last epoch's state.
+    ``checkpoint`` is written at the end of every epoch; ``resume=True`` continues from it and ends
+    with the same state as an uninterrupted run (same device, same seed).
+    """
+    opt = torch.optim.SGD(params, lr=cfg.effective_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=_milestones(cfg), gamma=cfg.lr_gamma)
+    loader = DeviceLoader(data.x_train, data.y_train, cfg.batch_size, shuffle=True, device=device, seed=cfg.seed,
+                          augment=default_augment(cfg.dataset) if cfg.augment else None)
+    x_val, y_val = data.x_val[:cfg.val_images], data.y_val[:cfg.val_images]
+    inner, val_attack = cfg.inner_attack_config(), cfg.val_attack_config()
+    history, best, start_epoch = [], {"epoch": -1, "val_robust": -1.0, "state": None}, 0
+    if resume and checkpoint is not None and checkpoint.exists():
+        ck = torch.load(checkpoint, map_location=device, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        history, best, start_epoch = ck["history"], ck["best"], ck["epoch"] + 1
+        if after_step is not None:
+            after_step()
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    stopped = False
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        loader.set_epoch(epoch)
+        g = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)   # attack random starts
+        model.train()
+        sums = torch.zeros(3, device=device)   # loss * n, correct, n
+        delta = None                           # "free" AT: perturbation carried across batches
+        for step, (x, y) in enumerate(loader):
+            replays = cfg.steps if cfg.inner_attack == "free" else 1
+            for _ in range(replays):
+                with _autocast(cfg, device):
+                    if cfg.inner_attack == "free":
+                        if delta is None or delta.shape != x.shape:
+                            delta = torch.zeros_like(x)
+                        d = delta.clone().requires_grad_(True)
+                        x_adv = (x + d).clamp(0, 1)
+                    else:
+                        x_adv = run_attack(inner, model, x, y, train_mode=cfg.attack_bn_mode == "train", generator=g)
+                    logits = model(x_adv)
+                    loss = F.cross_entropy(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if cfg.inner_attack == "free":
+                    delta = (d + cfg.eps * d.grad.sign()).clamp(-cfg.eps, cfg.eps).detach()
+                if after_step is not None:
+                    after_step()
+            sums += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum().float(),
+                                 torch.tensor(float(len(y)), device=device)])
+            if progress is not None:
+                progress({"event": "step", "epoch": epoch, "epochs": cfg.epochs, "step": step + 1,
+                          "steps": len(loader), "loss": loss.item()})
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+        sched.step()
+        loss_sum, correct, n = sums.tolist()
+        model.eval()
+        record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_adv_loss": loss_sum / max(n, 1),
+                  "train_adv_acc": correct / max(n, 1), "seconds": 0.0}
+        if len(x_val):
+            record["val_clean"] = accuracy(model, x_val, y_val)
+            record["val_robust"] = robust_accuracy(model, x_val, y_val, val_attack, seed=cfg.seed)
+        record["seconds"] = time.perf_counter() - t0
+        history.append(record)
+        if cfg.selection == "last" or record.get("val_robust", -1.0) > best["val_robust"]:
+            best = {"epoch": epoch, "val_robust": record.get("val_robust", float("nan")),
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        if progress is not None:
+            progress({"event": "epoch", **record, "epochs": cfg.epochs})
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                          "scheduler": sched.state_dict(), "history": history, "best": best,
+                                          "epoch": epoch, "config": cfg.to_dict()})
+        if stopped:
+            break
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+        if after_step is not None:
+            after_step()
+    model.eval()
+    best_metrics = next((dict(h) for h in history if h["epoch"] == best["epoch"]), {})
+    return FitResult(history, best["epoch"], best_metrics, stopped)
+
+
+# --------------------------------------------------------------------------------------------
+# the search
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchResult:
+    ticket: Ticket
+    spec: NetworkSpec
+    config: SearchConfig
+    history: list[dict]
+    best_epoch: int
+    stopped: bool = False
+    provenance: dict = field(default_factory=dict)
+
+
+def score_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [layer.scores for _, layer in masked_layers(model)]
+
+
+def run_search(cfg: SearchConfig, *, device: torch.device | str | None = None, data: SearchData | None = None,
+               data_dir: str | None = None, workdir: str | os.PathLike | None = None, resume: bool = False,
+               progress: Callable[[dict], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> SearchResult:
+    """Search one robust scratch ticket with ``cfg``; returns the ticket and its curves.
+
+    ``workdir`` receives ``checkpoint.pt`` after every epoch (``resume=True`` continues from it).
+    The returned ticket's metrics are measured on the *validation* split with the attack named
+    beside each number; test-set numbers come from ``rst.evaluate`` after the search.
+    """
+    device = torch.device(device or "cpu")
+    spec = cfg.network_spec()
+    model = build_network(spec, device=device, keep_ratio=cfg.keep_ratio)
+    data = data if data is not None else search_data(cfg, data_dir)
+    after_step = (lambda: set_global_keep(model, cfg.keep_ratio)) if cfg.scope == "global" else None
+    if after_step is not None:
+        after_step()
+    ckpt = None
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        ckpt = Path(workdir) / "checkpoint.pt"
+    fit = adversarial_fit(model, score_parameters(model), cfg, data, device, checkpoint=ckpt, resume=resume,
+                          progress=progress, should_stop=should_stop, after_step=after_step)
+    metrics = {}
+    if "val_robust" in fit.best_metrics:
+        metrics = {"val_clean": {"value": fit.best_metrics["val_clean"], "split": "validation", "attack": "none"},
+                   "val_robust": {"value": fit.best_metrics["val_robust"], "split": "validation",
+                                  "attack": cfg.val_attack_config().describe()}}
+    ticket = extract_ticket(model, name=f"keep{cfg.keep_ratio:g}", metrics=metrics,
+                            search_config={**cfg.to_dict(), "best_epoch": fit.best_epoch})
+    return SearchResult(ticket, spec, cfg, fit.history, fit.best_epoch, fit.stopped, provenance(str(device)))

@@ -1,0 +1,242 @@
+"""The ticket zoo: candidate sets we searched, their dense baseline and evaluation reports.
+
+``python -m rst zoo build PRESET`` searches K tickets from ONE seeded random network, trains the
+dense adversarial baseline of the same architecture with the same recipe, evaluates everything on
+the test set, and writes::
+
+    pretrained_masks/<id>/tickets.rst.safetensors      the candidate set (one file, K tickets)
+    pretrained_masks/<id>/dense_at.weights.safetensors the dense adversarially trained baseline
+    pretrained_masks/<id>/reports/*.json|csv|png       curve, transfer, r2s, autoattack
+    pretrained_masks/index.json                        what the CLI and the app list
+
+Checkpoints live under ``runs/zoo/<id>/`` (not shipped). Every stage is skipped when its output
+exists, and searches resume from their last epoch, so a killed build continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .masks import CandidateSet, load_tickets, save_tickets
+from .search import SearchConfig, preset, run_search, search_data
+
+DEFAULT_KEEP_RATIOS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+INDEX_FORMAT = "rst-zoo-index"
+
+
+@dataclass(frozen=True)
+class ZooPlan:
+    """What a build makes: a preset, its keep ratios, how many test images each evaluation uses."""
+    preset: str
+    keep_ratios: tuple[float, ...] = DEFAULT_KEEP_RATIOS
+    zoo_id: str | None = None
+    overrides: tuple[tuple[str, object], ...] = ()
+    eval_images: int | None = None        # test images for curve / PGD-20 metrics (None: all)
+    transfer_images: int = 1000
+    r2s_images: int = 500
+    autoattack_images: int = 200
+    subset_images: int = 1000             # the test subset shipped in assets/ for the app
+
+    @property
+    def id(self) -> str:
+        return self.zoo_id or self.preset
+
+    def config(self, **extra) -> SearchConfig:
+        return preset(self.preset, **dict(self.overrides), **extra)
+
+
+def _log(progress: Callable[[str], None] | None, msg: str) -> None:
+    if progress is not None:
+        progress(msg)
+
+
+def _test_data(cfg: SearchConfig, data_dir, n: int | None):
+    from .data import load_dataset, synthetic_dataset
+    if cfg.dataset == "synthetic":
+        x, y = synthetic_dataset(512, seed=cfg.seed + 1)
+    else:
+        x, y = load_dataset(cfg.dataset, train=False, data_dir=data_dir)
+    return (x[:n], y[:n]) if n else (x, y)
+
+
+def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str | Path = "runs/zoo",
+              device=None, data_dir=None, progress: Callable[[str], None] | None = None,
+              step_progress: Callable[[dict], None] | None = None, evaluate: bool = True, dense: bool = True,
+              subset_path: str | Path | None = None) -> dict:
+    """Build (or continue building) the zoo of ``plan``; returns its index entry."""
+    from .attacks import AttackConfig
+    from .evaluate import accuracy, robust_accuracy
+    from .masks import save_weights
+    from .train import train_dense
+
+    device = torch.device(device or "cpu")
+    root, work = Path(root), Path(work) / plan.id
+    out = root / plan.id
+    out.mkdir(parents=True, exist_ok=True)
+    base = plan.config()
+    data = search_data(base, data_dir)
+    x_test, y_test = _test_data(base, data_dir, plan.eval_images)
+    pgd20 = AttackConfig("pgd", eps=base.eps, alpha=base.eps / 4, steps=20)
+
+    def test_metrics(model) -> dict:
+        split = f"test[:{len(x_test)}]"
+        return {"test_clean": {"value": accuracy(model, x_test, y_test), "split": split, "attack": "none"},
+                "test_pgd20": {"value": robust_accuracy(model, x_test, y_test, pgd20, seed=0), "split": split,
+                               "attack": pgd20.describe()}}
+
+    # 1. one search per keep ratio, all from the network of base.seed
+    tickets = []
+    for r in plan.keep_ratios:
+        cfg = plan.config(keep_ratio=r)
+        wdir = work / f"keep{r:g}"
+        tfile = wdir / "ticket.rst.safetensors"
+        if tfile.exists():
+            _log(progress, f"keep_ratio {r:g}: found {tfile}")
+            tickets.append(load_tickets(tfile).tickets[0])
+            continue
+        _log(progress, f"keep_ratio {r:g}: searching ({cfg.epochs} epochs)")
+        result = run_search(cfg, device=device, data=data, workdir=wdir, resume=True, progress=step_progress)
+        model = CandidateSet(result.spec, [result.ticket]).model(0, device=device)
+        result.ticket.metrics.update(test_metrics(model))
+        save_tickets(tfile, CandidateSet(result.spec, [result.ticket]))
+        (wdir / "history.json").write_text(json.dumps(result.history, indent=2))
+        tickets.append(result.ticket)
+    cs = CandidateSet(base.network_spec(), tickets)
+    cs_path = save_tickets(out / "tickets.rst.safetensors", cs)
+
+    # 2. the dense adversarially trained baseline, same architecture, same recipe
+    dense_path = out / "dense_at.weights.safetensors"
+    dense_metrics = None
+    if not dense:
+        _log(progress, "dense baseline: skipped (--no-dense)")
+    elif dense_path.exists():
+        from .masks import load_weights
+        dense_metrics = load_weights(dense_path)[1].get("metrics")
+        _log(progress, f"dense baseline: found {dense_path}")
+    else:
+        _log(progress, f"dense baseline: adversarial training ({base.epochs} epochs)")
+        res = train_dense(base, device=device, data=data, workdir=work / "dense", resume=True, progress=step_progress)
+        dense_metrics = test_metrics(res.model)
+        best = next(h for h in res.history if h["epoch"] == res.best_epoch)
+        dense_metrics["val_robust"] = {"value": best["val_robust"], "split": "validation",
+                                       "attack": base.val_attack_config().describe()}
+        save_weights(dense_path, res.model, base.network_spec(),
+                     {"kind": "dense_at", "metrics": dense_metrics, "config": base.to_dict()})
+
+    # 3. the shipped test subset (the app's default data) and each ticket's accuracy on it
+    if subset_path is not None and base.dataset != "synthetic":
+        from .data import save_subset
+        xs, ys = _test_data(base, data_dir, plan.subset_images)
+        save_subset(subset_path, xs, ys, {"dataset": base.dataset, "split": f"test[:{len(xs)}]",
+                                          "source": "Fashion-MNIST (Zalando Research), MIT licence",
+                                          "licence": "MIT, Copyright (c) 2017 Zalando SE"})
+        from .data import load_subset
+        xs, ys, _ = load_subset(subset_path)
+        for i, t in enumerate(cs.tickets):
+            t.metrics["subset_clean"] = {"value": accuracy(cs.model(i), xs, ys),
+                                         "split": f"assets subset ({len(xs)} test images)", "attack": "none"}
+        cs_path = save_tickets(out / "tickets.rst.safetensors", cs)
+
+    # 4. evaluation reports
+    reports = {}
+    if evaluate:
+        reports = evaluate_zoo(cs, out / "reports", base, data_dir=data_dir, plan=plan, device=device,
+                               progress=progress)
+
+    entry = {
+        "id": plan.id, "title": f"{base.arch} (width {base.width:g}) on {base.dataset}, eps={base.eps:g}",
+        "preset": plan.preset, "dataset": base.dataset, "arch": base.arch, "width": base.width,
+        "eps": base.eps, "seed": base.seed,
+        "candidate_set": str(cs_path.relative_to(root)),
+        "dense_baseline": str(dense_path.relative_to(root)) if dense_path.exists() else None,
+        "reports": {k: str(Path(v).relative_to(root)) for k, v in reports.items()},
+        "tickets": [{"name": t.name, "keep_ratio": t.keep_ratio, "metrics": t.metrics} for t in cs.tickets],
+        "dense": {"metrics": dense_metrics} if dense_metrics else None,
+        "config": base.to_dict(),
+        "built_with": f"python -m rst zoo build {plan.preset} --keep-ratios "
+                      + ",".join(f"{r:g}" for r in plan.keep_ratios),
+    }
+    update_index(root, entry)
+    _log(progress, f"zoo {plan.id}: index updated ({root / 'index.json'})")
+    return entry
+
+
+def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, *, data_dir, plan: ZooPlan, device,
+                 progress=None) -> dict[str, str]:
+    """Curve, transfer matrix, R2S under every protocol and AutoAttack per ticket, as reports."""
+    from .attacks import AttackConfig
+    from .autoattack import autoattack_accuracy
+    from .evaluate import sparsity_curve, transfer_matrix
+    from .r2s import R2S, evaluate_r2s
+    from .reports import curve_figure, r2s_figure, transfer_figure, write_report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    pgd20 = AttackConfig("pgd", eps=cfg.eps, alpha=cfg.eps / 4, steps=20)
+
+    def done(name):
+        p = folder / f"{name}.json"
+        if p.exists():
+            paths[name] = str(p)
+            _log(progress, f"report {name}: found {p}")
+            return True
+        _log(progress, f"report {name}: computing")
+        return False
+
+    if not done("curve"):
+        x, y = _test_data(cfg, data_dir, plan.eval_images)
+        rows = sparsity_curve(cs, x, y, pgd20, device=device)
+        import pandas as pd
+        paths["curve"] = write_report(folder, "curve", {"rows": rows, "attack": pgd20.describe(), "n_images": len(x)},
+                                      pd.DataFrame(rows), curve_figure(rows))["json"]
+    if not done("transfer"):
+        x, y = _test_data(cfg, data_dir, plan.transfer_images)
+        tr = transfer_matrix(cs, x, y, pgd20, early_stop=False, device=device)
+        tr_es = transfer_matrix(cs, x, y, pgd20, early_stop=True, device=device)
+        import pandas as pd
+        frame = pd.DataFrame(tr.matrix.numpy(), index=tr.names, columns=tr.names)
+        paths["transfer"] = write_report(folder, "transfer", {"without_early_stop": tr.to_dict(),
+                                                              "with_early_stop": tr_es.to_dict()},
+                                         frame, transfer_figure(tr))["json"]
+    if not done("r2s"):
+        x, y = _test_data(cfg, data_dir, plan.r2s_images)
+        report = evaluate_r2s(R2S(cs, device=device), x, y, eps=cfg.eps, steps=20,
+                              protocols=("paper", "expectation", "ensemble", "eot"))
+        paths["r2s"] = write_report(folder, "r2s", report.to_dict(), report.to_frame(), r2s_figure(report))["json"]
+    if not done("autoattack"):
+        x, y = _test_data(cfg, data_dir, plan.autoattack_images)
+        rows = []
+        for i, t in enumerate(cs.tickets):
+            res = autoattack_accuracy(cs.model(i, device=device), x, y, eps=cfg.eps, version="standard")
+            res.pop("log", None)
+            rows.append({"name": t.name, "keep_ratio": t.keep_ratio, **res})
+            _log(progress, f"  AutoAttack {t.name}: robust {res['robust']:.3f} on {len(x)} images")
+        import pandas as pd
+        paths["autoattack"] = write_report(folder, "autoattack", {"rows": rows}, pd.DataFrame(rows), None)["json"]
+    return paths
+
+
+def update_index(root: str | Path, entry: dict) -> Path:
+    """Insert or replace ``entry`` (by id) in ``root/index.json``."""
+    path = Path(root) / "index.json"
+    index = {"format": INDEX_FORMAT, "version": 1, "zoos": []}
+    if path.exists():
+        index = json.loads(path.read_text())
+    index["zoos"] = [z for z in index.get("zoos", []) if z.get("id") != entry["id"]] + [entry]
+    path.write_text(json.dumps(index, indent=2, default=str))
+    return path
+
+
+def read_index(root: str | Path = "pretrained_masks") -> dict:
+    """The zoo index (an empty one when the file is missing)."""
+    path = Path(root) / "index.json"
+    if not path.exists():
+        return {"format": INDEX_FORMAT, "version": 1, "zoos": []}
+    index = json.loads(path.read_text())
+    if index.get("format") != INDEX_FORMAT:
+        raise ValueError(f"{path} is not a zoo index (format {index.get('format')!r})")
+    return index

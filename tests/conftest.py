@@ -1,0 +1,68 @@
+"""Shared fixtures: CPU only, two threads, tiny seeded networks, and the ``RUN_SLOW`` switch.
+
+Tests marked ``slow`` (real data, larger models) are skipped unless ``RUN_SLOW=1``
+(RobustBench's convention). pyproject's ``addopts = -m 'not slow'`` already deselects them;
+``RUN_SLOW=1 pytest -m slow`` (or ``-m ''``) runs them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from rst.models import NetworkSpec, build_network
+
+torch.set_num_threads(2)
+
+RUN_SLOW = os.environ.get("RUN_SLOW", "0") not in ("", "0", "false", "False")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BAD_MASKS = Path(__file__).resolve().parent / "bad_masks"
+
+
+def pytest_collection_modifyitems(config, items):
+    if RUN_SLOW:
+        return
+    skip = pytest.mark.skip(reason="slow test: set RUN_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global RNG state (tests still pass seeds explicitly)."""
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def tiny_spec() -> NetworkSpec:
+    """Conv-4 at quarter width for 28x28 grayscale input: ~25 k weights, milliseconds per pass."""
+    return NetworkSpec("fmnist_conv4", dataset="fashion_mnist", width=0.25, seed=0)
+
+
+@pytest.fixture
+def tiny_model(tiny_spec):
+    """The tiny network at keep ratio 0.5, weights and scores regenerated from seed 0."""
+    return build_network(tiny_spec, keep_ratio=0.5)
+
+
+@pytest.fixture
+def tiny_batch(tiny_spec):
+    """A (4, 1, 28, 28) batch in [0, 1] pixel space and its labels."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(4, tiny_spec.in_channels, tiny_spec.image_size, tiny_spec.image_size, generator=g)
+    y = torch.randint(0, tiny_spec.num_classes, (4,), generator=g)
+    return x, y
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture
+def bad_masks_dir() -> Path:
+    return BAD_MASKS
