@@ -1,7 +1,11 @@
 """RST Explorer, the Streamlit app: ``streamlit run app/main.py``.
 
-A thin shell over ``rst``: the pages in ``app/pages/`` render, ``rst`` computes, ``app/services.py``
+A thin shell over ``rst``: the pages in ``app/views/`` render, ``rst`` computes, ``app/services.py``
 caches. The sidebar holds what every page shares: the active candidate set and the device.
+
+The page folder is ``views/``, not ``pages/``: a folder named ``pages`` beside the main script turns on
+Streamlit's legacy multipage mode for the first run of a process (and for every run under ``AppTest``),
+which runs a page's file *instead of* this script, so the sidebar and the session defaults would be missing.
 """
 from __future__ import annotations
 
@@ -16,16 +20,16 @@ if str(APP_DIR) not in sys.path:          # `import services` from every page, h
 
 import services  # noqa: E402
 
-st.set_page_config(page_title="RST Explorer", page_icon="🎟️", layout="wide")
+st.set_page_config(page_title="RST Explorer", page_icon=":material/confirmation_number:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/network.py", title="Network", icon="🕸️", url_path="network"),
-    st.Page("pages/search.py", title="Search", icon="🔎", url_path="search"),
-    st.Page("pages/sparsity.py", title="Sparsity", icon="📉", url_path="sparsity"),
-    st.Page("pages/transfer.py", title="Transfer", icon="🔀", url_path="transfer"),
-    st.Page("pages/r2s_live.py", title="R2S live", icon="🎲", url_path="r2s"),
-    st.Page("pages/masks.py", title="Masks", icon="💾", url_path="masks"),
+    st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("views/network.py", title="Network", icon=":material/hub:", url_path="network"),
+    st.Page("views/search.py", title="Search", icon=":material/search:", url_path="search"),
+    st.Page("views/sparsity.py", title="Sparsity", icon=":material/show_chart:", url_path="sparsity"),
+    st.Page("views/transfer.py", title="Transfer", icon=":material/swap_horiz:", url_path="transfer"),
+    st.Page("views/r2s_live.py", title="R2S live", icon=":material/casino:", url_path="r2s"),
+    st.Page("views/masks.py", title="Masks", icon=":material/save:", url_path="masks"),
 ]
 page = st.navigation(PAGES)
 
@@ -43,6 +47,6 @@ with st.sidebar:
                  help="GPU when there is one, else CPU (rst.device.available_devices).")
     job = st.session_state.get(services.K_JOB)
     if job is not None and job.running:
-        st.caption(f"🔎 a search is running ({100 * job.fraction_done():.0f} %) — see Search")
+        st.caption(f":material/search: a search is running ({100 * job.fraction_done():.0f} %) — see Search")
 
 page.run()

@@ -14,6 +14,7 @@ Environment:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -306,6 +307,13 @@ def ticket_labels(cs) -> list[str]:
     return [f"{t.name or f'ticket {i}'} (keep {t.keep_ratio:g})" for i, t in enumerate(cs.tickets)]
 
 
+def plot(fig, key: str) -> None:
+    """``st.plotly_chart`` with the app's layout: the tool bar stands vertically at the right, so it
+    never covers a title; titles start at the left."""
+    fig.update_layout(modebar=dict(orientation="v"), title=dict(x=0.0, xanchor="left"))
+    st.plotly_chart(fig, width="stretch", key=key)
+
+
 # --------------------------------------------------------------------------------------------
 # Device
 # --------------------------------------------------------------------------------------------
@@ -443,7 +451,7 @@ def pick_metric(metrics: dict | None, kind: str) -> dict | None:
             continue
         split = m.get("split", "") if isinstance(m, dict) else ""
         attack = m.get("attack", "") if isinstance(m, dict) else ""
-        found.append((split != "test", "autoattack" in name.lower(), name,
+        found.append((not str(split).startswith("test"), "autoattack" in name.lower(), name,
                       {"name": name, "value": float(value), "split": split, "attack": attack}))
     return sorted(found, key=lambda t: t[:3])[0][3] if found else None
 
@@ -453,6 +461,30 @@ def as_percent(v: float | None) -> float | None:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
     return 100.0 * v if v <= 1.0 else float(v)
+
+
+@contextlib.contextmanager
+def _progress_bar(text: str, quiet: bool = False):
+    """A progress bar for the body of a ``st.cache_data`` function, as ``callback(done, total)``.
+
+    Its block is created *inside* the cached function (a cached function may only write to blocks
+    it created: Streamlit replays those messages on a cache hit) and is emptied at the end, so a
+    replay shows nothing. ``quiet=True`` (the benchmark, outside a Streamlit run) draws nothing.
+    """
+    if quiet:
+        yield None
+        return
+    holder = st.empty()
+    bar = holder.progress(0.0, text=text)
+
+    def update(done, total=None, *_):
+        if total:
+            bar.progress(min(1.0, float(done) / float(total)), text=f"{text} {done}/{total}")
+
+    try:
+        yield update
+    finally:
+        holder.empty()
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,14 +515,14 @@ def stored_curve(zoo_id: str | None, cs) -> tuple[list[dict], str] | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def sparsity_rows(set_key: str, _cs, n_images: int, attack_json: str, dev: str,
-                  _progress: Callable | None = None) -> list[dict]:
+def sparsity_rows(set_key: str, _cs, n_images: int, attack_json: str, dev: str) -> list[dict]:
     """``rst.evaluate.sparsity_curve`` of every ticket on the first ``n_images`` test images."""
     from rst.attacks import AttackConfig
     from rst.evaluate import sparsity_curve
     data = eval_data(_cs.spec.dataset, n_images)
     attack = AttackConfig.from_dict(json.loads(attack_json))
-    rows = sparsity_curve(_cs, data.x, data.y, attack, device=dev, progress=_progress)
+    with _progress_bar("attacking every ticket:") as progress:
+        rows = sparsity_curve(_cs, data.x, data.y, attack, device=dev, progress=progress)
     return [dict(r) for r in rows]
 
 
@@ -521,35 +553,51 @@ def transfer_from_result(res, source: str) -> TransferView:
                         bool(res.early_stop), int(res.n_images), source)
 
 
-def stored_transfer(zoo_id: str | None) -> TransferView | None:
-    rep = zoo_report(zoo_id, "transfer") if zoo_id else None
+def _transfer_view(rep: dict, source: str) -> TransferView | None:
     if not isinstance(rep, dict) or "matrix" not in rep:
         return None
-    matrix = rep["matrix"]
+    matrix = [[float(v) for v in row] for row in rep["matrix"]]
     k = len(matrix)
-    names = rep.get("names") or [f"keep {r:g}" for r in rep.get("keep_ratios", [])] or [str(i) for i in range(k)]
+    ratios = [float(r) for r in rep.get("keep_ratios") or [math.nan] * k]
+    names = rep.get("names") or [f"keep {r:g}" for r in ratios]
     attack = rep.get("attack")
     if isinstance(attack, dict):
+        from rst.attacks import AttackConfig
+        attack = AttackConfig.from_dict(attack).describe()
+    early = rep.get("early_stop")
+    label = rep.get("label") or f"transfer ({attack})"
+    return TransferView(list(names), ratios, matrix, str(label), str(attack or ""),
+                        None if early is None else bool(early), rep.get("n_images"), source)
+
+
+def stored_transfer(zoo_id: str | None) -> dict[bool | None, TransferView]:
+    """The zoo's stored transfer matrices by early-stop flag: the report holds
+    ``{"without_early_stop": TransferResult.to_dict(), "with_early_stop": ...}`` (or one matrix)."""
+    rep = zoo_report(zoo_id, "transfer") if zoo_id else None
+    if not isinstance(rep, dict):
+        return {}
+    parts = [(v, k) for k, v in rep.items() if k in ("without_early_stop", "with_early_stop")] or [(rep, None)]
+    out = {}
+    for part, key in parts:
         try:
-            from rst.attacks import AttackConfig
-            attack = AttackConfig.from_dict(attack).describe()
-        except (ValueError, TypeError):
-            attack = json.dumps(attack)
-    label = rep.get("label") or f"transfer matrix ({attack})"
-    return TransferView(list(names), [float(r) for r in rep.get("keep_ratios", [math.nan] * k)],
-                        [[float(v) for v in row] for row in matrix], str(label), str(attack or ""),
-                        rep.get("early_stop"), rep.get("n_images"), "stored zoo report")
+            view = _transfer_view(part, "stored zoo report")
+        except (ValueError, TypeError, KeyError):
+            view = None
+        if view is not None:
+            early = view.early_stop if view.early_stop is not None else (key == "with_early_stop" if key else None)
+            out[early] = view
+    return out
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def transfer_live(set_key: str, _cs, n_images: int, attack_json: str, early_stop: bool, dev: str,
-                  _progress: Callable | None = None) -> TransferView:
+def transfer_live(set_key: str, _cs, n_images: int, attack_json: str, early_stop: bool, dev: str) -> TransferView:
     """``rst.evaluate.transfer_matrix`` on the first ``n_images`` test images."""
     from rst.attacks import AttackConfig
     from rst.evaluate import transfer_matrix
     data = eval_data(_cs.spec.dataset, n_images)
     attack = AttackConfig.from_dict(json.loads(attack_json))
-    res = transfer_matrix(_cs, data.x, data.y, attack, early_stop=early_stop, device=dev, progress=_progress)
+    with _progress_bar("attacked images:") as progress:
+        res = transfer_matrix(_cs, data.x, data.y, attack, early_stop=early_stop, device=dev, progress=progress)
     return transfer_from_result(res, f"computed live on {data.description}")
 
 
@@ -587,15 +635,12 @@ class R2SLive:
 
 
 def _member_accs(r2s, x_adv: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> list[float]:
-    """Accuracy of every member on ``x_adv`` (eval mode), as a list of K fractions."""
+    """Accuracy of every member on ``x_adv``, as a list of K fractions (exact expectation)."""
+    from rst.r2s import member_correct
     dev = next(r2s.parameters()).device
-    correct = None
-    with torch.no_grad():
-        for i in range(0, len(x_adv), batch_size):
-            logits = r2s.member_logits(x_adv[i:i + batch_size].to(dev))         # (K, B, C)
-            c = (logits.argmax(-1).cpu() == y[i:i + batch_size]).sum(1)         # (K,)
-            correct = c if correct is None else correct + c
-    return (correct.float() / len(y)).tolist()
+    ok = torch.cat([member_correct(r2s, x_adv[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)).cpu()
+                    for i in range(0, len(y), batch_size)], dim=1)                # (K, N)
+    return ok.float().mean(1).tolist()
 
 
 def _member_preds(r2s, x: torch.Tensor) -> list[list[int]]:
@@ -604,102 +649,97 @@ def _member_preds(r2s, x: torch.Tensor) -> list[list[int]]:
         return r2s.member_logits(x.to(dev)).argmax(-1).cpu().tolist()          # (K, G)
 
 
-def _glue_attack(kind: str, r2s, cs, members: list[int], x, y, eps, steps, seed, source_member: int):
-    """x_adv for the attacks the library's protocols do not cover: on the deployed model, or
-    transferred from one member. Returns (x_adv on CPU, attack description)."""
+def _glue_attack(kind: str, r2s, x, y, eps: float, steps: int, seed: int, source_k: int):
+    """x_adv for the attacks the library's protocols do not cover (returns x_adv on CPU, description):
+    ``deployed:<name>`` attacks the switching model as served (each gradient query sees the member the
+    switch draws), ``member`` attacks member ``source_k`` alone (transfer), ``expectation`` is the
+    library's exact-EOT loss (used for the gallery of the protocol attacks)."""
     from rst.attacks import run_attack
+    from rst.r2s import expectation_loss
     dev = next(r2s.parameters()).device
     name = kind.split(":", 1)[1] if kind.startswith("deployed:") else "pgd"
     cfg = attack_config(name, eps, steps)
     g = torch.Generator(device=dev).manual_seed(seed)
+    xd, yd = x.to(dev), y.to(dev)
     if kind == "member":
-        with r2s.use_member(source_member):
-            x_adv = run_attack(cfg, r2s, x.to(dev), y.to(dev), generator=g)
-        return x_adv.cpu(), f"{cfg.describe()} on member {source_member}, transferred"
-    x_adv = run_attack(cfg, r2s, x.to(dev), y.to(dev), generator=g)
+        with r2s.use_member(source_k):
+            x_adv = run_attack(cfg, r2s, xd, yd, generator=g)
+        return x_adv.cpu(), f"{cfg.describe()} on member {r2s.names[source_k]} alone, transferred"
+    if kind == "expectation":
+        x_adv = run_attack(cfg, r2s, xd, yd, generator=g, loss=expectation_loss)
+        return x_adv.cpu(), f"{cfg.describe()} on the mean loss over all members (exact expectation)"
+    r2s.reseed(seed)
+    x_adv = run_attack(cfg, r2s, xd, yd, generator=g)
     return x_adv.cpu(), f"{cfg.describe()} on the deployed switching model (switch='{r2s.switch}')"
-
-
-def _expectation_gallery_attack(r2s, x, y, eps, steps, seed):
-    """Expectation PGD (mean CE over all members) for the gallery's few images."""
-    import torch.nn.functional as F
-    from rst.attacks import run_attack
-    dev = next(r2s.parameters()).device
-    cfg = attack_config("pgd", eps, steps)
-
-    def mean_member_loss(model, xb, yb):                       # (B,)
-        logits = model.member_logits(xb)                        # (K, B, C)
-        return torch.stack([F.cross_entropy(l, yb, reduction="none") for l in logits]).mean(0)
-
-    g = torch.Generator(device=dev).manual_seed(seed)
-    x_adv = run_attack(cfg, r2s, x.to(dev), y.to(dev), generator=g, loss=mean_member_loss)
-    return x_adv.cpu(), f"{cfg.describe()} on the mean loss over all members (expectation)"
 
 
 def r2s_live(set_key: str, cs, members: tuple[int, ...], switch: str, attack: str, eps: float, steps: int,
              n_images: int, seed: int, dev: str, source_member: int = 0, gallery_size: int = 8,
-             progress: Callable | None = None) -> R2SLive:
+             quiet: bool = False) -> R2SLive:
     """The R2S live evaluation the page shows (cached per session-independent arguments)."""
     return _r2s_live(set_key, cs, tuple(members), switch, attack, float(eps), int(steps), int(n_images), int(seed),
-                     dev, int(source_member), int(gallery_size), progress)
+                     dev, int(source_member), int(gallery_size), quiet)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _r2s_live(set_key: str, _cs, members: tuple[int, ...], switch: str, attack: str, eps: float, steps: int,
               n_images: int, seed: int, dev: str, source_member: int, gallery_size: int,
-              _progress: Callable | None = None) -> R2SLive:
-    from rst.evaluate import accuracy
+              quiet: bool = False) -> R2SLive:
     from rst.r2s import R2S, evaluate_r2s
     t0 = time.perf_counter()
     data = eval_data(_cs.spec.dataset, n_images)
     x, y = data.x, data.y
     r2s = R2S(_cs, members=list(members), switch=switch, seed=seed, device=dev)
-    names = [_cs.tickets[i].name or f"ticket {i}" for i in members]
+    names = list(r2s.names)
+    # the paper's protocol always (its transfer matrix's diagonal is every member's white-box accuracy)
     protocols = ["paper"]
     if attack.startswith("protocol:") and attack != "protocol:paper":
         protocols.append(attack.split(":", 1)[1])
-    report = evaluate_r2s(r2s, x, y, eps=eps, steps=steps, protocols=tuple(protocols), progress=_progress)
-    table, per_member = [], []
+    with _progress_bar("attack batches:", quiet) as progress:
+        report = evaluate_r2s(r2s, x, y, eps=eps, steps=steps, protocols=tuple(protocols), seed=seed,
+                              progress=progress)
+    rows = {}
+    per_member = []
     for res in report.results:
-        table.append({"what": f"R2S · {res.protocol}", "threat model": res.threat_model,
-                      "adaptive": bool(res.adaptive), "attack": res.attack, "expected": res.expected_acc,
-                      "worst member": res.worst_member_acc})
-        per_member += [{"attack": f"R2S · {res.protocol}", "member": n, "accuracy": a}
-                       for n, a in zip(names, res.per_member_acc)]
-    if not attack.startswith("protocol:"):
-        x_adv, desc = _glue_attack(attack, r2s, _cs, list(members), x, y, eps, steps, seed, source_member)
+        label = f"R2S · {res.protocol}"
+        rows[res.protocol] = {"what": label, "threat model": res.threat_model, "adaptive": bool(res.adaptive),
+                              "attack": res.attack, "expected": res.expected_acc,
+                              "worst member": res.worst_member_acc}
+        per_member += [{"attack": label, "member": n, "accuracy": a} for n, a in zip(names, res.per_member_acc)]
+    chosen = attack.split(":", 1)[1] if attack.startswith("protocol:") else None
+    table = [rows[chosen]] if chosen else []
+    if chosen is None:
+        k_src = list(members).index(source_member) if attack == "member" else 0
+        x_adv, desc = _glue_attack(attack, r2s, x, y, eps, steps, seed, k_src)
         accs = _member_accs(r2s, x_adv, y)
-        label = "R2S · " + ("transfer from member " + names[list(members).index(source_member)]
-                            if attack == "member" else attack.split(":", 1)[1] + " on deployed model")
-        table.insert(0, {"what": label, "threat model": R2S_ATTACKS[attack], "adaptive": False, "attack": desc,
-                         "expected": sum(accs) / len(accs), "worst member": min(accs)})
+        label = (f"R2S · transfer from {names[k_src]}" if attack == "member"
+                 else f"R2S · {attack.split(':', 1)[1]} on the deployed model")
+        table.append({"what": label, "threat model": R2S_ATTACKS[attack], "adaptive": False, "attack": desc,
+                      "expected": sum(accs) / len(accs), "worst member": min(accs)})
         per_member = [{"attack": label, "member": n, "accuracy": a} for n, a in zip(names, accs)] + per_member
-    else:
-        # the chosen protocol first, the paper's beside it
-        table.sort(key=lambda r: r["what"] == "R2S · paper")
+    if chosen != "paper":
+        table.append(rows["paper"])
     table.append({"what": "R2S · clean", "threat model": "no attack", "adaptive": False, "attack": "none",
                   "expected": report.clean_expected_acc, "worst member": min(report.clean_per_member_acc)})
-    # every member alone, attacked white-box with the same budget
-    wb = attack_config("pgd", eps, steps)
-    from rst.evaluate import robust_accuracy
-    for k, i in enumerate(members):
-        with r2s.use_member(i):
-            rob = robust_accuracy(r2s, x, y, wb, seed=seed)
-        table.append({"what": f"ticket {names[k]} alone", "threat model": "white-box, single network",
-                      "adaptive": True, "attack": wb.describe(), "expected": rob, "worst member": rob,
+    # every member alone, attacked white-box: the diagonal of the paper protocol's transfer matrix
+    paper = report.result("paper")
+    diag = [row[k] for k, row in enumerate(paper.extra["transfer_matrix"])]
+    for k, name in enumerate(names):
+        table.append({"what": f"ticket {name} alone", "threat model": "white-box, single network",
+                      "adaptive": True, "attack": paper.attack, "expected": diag[k], "worst member": diag[k],
                       "clean": report.clean_per_member_acc[k]})
-    # gallery: the chosen attack's images (expectation PGD for the library protocols)
+    # gallery: the chosen attack's images (the exact expectation attack for the library protocols)
     g_n = min(gallery_size, len(x))
     xg, yg = x[:g_n], y[:g_n]
-    if attack.startswith("protocol:"):
-        xg_adv, g_desc = _expectation_gallery_attack(r2s, xg, yg, eps, steps, seed)
+    if chosen is None:
+        xg_adv, g_desc = _glue_attack(attack, r2s, xg, yg, eps, steps, seed,
+                                      list(members).index(source_member) if attack == "member" else 0)
     else:
-        xg_adv, g_desc = _glue_attack(attack, r2s, _cs, list(members), xg, yg, eps, steps, seed, source_member)
+        xg_adv, g_desc = _glue_attack("expectation", r2s, xg, yg, eps, steps, seed, 0)
     gallery = {"x": xg.numpy(), "x_adv": xg_adv.numpy(), "y": yg.tolist(), "clean_preds": _member_preds(r2s, xg),
                "adv_preds": _member_preds(r2s, xg_adv), "attack": g_desc}
-    sanity = [{"check": s.name, "passed": bool(s.passed), "detail": s.detail} for s in report.sanity]
-    frame = report.to_frame()
-    return R2SLive(table, per_member, sanity, frame, gallery, names, len(y), data.description,
+    sanity = [{"check": c.name, "passed": bool(c.passed), "detail": c.detail} for c in report.sanity]
+    return R2SLive(table, per_member, sanity, report.to_frame(), gallery, names, len(y), data.description,
                    time.perf_counter() - t0)
 
 
@@ -714,7 +754,7 @@ def attributions(set_key: str, _cs, members: tuple[int, ...], image_index: int, 
     maps, preds = [], []
     for i in members:
         model = _cs.model(i, device=dev)
-        xi = x.to(dev).requires_grad_(True)
+        xi = x.to(dev).clone().requires_grad_(True)          # never flag the cached tensor
         if method == "IntegratedGradients":
             attr = IntegratedGradients(model).attribute(xi, baselines=torch.zeros_like(xi), target=y, n_steps=32)
         else:

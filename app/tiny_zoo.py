@@ -3,9 +3,11 @@
     python app/tiny_zoo.py /tmp/tiny_zoo      # then RST_ZOO_DIR=/tmp/tiny_zoo/pretrained_masks
                                               #      RST_TEST_SUBSET=/tmp/tiny_zoo/subset.safetensors
 
-Three tickets (keep 0.3, 0.5, 0.7) of a quarter-width Conv-4 searched for one epoch on synthetic
-data, a 256-image "test subset" of synthetic Fashion-MNIST-shaped images, and an ``index.json``
-with the tickets' metrics. Numbers from it mean nothing; it exercises every code path of the app.
+Three tickets (keep 0.3, 0.5, 0.7) of a quarter-width Conv-4, each from a quick score training
+(``run_search`` for one epoch on 256 synthetic images; no inner attack unless ``adversarial=True``),
+a 256-image "test subset" of synthetic Fashion-MNIST-shaped images, stored curve / transfer / R2S
+reports in ``rst.zoo``'s layout, and an ``index.json``. Numbers from it mean nothing; it exercises
+every code path of the app in seconds.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ KEEP_RATIOS = (0.3, 0.5, 0.7)
 EPS = 0.1
 
 
-def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 256) -> dict[str, Path]:
+def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 256,
+                   adversarial: bool = False) -> dict[str, Path]:
     """Write the tiny zoo under ``root``; returns ``{"zoo_dir", "subset"}``."""
     import torch
 
@@ -31,12 +34,13 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
     root = Path(root)
     zoo = root / "pretrained_masks"
     (zoo / "tiny").mkdir(parents=True, exist_ok=True)
-    x, y = synthetic_dataset(640, seed=0)
-    xt, yt, xv, yv = split_train_val(x, y, 128, seed=0)
+    x, y = synthetic_dataset(288, seed=0)
+    xt, yt, xv, yv = split_train_val(x, y, 32, seed=0)
     data = SearchData(xt, yt, xv, yv)
     tickets, spec = [], None
     for r in KEEP_RATIOS:
-        cfg = preset("tiny", dataset="fashion_mnist", keep_ratio=r, epochs=1, val_images=64, val_steps=2)
+        cfg = preset("tiny", dataset="fashion_mnist", keep_ratio=r, epochs=1, val_images=32, val_steps=1,
+                     inner_attack="pgd" if adversarial else "none")
         res = run_search(cfg, device="cpu", data=data)
         tickets.append(res.ticket)
         spec = res.spec
@@ -45,19 +49,21 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
                          {"dataset": "fashion_mnist", "source": f"synthetic stand-in, {n_test} images (tests only)",
                           "licence": "generated"})
     cs = CandidateSet(spec, tickets)
-    attack = AttackConfig("pgd", eps=EPS, alpha=EPS / 4, steps=5)
+    attack = AttackConfig("pgd", eps=EPS, alpha=EPS / 4, steps=3)
     entries = []
+    xm, ym = x_test[:64], y_test[:64]
     for i, t in enumerate(tickets):
         model = cs.model(i)
-        metrics = {"test_clean": {"value": accuracy(model, x_test, y_test), "split": "test", "attack": "none"},
-                   "test_robust": {"value": robust_accuracy(model, x_test, y_test, attack), "split": "test",
-                                   "attack": attack.describe()}}
+        split = f"test[:{len(ym)}]"
+        metrics = {"test_clean": {"value": accuracy(model, xm, ym), "split": split, "attack": "none"},
+                   "test_pgd20": {"value": robust_accuracy(model, xm, ym, attack), "split": split,
+                                  "attack": attack.describe()}}
         t.metrics = {**t.metrics, **metrics}
         entries.append({"name": t.name, "keep_ratio": t.keep_ratio, "metrics": metrics})
     save_tickets(zoo / "tiny" / "tickets.rst.safetensors", cs)
     reports = {}
     if with_reports:
-        reports = _reports(cs, x_test[:64], y_test[:64], attack, zoo / "tiny")
+        reports = _reports(cs, x_test[:32], y_test[:32], attack, zoo / "tiny")
     index = {"format": "rst-zoo-index", "version": 1, "zoos": [{
         "id": "tiny", "title": "Tiny test zoo (synthetic)", "preset": "tiny", "dataset": "fashion_mnist",
         "arch": spec.arch, "eps": EPS, "candidate_set": "tiny/tickets.rst.safetensors", "dense_baseline": None,
@@ -68,16 +74,17 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
 
 
 def _reports(cs, x, y, attack, out: Path) -> dict:
-    """Stored curve and transfer reports, in the layout the app reads (see app/services.py)."""
+    """Stored curve, transfer and R2S reports, in rst.zoo.evaluate_zoo's layout."""
     from rst.evaluate import sparsity_curve, transfer_matrix
+    from rst.r2s import R2S, evaluate_r2s
     rows = sparsity_curve(cs, x, y, attack, device="cpu")
-    (out / "curve.json").write_text(json.dumps({"rows": [dict(r) for r in rows], "n_images": len(y)}, default=str))
-    res = transfer_matrix(cs, x, y, attack, early_stop=False, device="cpu")
-    (out / "transfer.json").write_text(json.dumps({
-        "names": list(res.names), "keep_ratios": [float(k) for k in res.keep_ratios],
-        "matrix": res.matrix.tolist(), "attack": res.attack.to_dict(), "early_stop": res.early_stop,
-        "n_images": res.n_images, "label": res.label}))
-    return {"curve": "tiny/curve.json", "transfer": "tiny/transfer.json"}
+    (out / "curve.json").write_text(json.dumps({"rows": rows, "attack": attack.describe(), "n_images": len(y)}))
+    tr = {f"with{'' if es else 'out'}_early_stop": transfer_matrix(cs, x, y, attack, early_stop=es).to_dict()
+          for es in (False, True)}
+    (out / "transfer.json").write_text(json.dumps(tr))
+    report = evaluate_r2s(R2S(cs), x, y, eps=attack.eps, steps=attack.steps, protocols=("paper", "expectation"))
+    (out / "r2s.json").write_text(json.dumps(report.to_dict(), default=str))
+    return {"curve": "tiny/curve.json", "transfer": "tiny/transfer.json", "r2s": "tiny/r2s.json"}
 
 
 if __name__ == "__main__":

@@ -287,8 +287,13 @@ def _read_idx(path: str | os.PathLike) -> torch.Tensor:
     return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
 
 
-def _read_idx_pair(images_path: Path, labels_path: Path, num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_idx_pair(images_path: Path, labels_path: Path,
+                   num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 IDX images (N, H, W) and labels (N,) -> float32 (N, 1, H, W) in [0, 1], int64 (N,)."""
     images, labels = _read_idx(images_path), _read_idx(labels_path).to(torch.int64)
+    if images.ndim != 3 or images.dtype != torch.uint8 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"{images_path} and {labels_path} are not matching IDX images (N, H, W) uint8 and "
+                         f"labels (N,): shapes {tuple(images.shape)} and {tuple(labels.shape)}")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"{labels_path}: labels outside 0..{num_classes - 1} "
                          f"(min {labels.min().item()}, max {labels.max().item()})")
@@ -304,11 +309,13 @@ def synthetic_dataset(n: int, shape: Sequence[int] = (1, 28, 28), num_classes: i
                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A learnable, not trivial, seeded image classification set: no files, any shape.
 
-    Each class has a fixed smooth random template ``t_k`` in [0, 1] (drawn from a fixed generator,
-    so every seed samples the *same task*: draw train and test with different seeds);
-    an example is ``x = clip(a * t_y + noise, 0, 1)`` with contrast ``a ~ U(0.5, 1)`` and pixel
-    noise ``N(0, 0.25^2)``; labels are balanced and shuffled. A small CNN beats chance clearly
-    within a few hundred steps, without reaching 100 % at once.
+    Each class has a fixed smooth random template ``t_k`` in [0, 1], a pattern shared by all classes
+    plus a weaker class pattern (drawn from a fixed generator, so every seed samples the *same task*:
+    draw train and test with different seeds). An example is
+    ``x = clip(shift(a * t_y) + noise, 0, 1)`` with contrast ``a ~ U(0.5, 1)``, a random translation
+    of up to 2 pixels (zero filled) and pixel noise ``N(0, 0.4^2)``; labels are balanced and
+    shuffled. A small conv net with a linear head reaches ~85 % on (1, 28, 28) in 300 Adam steps
+    (batch 64; chance 10 %), more with three channels: learnable, but not solved at once.
 
     Args:
         n: number of examples.
@@ -331,8 +338,9 @@ def synthetic_dataset(n: int, shape: Sequence[int] = (1, 28, 28), num_classes: i
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     y = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
     contrast = 0.5 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
-    noise = 0.25 * torch.randn(n, c, h, w, generator=g)
-    return (contrast * templates[y] + noise).clamp_(0, 1), y
+    clean = augment(contrast * templates[y], pad=2, flip=False, generator=g)   # random shifts
+    noise = 0.4 * torch.randn(n, c, h, w, generator=g)
+    return (clean + noise).clamp_(0, 1), y
 
 
 def _synthetic_templates(num_classes: int, c: int, h: int, w: int) -> torch.Tensor:
@@ -341,7 +349,7 @@ def _synthetic_templates(num_classes: int, c: int, h: int, w: int) -> torch.Tens
     grid = (max(2, h // 7), max(2, w // 7))                    # coarse random grid, upsampled: smooth
     shared = torch.randn(1, c, *grid, generator=g)
     own = torch.randn(num_classes, c, *grid, generator=g)
-    coarse = 0.6 * shared + 0.8 * own
+    coarse = shared + 0.5 * own
     return torch.sigmoid(1.5 * F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False))
 
 

@@ -118,17 +118,22 @@ def apply_ticket(model: nn.Module, ticket: Ticket) -> nn.Module:
         missing, extra = set(layers) - set(ticket.masks), set(ticket.masks) - set(layers)
         raise MaskFileError(f"ticket does not fit this network: missing masks for {sorted(missing)[:3]}, "
                             f"unknown layers {sorted(extra)[:3]}")
-    for lname, layer in layers.items():
+    for lname, layer in layers.items():      # validate everything before changing the model
         m = ticket.masks[lname]
         if tuple(m.shape) != tuple(layer.scores.shape):
             raise MaskFileError(f"mask of layer {lname!r} has shape {tuple(m.shape)}, "
                                 f"the network expects {tuple(layer.scores.shape)}")
-        layer.fixed_mask = m.to(layer.weight.device, torch.bool)
-        layer.keep_ratio = ticket.keep_ratio
-        layer.dense = False
     for key, module, buf in _bn_buffers(model):
         if key not in ticket.bn_stats:
             raise MaskFileError(f"ticket has no BatchNorm statistic {key!r}")
+        if tuple(ticket.bn_stats[key].shape) != tuple(getattr(module, buf).shape):
+            raise MaskFileError(f"BatchNorm statistic {key!r} has shape {tuple(ticket.bn_stats[key].shape)}, "
+                                f"the network expects {tuple(getattr(module, buf).shape)}")
+    for lname, layer in layers.items():
+        layer.fixed_mask = ticket.masks[lname].to(layer.weight.device, torch.bool)
+        layer.keep_ratio = ticket.keep_ratio
+        layer.dense = False
+    for key, module, buf in _bn_buffers(model):
         getattr(module, buf).copy_(ticket.bn_stats[key])
     return model
 
@@ -244,12 +249,15 @@ def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[int, dict]:
         raise MaskFileError("not a safetensors file: its header is not JSON") from None
     if not isinstance(header, dict):
         raise MaskFileError("not a safetensors file: its header is not a JSON object")
-    raw = (header.get("__metadata__") or {}).get("rst")
+    block = header.get("__metadata__") or {}
+    if not isinstance(block, dict):
+        raise MaskFileError("not a safetensors file: its '__metadata__' is not a JSON object")
+    raw = block.get("rst")
     if raw is None:
         raise MaskFileError("a safetensors file, but not an RST mask file (no 'rst' metadata)")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, TypeError):
         raise MaskFileError("corrupted mask file: its 'rst' metadata is not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         found = meta.get("format") if isinstance(meta, dict) else None
@@ -263,7 +271,11 @@ def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[int, dict]:
         if key not in meta:
             raise MaskFileError(f"corrupted mask file: metadata has no {key!r}")
     # offsets must cover exactly the data that follows the header
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise MaskFileError("corrupted file: a tensor entry of its safetensors header has no valid "
+                            "'data_offsets'") from None
     if 8 + n + end != len(data):
         raise MaskFileError(f"truncated or padded file: tensors end at byte {8 + n + end}, the file has {len(data)}")
     return n, meta
@@ -287,15 +299,30 @@ def load_tickets(source: PathOrBytes, device: torch.device | str | None = None,
         spec = NetworkSpec.from_dict(meta["network"])
     except (KeyError, ValueError, TypeError) as e:
         raise MaskFileError(f"mask file for a network this rst cannot build: {e}") from None
+    tickets_meta = meta["tickets"]
+    if not (isinstance(tickets_meta, list) and tickets_meta and all(isinstance(t, dict) for t in tickets_meta)):
+        raise MaskFileError("corrupted mask file: metadata 'tickets' is not a non-empty list of objects")
+    for i, tm in enumerate(tickets_meta):
+        kr = tm.get("keep_ratio")
+        if isinstance(kr, bool) or not isinstance(kr, (int, float)) or not 0.0 < kr <= 1.0:
+            raise MaskFileError(f"corrupted mask file: ticket {i} has keep_ratio {kr!r}, not a number in (0, 1]")
+        if not (isinstance(tm.get("name", ""), str) and isinstance(tm.get("metrics", {}), dict)
+                and isinstance(tm.get("search_config", {}), dict)):
+            raise MaskFileError(f"corrupted mask file: ticket {i} has a malformed name, metrics or search_config")
     try:
         tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise MaskFileError(f"corrupted mask file: {e}") from None
     if _payload_digest(tensors) != meta["payload_sha256"]:
         raise MaskFileError("corrupted mask file: the tensor data does not match its recorded SHA-256")
+    known = tuple(f"t{i}/{kind}/" for i in range(len(tickets_meta)) for kind in ("mask", "bn"))
+    stray = sorted(k for k in tensors if not k.startswith(known))
+    if stray:
+        raise MaskFileError(f"corrupted mask file: tensors that belong to no ticket: {stray[:3]}")
 
     net = build_network(spec)
     shapes = {name: tuple(layer.scores.shape) for name, layer in masked_layers(net)}
+    bn_shapes = {key: tuple(getattr(m, b).shape) for key, m, b in _bn_buffers(net)}
     if verify_weights:
         checksum = weight_checksum(net)
         if checksum != meta["weight_checksum"]:
@@ -304,7 +331,7 @@ def load_tickets(source: PathOrBytes, device: torch.device | str | None = None,
                 f"{checksum[:12]}…, the file records {meta['weight_checksum'][:12]}…: this file was made "
                 "with a different random network (or a different rst version's generator)")
     tickets = []
-    for i, tm in enumerate(meta["tickets"]):
+    for i, tm in enumerate(tickets_meta):
         masks = {}
         for lname, shape in shapes.items():
             key = f"t{i}/mask/{lname}"
@@ -315,6 +342,9 @@ def load_tickets(source: PathOrBytes, device: torch.device | str | None = None,
         if extra:
             raise MaskFileError(f"ticket {i} has masks for layers {spec.arch} does not have: {extra[:3]}")
         bn = {k[len(f"t{i}/bn/"):]: v for k, v in tensors.items() if k.startswith(f"t{i}/bn/")}
+        unfit = sorted(set(bn) ^ set(bn_shapes)) or sorted(k for k, v in bn.items() if tuple(v.shape) != bn_shapes[k])
+        if unfit:
+            raise MaskFileError(f"ticket {i} has BatchNorm statistics that do not fit {spec.arch}: {unfit[:3]}")
         tickets.append(Ticket(keep_ratio=float(tm["keep_ratio"]), masks=masks, bn_stats=bn,
                               name=tm.get("name", ""), metrics=tm.get("metrics", {}),
                               search_config=tm.get("search_config", {})))

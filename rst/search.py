@@ -288,7 +288,7 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
         loss_sum, correct, n = sums.tolist()
         model.eval()
         record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_adv_loss": loss_sum / max(n, 1),
-                  "train_adv_acc": correct / max(n, 1), "seconds": 0.0}
+                  "train_adv_acc": correct / max(n, 1), "seconds": 0.0, "complete": not stopped}
         if len(x_val):
             record["val_clean"] = accuracy(model, x_val, y_val)
             record["val_robust"] = robust_accuracy(model, x_val, y_val, val_attack, seed=cfg.seed)
@@ -299,7 +299,7 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         if progress is not None:
             progress({"event": "epoch", **record, "epochs": cfg.epochs})
-        if checkpoint is not None:
+        if checkpoint is not None and not stopped:   # a stopped epoch is incomplete: keep the last full one
             _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                           "scheduler": sched.state_dict(), "history": history, "best": best,
                                           "epoch": epoch, "config": cfg.to_dict()})

@@ -1,4 +1,4 @@
-"""Shared fixtures: CPU only, two threads, tiny seeded networks, and the ``RUN_SLOW`` switch.
+"""Shared fixtures: CPU only, one thread (RST_TEST_THREADS overrides), tiny seeded networks, and the ``RUN_SLOW`` switch.
 
 Tests marked ``slow`` (real data, larger models) are skipped unless ``RUN_SLOW=1``
 (RobustBench's convention). pyproject's ``addopts = -m 'not slow'`` already deselects them;
@@ -14,7 +14,9 @@ import torch
 
 from rst.models import NetworkSpec, build_network
 
-torch.set_num_threads(2)
+# One intra-op thread by default: the networks here are tiny, and on a loaded 2-core machine two
+# OpenMP threads spin-waiting for each other made the same test 10-20x slower than one thread.
+torch.set_num_threads(int(os.environ.get("RST_TEST_THREADS", "1")))
 
 RUN_SLOW = os.environ.get("RUN_SLOW", "0") not in ("", "0", "false", "False")
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -211,7 +211,7 @@ def _synthetic_task(g: torch.Generator, n: int, templates: torch.Tensor, noise: 
     return x.clamp(0, 1), y
 
 
-def _search_accuracy(seed: int = 0, steps: int = 100) -> float:
+def _search_accuracy(seed: int = 0, steps: int = 80, batch: int = 32) -> float:
     """Edge-popup on the scores only (SGD momentum), then eval-mode test accuracy."""
     g = torch.Generator().manual_seed(seed)
     templates = torch.randn(4, 1, 28, 28, generator=g).sign()
@@ -223,7 +223,7 @@ def _search_accuracy(seed: int = 0, steps: int = 100) -> float:
     opt = torch.optim.SGD(scores, lr=0.1, momentum=0.9)
     model.train()
     for _ in range(steps):
-        idx = torch.randint(0, x_train.shape[0], (64,), generator=g)
+        idx = torch.randint(0, x_train.shape[0], (batch,), generator=g)
         loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
         opt.zero_grad()
         loss.backward()
@@ -251,13 +251,14 @@ def test_mask_search_beats_chance_and_needs_the_sign(monkeypatch):
 def test_set_global_keep_total_count_and_uneven_densities(tiny_model):
     layers = list(masked_layers(tiny_model))
     total = sum(layer.scores.numel() for _, layer in layers)
-    counts = set_global_keep(tiny_model, 0.1)
+    counts = set_global_keep(tiny_model, 0.3)
     assert set(counts) == {name for name, _ in layers}
+    assert min(counts.values()) > 0          # (at 0.1 the 256->64 linear is emptied: next test)
     kept = {name: int(layer.mask().sum().item()) for name, layer in layers}
     assert kept == counts
-    assert sum(kept.values()) == n_keep(total, 0.1)
+    assert sum(kept.values()) == n_keep(total, 0.3)
     densities = [kept[name] / layer.scores.numel() for name, layer in layers]
-    assert max(densities) - min(densities) > 0.05, densities   # not the uniform per-layer ratio
+    assert max(densities) - min(densities) > 0.2, densities   # not the uniform per-layer ratio
     # the global threshold: every kept |s| beats every dropped |s|, across layers
     kept_mags = torch.cat([l.scores.abs()[l.mask().bool()] for _, l in layers])
     dropped_mags = torch.cat([l.scores.abs()[~l.mask().bool()] for _, l in layers])

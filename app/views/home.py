@@ -17,7 +17,7 @@ st.warning(
     "R2S is a randomised defence. Attacking one member and inferring with another (the paper's protocol) "
     "is **not** an adaptive attack: an attacker who knows the candidate set attacks the expectation over "
     "members (EOT / expectation PGD). The **R2S live** page reports both, side by side, and labels which "
-    "is which.", icon="⚠️")
+    "is which.", icon=":material/warning:")
 
 st.subheader("What is loaded")
 index, problem = services.zoo_index()

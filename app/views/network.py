@@ -23,14 +23,14 @@ base = act.cs.spec if act is not None else NetworkSpec("fmnist_conv4", dataset="
 with st.form("network"):
     c1, c2, c3, c4, c5 = st.columns(5)
     datasets = list(DATASET_STATS)
-    dataset = c1.selectbox("Data set", datasets, index=datasets.index(base.dataset))
+    dataset = c1.selectbox("Data set", datasets, index=datasets.index(base.dataset), key="nw_dataset")
     archs = list_models()
-    arch = c2.selectbox("Architecture", archs, index=archs.index(base.arch),
+    arch = c2.selectbox("Architecture", archs, index=archs.index(base.arch), key="nw_arch",
                         help="The 28×28 networks (fmnist_*) are the ones that run fast on a CPU.")
-    init = c3.selectbox("Init", list(INITS), index=list(INITS).index(base.init))
-    seed = c4.number_input("Seed", min_value=0, max_value=2**31 - 1, value=int(base.seed), step=1)
-    width = c5.number_input("Width multiplier", min_value=0.05, max_value=4.0, value=float(base.width), step=0.25)
-    st.form_submit_button("Show network")
+    init = c3.selectbox("Init", list(INITS), index=list(INITS).index(base.init), key="nw_init")
+    seed = c4.number_input("Seed", min_value=0, max_value=2**31 - 1, value=int(base.seed), step=1, key="nw_seed")
+    width = c5.number_input("Width multiplier", min_value=0.05, max_value=4.0, value=float(base.width), step=0.25, key="nw_width")
+    st.form_submit_button("Show network", key="nw_show")
 
 try:
     spec = NetworkSpec(arch, dataset=dataset, width=float(width), init=init, seed=int(seed),
@@ -61,7 +61,7 @@ if matches:
         table[f"kept · {t.name or i}"] = [r["kept"] for r in stats]
     st.markdown(f"Kept weights per layer of the **{len(act.cs)} tickets of the active set** "
                 f"({act.label}); the checksum matches the file's: "
-                f"{'✅' if act.cs.weight_checksum == summary['checksum'] else '❌ (differs!)'}")
+                f"{':material/check_circle: yes' if act.cs.weight_checksum == summary['checksum'] else ':material/error: NO, it differs'}.")
 elif act is not None:
     st.info(f"The active set ({act.label}) is over another network ({act.cs.spec.arch}, {act.cs.spec.dataset}, "
             f"width {act.cs.spec.width:g}, {act.cs.spec.init}, seed {act.cs.spec.seed}): set the fields above to "
@@ -76,4 +76,4 @@ if matches:
         fig.add_bar(x=table["layer"], y=table[col], name=col)
 fig.update_layout(barmode="group", height=340, margin=dict(t=30, b=10), yaxis_title="weights",
                   title="Weights per masked layer" + (" and kept by each ticket" if matches else ""))
-st.plotly_chart(fig, width="stretch")
+services.plot(fig, key="network_bars")

@@ -32,11 +32,12 @@ if act is not None:
                      "robust measured with": f"{rob['attack']} ({rob['split']})" if rob else ""})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     stem = (act.zoo_id or act.label).replace(" ", "_").replace("/", "_")
-    st.download_button(f"⬇️ Whole candidate set ({len(cs)} tickets)", services.set_bytes(act.key, cs),
+    st.download_button(f"Whole candidate set ({len(cs)} tickets)", services.set_bytes(act.key, cs), icon=":material/download:",
                        file_name=f"{stem}{SUFFIX}", mime="application/octet-stream", key="dl_set")
     cols = st.columns(min(4, len(cs)))
     for i, t in enumerate(cs.tickets):
-        cols[i % len(cols)].download_button(f"⬇️ {t.name or f'ticket {i}'}", services.set_bytes(act.key, cs, (i,)),
+        cols[i % len(cols)].download_button(f"{t.name or f'ticket {i}'}", services.set_bytes(act.key, cs, (i,)),
+                                            icon=":material/download:",
                                             file_name=f"{stem}_{t.name or i}{SUFFIX}",
                                             mime="application/octet-stream", key=f"dl_ticket_{i}")
 

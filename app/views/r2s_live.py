@@ -1,0 +1,168 @@
+"""R2S live: attack the random switch between tickets, adaptively and with the paper's protocol."""
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+import services
+from rst.data import DataUnavailableError
+
+K_PARAMS = "r2s_live_params"
+
+st.title("R2S live: attacking the random switch")
+st.caption("R2S answers each query with a randomly drawn ticket of the candidate set. Expected accuracy is exact: "
+           "every adversarial example is evaluated on every member (members equally likely). An adaptive "
+           "attacker targets the expectation over members; the paper's protocol does not.")
+act = services.require_active()
+if act is None:
+    st.stop()
+cs = act.cs
+entry = services.zoo_entry(act.zoo_id) if act.zoo_id else None
+default_eps = float((entry or {}).get("eps") or cs.tickets[0].search_config.get("eps") or 0.1)
+n_max = services.max_eval_images(cs.spec.dataset)
+if n_max == 0:
+    try:
+        services.eval_data(cs.spec.dataset, 1)
+    except DataUnavailableError as e:
+        st.warning(str(e))
+    st.stop()
+labels = services.ticket_labels(cs)
+classes = services.CLASSES.get(cs.spec.dataset, tuple(str(i) for i in range(cs.spec.num_classes)))
+
+with st.form("r2s_form"):
+    members = st.multiselect("Candidate set members", list(range(len(cs))), default=list(range(len(cs))),
+                             format_func=labels.__getitem__, key="r2s_members")
+    c1, c2, c3 = st.columns([3, 1, 2])
+    attack = c1.selectbox("Attack", list(services.R2S_ATTACKS), format_func=services.R2S_ATTACKS.get, key="r2s_attack")
+    switch = c2.selectbox("Switching", ["batch", "call", "example"], key="r2s_switch",
+                          help="batch: one member per forward call's batch, call: a new draw every call, "
+                               "example: a member per example")
+    source_member = c3.selectbox("Source member (for 'transfer from one member')", list(range(len(cs))),
+                                 format_func=labels.__getitem__, key="r2s_source")
+    c1, c2, c3, c4 = st.columns(4)
+    eps = c1.number_input("ε", 0.0, 1.0, default_eps, 0.01, format="%.4f", key="r2s_eps")
+    steps = c2.number_input("Steps", 1, 200, 10, 1, key="r2s_steps")
+    n_images = c3.number_input("Test images", 8, n_max, min(128, n_max), 8, key="r2s_images")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, 0, 1, key="r2s_seed")
+    run = st.form_submit_button("Attack", type="primary", key="r2s_run")
+
+if run:
+    if not members:
+        st.error("Choose at least one member.")
+        st.stop()
+    if attack == "member" and source_member not in members:
+        st.error("The source member must be one of the candidate set members.")
+        st.stop()
+    params = dict(members=tuple(sorted(members)), switch=switch, attack=attack, eps=float(eps), steps=int(steps),
+                  n_images=int(n_images), seed=int(seed), dev=services.device(), source_member=int(source_member))
+    try:
+        live = services.r2s_live(act.key, cs, **params)
+    except ImportError as e:
+        st.error(f"This attack needs a package that is not installed here ({e}). AutoAttack comes from "
+                 "`pyautoattack`, EOT-PGD from `torchattacks` (see requirements); the other attacks work without.")
+        st.stop()
+    st.session_state[K_PARAMS] = (act.key, params)
+elif st.session_state.get(K_PARAMS, (None,))[0] == act.key:
+    live = services.r2s_live(act.key, cs, **st.session_state[K_PARAMS][1])
+else:
+    st.info("Choose the members and the attack, then **Attack**. Start small: 64-128 images, 10 steps.")
+    st.stop()
+
+# ------------------------------------------------------------------ headline numbers
+table = pd.DataFrame(live.table)
+first = table.iloc[0]
+paper_row = table[table["what"] == "R2S · paper"]
+clean_row = table[table["what"] == "R2S · clean"]
+c1, c2, c3, c4 = st.columns(4)
+c1.metric(f"{first['what']}: expected", f"{100 * first['expected']:.1f} %",
+          help=f"{first['attack']} — {first['threat model']}")
+c2.metric("worst member", f"{100 * first['worst member']:.1f} %")
+if len(paper_row) and paper_row.index[0] != 0:
+    c3.metric("paper's protocol (non-adaptive)", f"{100 * paper_row['expected'].iloc[0]:.1f} %")
+if len(clean_row):
+    c4.metric("clean, expected", f"{100 * clean_row['expected'].iloc[0]:.1f} %")
+st.caption(f"{live.n_images} images ({live.data}) · members: {', '.join(live.members)} · "
+           f"{live.seconds:.1f} s on {st.session_state[K_PARAMS][1]['dev']}")
+
+show = table.copy()
+for col in ("expected", "worst member", "clean"):
+    if col in show:
+        show[col] = (100 * show[col]).round(1)
+st.dataframe(show, hide_index=True, width="stretch")
+
+fig = go.Figure()
+fig.add_bar(x=table["what"], y=100 * table["expected"], name="expected accuracy", marker_color="#1f77b4")
+fig.add_bar(x=table["what"], y=100 * table["worst member"], name="worst member", marker_color="#d62728")
+fig.update_layout(barmode="group", yaxis_title="accuracy (%)", yaxis_range=[0, 100], height=380,
+                  margin=dict(t=30, b=10), legend=dict(orientation="h", y=1.1))
+services.plot(fig, key="r2s_bars")
+pm = pd.DataFrame(live.per_member)
+if len(pm):
+    pfig = px.bar(pm, x="member", y=pm["accuracy"] * 100, color="attack", barmode="group",
+                  labels={"y": "accuracy (%)"}, title="Every member's accuracy on each attack's examples")
+    pfig.update_layout(height=340, margin=dict(t=50, b=10), yaxis_range=[0, 100])
+    services.plot(pfig, key="r2s_member_bars")
+r2s_paper = services.paper_reference()["r2s"]["resnet18_cifar10"]
+st.caption(f"Paper (CIFAR-10, ResNet-18, its protocol): R2S {r2s_paper['natural']} % natural / "
+           f"{r2s_paper['pgd20']} % PGD-20 — most likely attack-one-member, infer-with-another (non-adaptive). "
+           "Only adaptive rows say what an attacker who knows the defence achieves.")
+
+if live.sanity:
+    with st.expander(f"Sanity checks ({sum(s['passed'] for s in live.sanity)}/{len(live.sanity)} passed)",
+                     expanded=not all(s["passed"] for s in live.sanity)):
+        st.dataframe(pd.DataFrame(live.sanity), hide_index=True, width="stretch")
+with st.expander("Library report (rst.r2s.R2SReport.to_frame())"):
+    st.dataframe(live.report_frame, hide_index=True, width="stretch")
+
+# ------------------------------------------------------------------ gallery
+st.subheader("Gallery: clean and adversarial images, every member's prediction")
+g = live.gallery
+st.caption(f"Adversarial images: {g['attack']}.")
+
+
+def _img(a: np.ndarray) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> (H, W) or (H, W, C) for st.image."""
+    return a[0] if a.shape[0] == 1 else np.transpose(a, (1, 2, 0))
+
+
+n = len(g["y"])
+st.image([_img(a) for a in g["x"]], caption=[f"#{i} clean: {classes[c]}" for i, c in enumerate(g["y"])], width=88,
+         clamp=True)
+st.image([_img(a) for a in g["x_adv"]], caption=[f"#{i} adversarial" for i in range(n)], width=88, clamp=True)
+preds = []
+for name, pc, pa in zip(live.members, g["clean_preds"], g["adv_preds"]):
+    preds.append({"member": name, **{f"#{i}": (f"{classes[c]} → {classes[a]}" if c != a else classes[c])
+                                     + (" ✓" if a == g["y"][i] else " ✗") for i, (c, a) in enumerate(zip(pc, pa))}})
+st.dataframe(pd.DataFrame(preds), hide_index=True, width="stretch")
+st.caption("Cell: prediction on the clean image → on the adversarial one (when it changes); ✓/✗: adversarial "
+           "prediction right or wrong.")
+
+# ------------------------------------------------------------------ attributions
+st.subheader("Attributions of one image under different tickets (Captum)")
+with st.form("captum_form"):
+    c1, c2 = st.columns(2)
+    image_index = c1.number_input("Test image #", 0, int(live.n_images) - 1, 0, 1, key="cap_image")
+    method = c2.radio("Method", ["IntegratedGradients", "Saliency"], horizontal=True, key="cap_method")
+    explain = st.form_submit_button("Explain", key="cap_explain")
+if explain or st.session_state.get("captum_params"):
+    if explain:
+        st.session_state["captum_params"] = (act.key, int(image_index), method)
+    key, idx, meth = st.session_state["captum_params"]
+    if key == act.key:
+        p = st.session_state[K_PARAMS][1]
+        att = services.attributions(act.key, cs, p["members"], idx, meth, p["n_images"], p["dev"])
+        maps = np.stack(att["maps"])                                              # (K, H, W)
+        lim = float(np.abs(maps).max()) or 1.0
+        afig = px.imshow(maps, facet_col=0, facet_col_wrap=min(5, len(maps)), color_continuous_scale="RdBu_r",
+                         zmin=-lim if meth == "IntegratedGradients" else 0, zmax=lim)
+        for i, ann in enumerate(afig.layout.annotations):
+            ann.text = f"{att['names'][i]}: predicts {classes[att['preds'][i]]}"
+        afig.update_layout(height=300 * ((len(maps) + 4) // 5), margin=dict(t=40, b=10),
+                           title=f"{meth} w.r.t. the true class “{classes[att['label']]}”")
+        afig.update_xaxes(showticklabels=False)
+        afig.update_yaxes(showticklabels=False)
+        c1, c2 = st.columns([1, 5])
+        c1.image(_img(att["image"]), caption=f"#{idx}: {classes[att['label']]}", width=112, clamp=True)
+        with c2:
+            services.plot(afig, key="captum_maps")

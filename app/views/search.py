@@ -1,0 +1,183 @@
+"""Search: run ``rst.search.run_search`` live (progress, curves, stop) or load tickets from the zoo."""
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+import services
+from rst.masks import CandidateSet, SUFFIX, MaskFileError
+from rst.search import PRESETS, preset
+
+K_LIVE = "search_live_job"     # id of the job the live panel is following (to rerun the page when it ends)
+
+st.title("Search a robust scratch ticket")
+
+# ---------------------------------------------------------------- the zoo
+entries = services.zoo_entries()
+with st.expander(f"Load tickets from the zoo ({len(entries)} candidate set(s) in `{services.zoo_dir()}`)",
+                 expanded=not entries):
+    if not entries:
+        st.markdown(f"No zoo yet. Build it with `{services.ZOO_BUILD_CMD}` (minutes on a GPU), or search a "
+                    "ticket below (seconds with the `tiny` preset).")
+    for z in entries:
+        c1, c2 = st.columns([4, 1])
+        c1.markdown(f"**{z.get('title') or z['id']}** — {z.get('arch', '?')} on {z.get('dataset', '?')}, "
+                    f"ε = {z.get('eps')}, keep ratios {', '.join(str(t['keep_ratio']) for t in z.get('tickets', []))}")
+        c2.button("Use", key=f"use_zoo_{z['id']}", on_click=services.set_active, args=(f"zoo:{z['id']}",),
+                  disabled=st.session_state.get(services.K_ACTIVE) == f"zoo:{z['id']}")
+
+try:
+    act = services.active_set()
+except MaskFileError as e:
+    st.error(f"The active candidate set cannot be loaded: {e}")
+    act = None
+job = st.session_state.get(services.K_JOB)
+running = job is not None and job.running
+
+# ---------------------------------------------------------------- the form
+st.subheader("Live search")
+names = list(PRESETS)
+with st.form("search_form"):
+    c1, c2, c3 = st.columns(3)
+    preset_name = c1.selectbox("Preset", names, index=names.index("tiny"), key="se_preset",
+                               help="`tiny` runs in seconds on a CPU; the paper presets take hours on a GPU.")
+    net_opts = ["active", "preset"] if act is not None else ["preset"]
+    net_choice = c2.radio("Network", net_opts, horizontal=True, key="se_network",
+                          format_func={"active": "the active set's (ticket can join it)",
+                                       "preset": "the preset's"}.get)
+    sources = ["subset", "synthetic", "train"] if services.subset_available() else ["synthetic", "train"]
+    source = c3.radio("Data", sources, horizontal=True, key="se_data",
+                      format_func={"subset": "shipped test subset (demo)", "synthetic": "synthetic",
+                                   "train": "training split on disk"}.get)
+    c1, c2, c3, c4, c5, c6 = st.columns(6)
+    keep_ratio = c1.number_input("Keep ratio", 0.01, 1.0, 0.5, 0.05, key="se_keep", help="fraction of weights kept per layer")
+    epochs = c2.number_input("Epochs", 1, 200, 2, 1, key="se_epochs")
+    eps = c3.number_input("ε (pixels in [0, 1])", 0.0, 1.0, float(PRESETS["tiny"].eps), 0.01, format="%.4f", key="se_eps")
+    steps = c4.number_input("PGD steps (inner attack)", 1, 50, int(PRESETS["tiny"].steps), 1, key="se_steps")
+    n_train = c5.number_input("Training images", 64, 60000, 512, 64, key="se_train")
+    seed = c6.number_input("Seed of the search", 0, 2**31 - 1, 0, 1, key="se_seed",
+                           help="With 'the preset's network' this is also the network's seed.")
+    submitted = st.form_submit_button("Start search", type="primary", disabled=running, key="se_start", icon=":material/play_arrow:")
+
+if submitted and not running:
+    base = PRESETS[preset_name]
+    overrides = dict(keep_ratio=float(keep_ratio), epochs=int(epochs), eps=float(eps), steps=int(steps),
+                     alpha=float(eps) * (base.alpha / base.eps if base.eps else 0.25), lr_milestones=())
+    if net_choice == "active" and act is not None:
+        s = act.cs.spec
+        overrides.update(arch=s.arch, dataset=s.dataset, width=s.width, init=s.init, seed=s.seed,
+                         granularity=s.granularity)
+    else:
+        overrides["seed"] = int(seed)
+    try:
+        cfg = preset(preset_name, **overrides)
+        data, data_label = services.search_data(source, cfg, int(n_train))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        st.error(f"Cannot start this search: {e}")
+    else:
+        job = services.SearchJob(cfg, data, services.device(), data_label).start()
+        st.session_state[services.K_JOB] = job
+        running = True
+
+if job is not None:
+    st.caption(f"{job.cfg.arch} ×{job.cfg.width:g} on {job.cfg.dataset} geometry · keep {job.cfg.keep_ratio:g} · "
+               f"{job.cfg.epochs} epoch(s) · inner {job.cfg.inner_attack_config().describe()} · "
+               f"{job.data_label} · device {job.device}")
+    if source == "subset" and "subset" in job.data_label:
+        st.caption(":material/warning: Searched on the test subset: the other pages' numbers for this ticket are then on images "
+                   "it was searched on (a demo, not a result).")
+
+
+# ---------------------------------------------------------------- the live panel
+def _curves(job) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("adversarial training loss per step",
+                                                        "accuracy per epoch (validation split)"))
+    if job.steps:
+        n = job.steps[-1]["steps"]
+        fig.add_scatter(x=[e["epoch"] + e["step"] / n for e in job.steps], y=[e["loss"] for e in job.steps],
+                        mode="lines", name="loss", row=1, col=1)
+    if job.epochs:
+        ep = [e["epoch"] + 1 for e in job.epochs]
+        for key, name in (("val_clean", "clean (val)"), ("val_robust", "robust (val)"),
+                          ("train_adv_acc", "adversarial (train)")):
+            if key in job.epochs[0]:
+                fig.add_scatter(x=ep, y=[100 * e[key] for e in job.epochs], mode="lines+markers", name=name,
+                                row=1, col=2)
+    fig.update_xaxes(title_text="epoch", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=2)
+    fig.update_yaxes(title_text="%", row=1, col=2)
+    fig.update_layout(height=330, margin=dict(t=40, b=10))
+    return fig
+
+
+def live_panel() -> None:
+    job = st.session_state.get(services.K_JOB)
+    if job is None:
+        return
+    frac = job.fraction_done()
+    if job.steps:
+        e = job.steps[-1]
+        text = f"epoch {e['epoch'] + 1}/{e['epochs']} · step {e['step']}/{e['steps']} · loss {e['loss']:.3f}"
+    else:
+        text = "starting…"
+    if job.running:
+        st.progress(frac, text=("stopping at the end of this step… " if job.stop_requested else "") + text)
+        st.button("Stop", key="stop_search", icon=":material/stop:", on_click=job.stop, disabled=job.stop_requested,
+                  help="Stops after the current optimiser step; the best state so far is kept.")
+        st.session_state[K_LIVE] = job.id
+    else:
+        st.progress(1.0, text=f"finished in {job.finished - job.started:.1f} s" + (" (stopped)" if job.result is not None and job.result.stopped else ""))
+    services.plot(_curves(job), key="search_curves")
+    if not job.running and st.session_state.get(K_LIVE) == job.id:
+        del st.session_state[K_LIVE]
+        st.rerun(scope="app")      # the search ended while we watched it: show its result
+
+
+if job is not None:
+    st.fragment(live_panel, run_every=1.0 if running else None)()
+
+
+# ---------------------------------------------------------------- the result
+def _add_to_active(ticket, job_id: str) -> None:
+    """Button callback: a new session set = the active set's tickets + this one (nothing is changed in place)."""
+    act = services.active_set()
+    services.add_session_set(services.with_ticket(act.cs, ticket), f"{act.label} + {ticket.name}", "search")
+    st.session_state["search_kept"] = job_id
+
+
+def _new_set(result, job_id: str) -> None:
+    services.add_session_set(CandidateSet(result.spec, [result.ticket]), f"searched {result.ticket.name}", "search")
+    st.session_state["search_kept"] = job_id
+
+
+if job is not None and not job.running:
+    if job.error:
+        st.error(f"The search failed: {job.error}")
+        with st.expander("Traceback"):
+            st.code(job.error_trace)
+    elif job.result is not None:
+        res = job.result
+        t = res.ticket
+        st.success(f"Ticket **{t.name}** found{' (stopped early)' if res.stopped else ''}: best epoch "
+                   f"{res.best_epoch + 1} of {len(res.history)} run.")
+        c1, c2, c3 = st.columns(3)
+        rob, cln = t.metrics.get("val_robust"), t.metrics.get("val_clean")
+        c1.metric("Clean accuracy (validation)", f"{100 * cln['value']:.1f} %" if cln else "—")
+        c2.metric("Robust accuracy (validation)", f"{100 * rob['value']:.1f} %" if rob else "—",
+                  help=rob["attack"] if rob else None)
+        c3.metric("Kept weights", f"{100 * t.kept_fraction():.1f} %")
+        st.dataframe(pd.DataFrame(res.history), hide_index=True, width="stretch")
+        c1, c2, c3 = st.columns(3)
+        fits = act is not None and act.cs.spec == res.spec
+        kept = st.session_state.get("search_kept") == job.id
+        c1.button("Add to the active candidate set", icon=":material/add:", on_click=_add_to_active, args=(t, job.id),
+                  disabled=not fits or kept, key="add_ticket",
+                  help="Makes a new session set: the active set's tickets plus this one." if fits else
+                  "The ticket was searched over another network than the active set's.")
+        c2.button("Keep as a new candidate set", icon=":material/library_add:", on_click=_new_set, args=(res, job.id), key="new_set",
+                  disabled=kept)
+        if kept:
+            st.caption(f"Kept in this session: the active set is now “{services.set_options().get(st.session_state.get(services.K_ACTIVE), '?')}”.")
+        c3.download_button("Download the ticket", services.set_bytes(f"search:{job.id}", CandidateSet(res.spec, [t])),
+                           file_name=f"{t.name}{SUFFIX}", mime="application/octet-stream", key="dl_search",
+                           icon=":material/download:")

@@ -1,0 +1,144 @@
+"""Sparsity: robust and natural accuracy vs keep ratio; per-layer density of a chosen ticket; the paper beside."""
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+import services
+from rst.data import DataUnavailableError
+
+K_PARAMS = "sparsity_live_params"
+
+st.title("Accuracy vs keep ratio")
+act = services.require_active()
+if act is None:
+    st.stop()
+cs = act.cs
+entry = services.zoo_entry(act.zoo_id) if act.zoo_id else None
+default_eps = float((entry or {}).get("eps") or cs.tickets[0].search_config.get("eps") or 0.1)
+
+stored = services.stored_curve(act.zoo_id, cs)
+options = (["stored"] if stored else []) + ["live"]
+source = st.radio("Numbers", options, horizontal=True, key="sparsity_source",
+                  format_func={"stored": f"stored ({stored[1] if stored else ''})",
+                               "live": "compute live on test images"}.get)
+
+rows, where = None, ""
+if source == "stored":
+    rows, where = stored
+else:
+    n_max = services.max_eval_images(cs.spec.dataset)
+    if n_max == 0:
+        try:
+            services.eval_data(cs.spec.dataset, 1)
+        except DataUnavailableError as e:
+            st.warning(str(e))
+        st.stop()
+    with st.form("sparsity_form"):
+        c1, c2, c3, c4 = st.columns(4)
+        n_images = c1.number_input("Test images", 8, n_max, min(256, n_max), 8, key="sp_images")
+        attack = c2.selectbox("Attack", ["pgd", "fgsm", "cw"], format_func=services.ATTACK_LABELS.get, key="sp_attack")
+        eps = c3.number_input("ε", 0.0, 1.0, default_eps, 0.01, format="%.4f", key="sp_eps")
+        steps = c4.number_input("Steps", 1, 100, 10, 1, key="sp_steps")
+        go_live = st.form_submit_button("Compute", type="primary", key="sp_compute")
+    if go_live:
+        params = dict(n_images=int(n_images), attack_json=json.dumps(
+            services.attack_config(attack, eps, steps).to_dict(), sort_keys=True), dev=services.device())
+        rows = services.sparsity_rows(act.key, cs, **params)
+        st.session_state[K_PARAMS] = (act.key, params)
+    elif st.session_state.get(K_PARAMS, (None,))[0] == act.key:
+        rows = services.sparsity_rows(act.key, cs, **st.session_state[K_PARAMS][1])
+    if rows is None:
+        st.info("Choose the test images and the attack, then **Compute**.")
+        st.stop()
+    where = "computed live"
+
+df = pd.DataFrame(rows)
+for col in ("clean", "robust"):
+    df[col] = df[col].map(services.as_percent)
+# map every row to its ticket (by name, else by keep ratio)
+by_name = {t.name: i for i, t in enumerate(cs.tickets)}
+df["ticket"] = [by_name.get(r.get("name"), next((i for i, t in enumerate(cs.tickets)
+                                                  if abs(t.keep_ratio - r["keep_ratio"]) < 1e-9), -1))
+                for r in rows]
+df = df.sort_values("keep_ratio").reset_index(drop=True)
+attack_label = str(df["attack"].iloc[0]) if "attack" in df and len(df) else ""
+
+dup = df["keep_ratio"].duplicated(keep=False)
+labels = {i: (f"{kr:g}" + (f" ({df['name'][i]})" if dup[i] else "")) for i, kr in enumerate(df["keep_ratio"])}
+sel = st.select_slider("Keep ratio of the highlighted ticket", options=list(range(len(df))),
+                       format_func=labels.get, key="sparsity_slider")
+row = df.iloc[sel]
+
+# dense adversarially trained baseline (same network, all weights trained), when the zoo has one
+dense = (entry or {}).get("dense") or {}
+dense_rob = services.pick_metric(dense.get("metrics"), "robust")
+dense_cln = services.pick_metric(dense.get("metrics"), "clean")
+
+fig = go.Figure()
+fig.add_scatter(x=df["keep_ratio"], y=df["robust"], mode="lines+markers", name="robust", line=dict(color="#d62728"))
+fig.add_scatter(x=df["keep_ratio"], y=df["clean"], mode="lines+markers", name="natural (clean)",
+                line=dict(color="#1f77b4"))
+fig.add_scatter(x=[row["keep_ratio"]] * 2, y=[row["robust"], row["clean"]], mode="markers", name="highlighted",
+                marker=dict(size=16, symbol="circle-open", line=dict(width=3), color="black"))
+if dense_rob:
+    fig.add_hline(y=services.as_percent(dense_rob["value"]), line_dash="dash", line_color="#d62728",
+                  annotation_text="dense AT, robust", annotation_position="bottom right")
+if dense_cln:
+    fig.add_hline(y=services.as_percent(dense_cln["value"]), line_dash="dash", line_color="#1f77b4",
+                  annotation_text="dense AT, natural", annotation_position="top right")
+fig.update_layout(title=f"Ours = {cs.spec.dataset.replace('_', '-')}, {cs.spec.arch} ×{cs.spec.width:g} ({where})",
+                  xaxis_title="keep ratio (fraction of weights kept per layer)", yaxis_title="accuracy (%)",
+                  height=420, margin=dict(t=50, b=10), legend=dict(orientation="h", y=-0.2))
+fig.update_xaxes(type="log", tickvals=list(df["keep_ratio"]), ticktext=[f"{k:g}" for k in df["keep_ratio"]])
+
+c_main, c_side = st.columns([3, 2])
+with c_main:
+    services.plot(fig, key="sparsity_curve")
+    st.caption(f"Robust = {attack_label}. "
+               + ("Dashed: the dense network with all weights adversarially trained. " if dense_rob else
+                  "No dense adversarially trained baseline in this set. ")
+               + "A ticket's weights are never trained.")
+with c_side:
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Keep ratio", f"{row['keep_ratio']:g}")
+    m2.metric("Robust", f"{row['robust']:.1f} %" if pd.notna(row["robust"]) else "—")
+    m3.metric("Natural", f"{row['clean']:.1f} %" if pd.notna(row["clean"]) else "—")
+    if row["ticket"] >= 0:
+        stats = pd.DataFrame(services.ticket_layer_stats(act.key, cs, int(row["ticket"])))
+        bar = go.Figure(go.Bar(x=stats["layer"], y=100 * stats["density"], marker_color="#2ca02c",
+                               text=[f"{100 * d:.0f}%" for d in stats["density"]], textposition="outside",
+                               customdata=stats[["kept", "weights"]],
+                               hovertemplate="%{x}: %{customdata[0]} of %{customdata[1]} weights kept<extra></extra>"))
+        bar.update_layout(title=f"Per-layer density · {cs.tickets[int(row['ticket'])].name}",
+                          yaxis_title="kept weights (%)", yaxis_range=[0, 110], height=330,
+                          margin=dict(t=50, b=10))
+        services.plot(bar, key="sparsity_density")
+    else:
+        st.info("This row of the stored report has no ticket in the active set.")
+
+with st.expander("Table"):
+    st.dataframe(df.drop(columns=["ticket"]), hide_index=True, width="stretch")
+
+# ------------------------------------------------------------------ the paper (CIFAR-10), for reference
+st.subheader("Reference: the paper (CIFAR-10)")
+paper = services.paper_reference()
+curves = paper["sparsity_curves"]
+pfig = go.Figure()
+for key, name, color, dash in (("resnet18_cifar10_robust", "ResNet-18 robust", "#d62728", None),
+                               ("resnet18_cifar10_natural", "ResNet-18 natural", "#1f77b4", None),
+                               ("wrn34_10_cifar10_robust", "WRN-34-10 robust", "#ff7f0e", None)):
+    pfig.add_scatter(x=curves["keep_ratio"], y=curves[key], mode="lines+markers", name=name,
+                     line=dict(color=color, dash=dash))
+dat = paper["dense_adversarial_training"]["resnet18_cifar10"]
+pfig.add_hline(y=dat["pgd20"], line_dash="dash", line_color="#d62728", annotation_text="ResNet-18 dense AT, robust")
+pfig.add_hline(y=dat["natural"], line_dash="dash", line_color="#1f77b4",
+               annotation_text="ResNet-18 dense AT, natural")
+pfig.update_layout(title="Paper = CIFAR-10 (Fu et al. 2021; values read off plots, ±0.5 points)",
+                   xaxis_title="keep ratio", yaxis_title="accuracy (%)", height=380, margin=dict(t=50, b=10),
+                   legend=dict(orientation="h", y=-0.25))
+pfig.update_xaxes(type="log", tickvals=[0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.9],
+                  ticktext=["0.01", "0.03", "0.05", "0.1", "0.2", "0.3", "0.5", "0.9"])
+services.plot(pfig, key="paper_curve")
+st.caption(f"Attack: {paper['attack']}. A different data set, networks and ε from ours: compare shapes, not levels.")

@@ -1,0 +1,322 @@
+"""``python -m rst eval {curve,transfer,r2s,autoattack} FILE``: evaluation commands over a mask file.
+
+    python -m rst eval curve tickets.rst.safetensors --eps 0.1 --steps 20 --out runs/eval
+    python -m rst eval transfer tickets.rst.safetensors [--early-stop]
+    python -m rst eval r2s tickets.rst.safetensors --members 0,1,2 --protocols paper,expectation,ensemble,eot
+    python -m rst eval autoattack tickets.rst.safetensors --version standard --images 1000
+
+Each command writes ``NAME.json`` (numbers, configuration, provenance), ``NAME.csv`` and ``NAME.png``
+into ``--out`` through :mod:`rst.reports`, prints a compact table and every failed sanity check.
+``rst.cli`` registers these commands with :func:`add_eval_commands`; ``python -m rst.eval_cli``
+runs them standalone.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+_DATASET_EPS = {"cifar10": 8 / 255, "cifar100": 8 / 255, "svhn": 8 / 255}   # else 0.1 (Fashion-MNIST, synthetic)
+
+
+# --------------------------------------------------------------------------------------------
+# shared helpers
+# --------------------------------------------------------------------------------------------
+
+
+class _Bar:
+    """A tqdm bar driven by ``progress(done, total)`` callbacks."""
+
+    def __init__(self, label: str, quiet: bool = False):
+        self.label, self.quiet, self.bar = label, quiet, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=self.label, dynamic_ncols=True, leave=False)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _int_list(text: str | None) -> list[int] | None:
+    if text is None or text == "":
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip() != ""]
+    except ValueError:
+        raise SystemExit(f"expected a comma-separated list of integers, got {text!r}") from None
+
+
+def _str_list(text: str | None) -> list[str] | None:
+    return None if not text else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def default_eps(cs) -> float:
+    """The eps the tickets were searched with (their search config), else the data set's usual radius."""
+    for t in cs.tickets:
+        eps = (t.search_config or {}).get("eps")
+        if eps is not None:
+            return float(eps)
+    return _DATASET_EPS.get(cs.spec.dataset, 0.1)
+
+
+def _setup(args):
+    """Load the candidate set, the test images, the device and the attack from the common options."""
+    from .attacks import AttackConfig
+    from .device import resolve_device
+    from .masks import load_tickets
+
+    cs = load_tickets(args.file)
+    x, y = test_data(cs, data_dir=args.data_dir)
+    if args.images:
+        x, y = x[:args.images], y[:args.images]
+    eps = args.eps if args.eps is not None else default_eps(cs)
+    alpha = args.alpha if args.alpha is not None else eps / 4
+    attack = AttackConfig("pgd", eps=eps, alpha=alpha, steps=args.steps)
+    return cs, x, y, resolve_device(args.device), attack
+
+
+def test_data(cs, data_dir=None):
+    """The test split of the candidate set's data set ("synthetic": 512 images drawn with seed + 1)."""
+    from .data import load_dataset, synthetic_dataset
+    if cs.spec.dataset == "synthetic":
+        return synthetic_dataset(512, seed=cs.spec.seed + 1)
+    return load_dataset(cs.spec.dataset, train=False, data_dir=data_dir)
+
+
+def _base_payload(args, cs, x, device, attack) -> dict:
+    return {"command": f"eval {getattr(args, 'eval_command', '?')}", "file": str(args.file), "network": cs.spec.to_dict(),
+            "weight_checksum": cs.weight_checksum,
+            "tickets": [{"index": i, "name": t.name, "keep_ratio": t.keep_ratio} for i, t in enumerate(cs.tickets)],
+            "data": {"dataset": cs.spec.dataset, "split": f"test[:{len(x)}]"}, "n_images": len(x),
+            "attack": attack.to_dict(), "attack_description": attack.describe(), "seed": args.seed,
+            "device": str(device)}
+
+
+def _print_written(paths: dict) -> None:
+    print("written: " + ", ".join(str(p) for p in paths.values()))
+
+
+def _print_checks(checks) -> int:
+    failed = [c for c in checks if not c.passed]
+    for c in failed:
+        print(f"SANITY CHECK FAILED  {c.name}: {c.detail}")
+    if checks and not failed:
+        print(f"sanity checks: all {len(checks)} passed")
+    return len(failed)
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_curve(args) -> int:
+    """Clean and robust accuracy of every ticket against keep ratio."""
+    import pandas as pd
+
+    from .evaluate import sparsity_curve
+    from .reports import curve_figure, write_report
+    cs, x, y, device, attack = _setup(args)
+    bar = _Bar("sparsity curve (tickets)", args.quiet)
+    try:
+        rows = sparsity_curve(cs, x, y, attack, device=device, batch_size=args.batch_size, seed=args.seed,
+                              progress=bar)
+    finally:
+        bar.close()
+    frame = pd.DataFrame(rows)
+    print(frame[["name", "keep_ratio", "clean", "robust"]].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"attack: {attack.describe()}; {len(x)} test images")
+    paths = write_report(args.out, "curve", {**_base_payload(args, cs, x, device, attack), "rows": rows},
+                         frame, curve_figure(rows), device=str(device))
+    _print_written(paths)
+    return 0
+
+
+def cmd_transfer(args) -> int:
+    """K x K transfer matrix between the tickets (source attacked once each)."""
+    from .evaluate import transfer_matrix
+    from .reports import transfer_figure, write_report
+    cs, x, y, device, attack = _setup(args)
+    bar = _Bar("transfer (source attacks)", args.quiet)
+    try:
+        tr = transfer_matrix(cs, x, y, attack, early_stop=args.early_stop, device=device,
+                             batch_size=args.batch_size, seed=args.seed, progress=bar)
+    finally:
+        bar.close()
+    _print_matrix(tr)
+    name = "transfer_early_stop" if args.early_stop else "transfer"
+    paths = write_report(args.out, name, {**_base_payload(args, cs, x, device, attack), "transfer": tr.to_dict()},
+                         tr.to_frame(), transfer_figure(tr), device=str(device))
+    _print_written(paths)
+    return 0
+
+
+def _print_matrix(tr) -> None:
+    print(tr.label)
+    print(f"{tr.attack}; {tr.n_images} images; rows = source (attacked), columns = target (answers)")
+    head = "source\\target " + " ".join(f"{r:>8g}" for r in tr.keep_ratios)
+    print(head)
+    for i, r in enumerate(tr.keep_ratios):
+        print(f"{r:>13g} " + " ".join(f"{100 * v:8.2f}" for v in tr.matrix[i].tolist()))
+    d = tr.to_dict()
+    print(f"diagonal (white-box) mean {100 * d['diagonal_mean']:.2f}%, off-diagonal (transfer) mean "
+          f"{100 * (d['off_diagonal_mean'] or float('nan')):.2f}%, all cells {100 * d['mean']:.2f}%")
+
+
+def cmd_r2s(args) -> int:
+    """R2S under the paper's protocol and adaptive attacks, with sanity checks."""
+    from .r2s import PROTOCOLS, R2S, evaluate_r2s
+    from .reports import r2s_figure, write_report
+    cs, x, y, device, attack = _setup(args)
+    protocols = _str_list(args.protocols) or list(PROTOCOLS)
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        raise SystemExit(f"unknown protocols {unknown}; known: {', '.join(PROTOCOLS)}")
+    r2s = R2S(cs, members=_int_list(args.members), switch=args.switch, seed=args.seed, device=device)
+    bar = _Bar("R2S evaluation (batches)", args.quiet)
+    try:
+        report = evaluate_r2s(r2s, x, y, eps=attack.eps, steps=attack.steps, alpha=attack.alpha,
+                              eot_samples=args.eot_samples, protocols=protocols, batch_size=args.batch_size,
+                              seed=args.seed, progress=bar)
+    finally:
+        bar.close()
+    if args.sanity:
+        from .sanity import sanity_checks
+        n = min(len(x), args.sanity_images)
+        report.sanity.extend(sanity_checks(r2s, x[:n], y[:n], eps=attack.eps, steps=(5, attack.steps),
+                                           square_queries=args.square_queries, seed=args.seed,
+                                           batch_size=args.batch_size))
+    frame = report.to_frame()
+    cols = ["protocol", "adaptive", "expected_acc", "worst_member_acc"]
+    print(f"R2S over {r2s.K} members {r2s.names} (switch={r2s.switch}); eps={attack.eps:.4g}, "
+          f"{attack.steps} steps; {len(x)} test images")
+    print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print("the 'paper' row is the non-adaptive transfer protocol; 'worst_case_adaptive' is the honest number")
+    _print_checks(report.sanity)
+    payload = {**_base_payload(args, cs, x, device, attack), "r2s": report.to_dict(),
+               "members": r2s.members, "switch": r2s.switch, "members_memory_bytes": r2s.members_memory_bytes()}
+    paths = write_report(args.out, "r2s", payload, frame, r2s_figure(report), device=str(device))
+    _print_written(paths)
+    return 0
+
+
+def cmd_autoattack(args) -> int:
+    """AutoAttack on each selected ticket (or on their R2S with --r2s)."""
+    import pandas as pd
+
+    from .autoattack import autoattack_accuracy
+    from .reports import write_report
+    cs, x, y, device, attack = _setup(args)
+    indices = _int_list(args.tickets) or list(range(len(cs)))
+    attacks = _str_list(args.attacks)
+    version = "custom" if attacks else args.version
+    rows, logs = [], {}
+    targets = []
+    if args.r2s:
+        from .r2s import R2S
+        targets.append(("r2s", float("nan"), R2S(cs, members=indices, switch=args.switch, seed=args.seed,
+                                                 device=device)))
+    else:
+        targets = [(cs.tickets[i].name or f"ticket{i}", cs.tickets[i].keep_ratio, i) for i in indices]
+    for name, kr, target in targets:
+        model = target if args.r2s else cs.model(target, device=device)
+        res = autoattack_accuracy(model, x, y, eps=attack.eps, version=version, batch_size=args.batch_size,
+                                  seed=args.seed, attacks=attacks)
+        logs[name] = res.pop("log")
+        rows.append({"name": name, "keep_ratio": kr, **{k: v for k, v in res.items() if k != "attacks"},
+                     "attacks": ",".join(res["attacks"])})
+        print(f"{name:14s} clean {res['clean']:.4f}  AutoAttack robust {res['robust']:.4f}  "
+              f"({version}: {', '.join(res['attacks'])}; eps={attack.eps:.4g}; {len(x)} images)", flush=True)
+        warn = [line for line in logs[name].splitlines() if line.startswith("WARNING")]
+        for line in warn:
+            print(f"  autoattack {line}")
+    frame = pd.DataFrame(rows)
+    payload = {**_base_payload(args, cs, x, device, attack), "rows": rows, "version": version, "log": logs}
+    fig = None
+    if not args.r2s and len(rows) > 0:
+        from .reports import curve_figure
+        fig = curve_figure([{"keep_ratio": r["keep_ratio"], "clean": r["clean"], "robust": r["robust"],
+                             "attack": f"AutoAttack {version}, eps={attack.eps:.4g}"} for r in rows])
+    paths = write_report(args.out, "autoattack", payload, frame, fig, device=str(device))
+    _print_written(paths)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------
+
+
+def _common(s: argparse.ArgumentParser) -> None:
+    s.add_argument("file", help="mask file (.rst.safetensors) with one or more tickets")
+    s.add_argument("--eps", type=float, default=None,
+                   help="L-inf radius in [0, 1] pixel units (default: the tickets' search eps, else 8/255 for "
+                        "CIFAR/SVHN, 0.1 otherwise)")
+    s.add_argument("--alpha", type=float, default=None, help="PGD step size (default eps/4)")
+    s.add_argument("--steps", type=int, default=20, help="PGD steps (default 20)")
+    s.add_argument("--images", type=int, default=None, help="first N test images (default: all)")
+    s.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+    s.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, ...")
+    s.add_argument("--data-dir", dest="data_dir", help="data folder (else $RST_DATA_DIR, then defaults)")
+    s.add_argument("--out", default="runs/eval", help="output folder for NAME.json/.csv/.png (default runs/eval)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the attacks' random starts and of R2S draws")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_eval_commands(eval_subparsers) -> None:
+    """Register ``curve``, ``transfer``, ``r2s`` and ``autoattack`` on the ``eval`` subparser group."""
+    s = eval_subparsers.add_parser("curve", help="clean and robust accuracy of every ticket against keep ratio")
+    _common(s)
+    s.set_defaults(func=cmd_curve)
+
+    s = eval_subparsers.add_parser("transfer", help="transfer matrix between the tickets (K source attacks)")
+    _common(s)
+    s.add_argument("--early-stop", dest="early_stop", action="store_true",
+                   help="the reference code's source-side early stop (inflates transfer; labelled as such)")
+    s.set_defaults(func=cmd_transfer)
+
+    s = eval_subparsers.add_parser("r2s", help="R2S: paper's protocol and adaptive attacks, exact expectation")
+    _common(s)
+    s.add_argument("--members", help="ticket indices, e.g. 0,1,2 (default: all)")
+    s.add_argument("--protocols", help="comma-separated subset of paper,expectation,ensemble,eot,autoattack_rand "
+                                       "(default: all; autoattack_rand is slow on a CPU)")
+    s.add_argument("--eot-samples", dest="eot_samples", type=int, default=10, help="EOT samples per step (eot)")
+    s.add_argument("--switch", choices=("call", "batch", "example"), default="batch",
+                   help="how R2S draws members (eot / autoattack_rand attack this switching)")
+    s.add_argument("--sanity", action="store_true",
+                   help="also run rst.sanity's attack-based checks on R2S (eps sweep, steps, EOT, Square)")
+    s.add_argument("--sanity-images", dest="sanity_images", type=int, default=128)
+    s.add_argument("--square-queries", dest="square_queries", type=int, default=1000)
+    s.set_defaults(func=cmd_r2s)
+
+    s = eval_subparsers.add_parser("autoattack", help="AutoAttack (Croce & Hein 2020) on each ticket or on R2S")
+    _common(s)
+    s.add_argument("--version", choices=("standard", "plus", "rand"), default="standard")
+    s.add_argument("--attacks", help="custom attack list, e.g. apgd-ce,square (implies version=custom)")
+    s.add_argument("--tickets", help="ticket indices (default: all)")
+    s.add_argument("--r2s", action="store_true", help="attack the R2S of the selected tickets (use --version rand)")
+    s.add_argument("--switch", choices=("call", "batch", "example"), default="batch")
+    s.set_defaults(func=cmd_autoattack)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rst.eval_cli", description="RST Explorer evaluation commands")
+    add_eval_commands(p.add_subparsers(dest="eval_command", required=True))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

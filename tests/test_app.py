@@ -1,0 +1,242 @@
+"""The Streamlit app under ``AppTest``: every page renders, and one interaction per page works.
+
+A session fixture builds a tiny zoo (three 1-epoch tickets of a quarter-width Conv-4 on synthetic
+data, a 256-image stand-in test subset, stored reports) and points ``RST_ZOO_DIR`` /
+``RST_TEST_SUBSET`` at it; ``empty_env`` points them at nothing (no zoo, no subset).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+APP = Path(__file__).resolve().parent.parent / "app"
+MAIN = str(APP / "main.py")
+PAGES = ["views/home.py", "views/network.py", "views/search.py", "views/sparsity.py", "views/transfer.py",
+         "views/r2s_live.py", "views/masks.py"]
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory):
+    import torch
+    sys.path.insert(0, str(APP))
+    from tiny_zoo import build_tiny_zoo
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)          # tiny tensors: one thread is faster, and robust on a busy machine
+    try:
+        return build_tiny_zoo(tmp_path_factory.mktemp("zoo"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def zoo_env(tiny_zoo, monkeypatch):
+    monkeypatch.setenv("RST_ZOO_DIR", str(tiny_zoo["zoo_dir"]))
+    monkeypatch.setenv("RST_TEST_SUBSET", str(tiny_zoo["subset"]))
+    return tiny_zoo
+
+
+@pytest.fixture
+def empty_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("RST_ZOO_DIR", str(tmp_path / "no_zoo"))
+    monkeypatch.setenv("RST_TEST_SUBSET", str(tmp_path / "no_subset.safetensors"))
+
+
+def _app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    if page is not None and page != PAGES[0]:
+        at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+# ------------------------------------------------------------------------------------------ defaults
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_the_zoo(zoo_env, page):
+    at = _app(page)
+    assert at.title, "every page has a title"
+    assert not at.error, _texts(at.error)
+    assert at.session_state["active_key"] == "zoo:tiny"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_without_zoo_and_guides(empty_env, page):
+    at = _app(page)
+    guidance = _texts(at.info) + _texts(at.markdown)
+    if page in ("views/home.py", "views/sparsity.py", "views/transfer.py", "views/r2s_live.py", "views/masks.py"):
+        assert "python -m rst zoo build fmnist" in guidance
+        assert "Masks" in guidance and "Search" in guidance
+    assert not at.error, _texts(at.error)
+
+
+def test_home_says_what_is_loaded_and_warns_about_adaptive_attacks(zoo_env):
+    at = _app()
+    assert _metric(at, "Tickets") == "3"
+    assert "adaptive" in _texts(at.warning).lower()
+
+
+# ------------------------------------------------------------------------------------------ pages
+
+
+def test_network_page_shows_kept_weights_and_reacts_to_the_seed(zoo_env):
+    at = _app("views/network.py")
+    table = at.dataframe[0].value
+    assert [c for c in table.columns if c.startswith("kept · ")] == ["kept · keep0.3", "kept · keep0.5", "kept · keep0.7"]
+    checksum = _texts(at.caption)
+    at.number_input(key="nw_seed").set_value(1)
+    at.button(key="nw_show").click().run()
+    assert not at.exception
+    assert _texts(at.caption) != checksum                     # another seed: another checksum
+    assert not any(c.startswith("kept · ") for c in at.dataframe[0].value.columns)
+
+
+def test_sparsity_slider_moves_the_highlight_and_the_density_chart(zoo_env):
+    at = _app("views/sparsity.py")
+    assert _metric(at, "Keep ratio") == "0.3"
+    density_before = _plotly(at, "sparsity_density")
+    at.select_slider(key="sparsity_slider").set_value(2).run()
+    assert not at.exception
+    assert _metric(at, "Keep ratio") == "0.7"
+    density_after = _plotly(at, "sparsity_density")
+    assert density_before != density_after
+    assert "keep0.7" in density_after
+
+
+def test_sparsity_live_computation(zoo_env):
+    at = _app("views/sparsity.py")
+    at.radio(key="sparsity_source").set_value("live").run()
+    at.number_input(key="sp_images").set_value(16)
+    at.number_input(key="sp_steps").set_value(2)
+    at.button(key="sp_compute").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "computed live" in _plotly(at, "sparsity_curve")
+    assert len(at.dataframe[0].value) == 3
+
+
+def test_transfer_stored_toggle_and_live(zoo_env):
+    at = _app("views/transfer.py")
+    assert _metric(at, "Early stop") == "off"
+    at.toggle(key="transfer_stored_early_stop").set_value(True).run()
+    assert _metric(at, "Early stop") == "on (inflated)"
+    at.radio(key="transfer_source").set_value("live").run()
+    at.number_input(key="tr_images").set_value(16)
+    at.number_input(key="tr_steps").set_value(2)
+    at.button(key="tr_compute").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "WITHOUT early stop" in _plotly(at, "transfer_heatmap")
+
+
+def test_r2s_live_small_attack_gallery_and_attributions(zoo_env):
+    at = _app("views/r2s_live.py")
+    at.selectbox(key="r2s_attack").set_value("protocol:expectation")
+    at.number_input(key="r2s_images").set_value(16)
+    at.number_input(key="r2s_steps").set_value(2)
+    at.button(key="r2s_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert list(table["what"][:3]) == ["R2S · expectation", "R2S · paper", "R2S · clean"]
+    assert sum(table["what"].str.endswith("alone")) == 3
+    assert (table["expected"] <= 100).all()
+    assert len(at.get("image")) >= 2                           # gallery: clean and adversarial rows
+    at.radio(key="cap_method").set_value("Saliency")
+    at.button(key="cap_explain").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Saliency" in _plotly(at, "captum_maps")
+
+
+def test_r2s_live_transfer_from_one_member(zoo_env):
+    at = _app("views/r2s_live.py")
+    at.selectbox(key="r2s_attack").set_value("member")
+    at.selectbox(key="r2s_source").set_value(1)
+    at.number_input(key="r2s_images").set_value(16)
+    at.number_input(key="r2s_steps").set_value(2)
+    at.button(key="r2s_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.dataframe[0].value["what"][0] == "R2S · transfer from keep0.5"
+
+
+def test_masks_bad_upload_shows_an_error_and_keeps_the_session(zoo_env):
+    at = _app("views/masks.py")
+    before = (at.session_state["active_key"], dict(at.session_state["session_sets"]))
+    at.file_uploader(key="mask_upload").upload("evil.rst.safetensors", b"\x80\x04not a mask file at all")
+    at.run()
+    assert not at.exception
+    assert "evil.rst.safetensors" in _texts(at.error) and "cannot be used" in _texts(at.error)
+    assert (at.session_state["active_key"], dict(at.session_state["session_sets"])) == before
+    assert len(at.get("download_button")) == 4                # set + 3 tickets still downloadable
+
+
+def test_masks_good_upload_becomes_the_active_set(zoo_env):
+    data = (Path(zoo_env["zoo_dir"]) / "tiny" / "tickets.rst.safetensors").read_bytes()
+    at = _app("views/masks.py")
+    at.file_uploader(key="mask_upload").upload("mine.rst.safetensors", data).run()
+    assert not at.exception and not at.error
+    assert "weights checksum verified" in _texts(at.success)
+    at.button(key="use_upload").click().run()
+    assert not at.exception
+    assert at.session_state["active_key"].startswith("upload:")
+    assert "upload · mine.rst.safetensors" in at.sidebar.selectbox[0].options
+
+
+def test_search_one_epoch_then_add_the_ticket(zoo_env):
+    at = _app("views/search.py")
+    at.number_input(key="se_epochs").set_value(1)
+    at.number_input(key="se_train").set_value(64)
+    at.number_input(key="se_keep").set_value(0.4)
+    at.button(key="se_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = at.session_state["search_job"]
+    assert job.join(timeout=90), "the 1-epoch tiny search did not finish in 90 s"
+    at.run()
+    assert not at.exception and job.error is None, job.error_trace
+    assert "keep0.4" in _texts(at.success)
+    at.button(key="add_ticket").click().run()
+    assert not at.exception
+    active = at.session_state["active_key"]
+    assert active.startswith("search:")
+    cs = at.session_state["session_sets"][active]["cs"]
+    assert [t.keep_ratio for t in cs.tickets] == [0.3, 0.5, 0.7, 0.4]
+
+
+def test_search_stop_button_stops_the_search(zoo_env):
+    at = _app("views/search.py")
+    at.number_input(key="se_epochs").set_value(200)
+    at.number_input(key="se_train").set_value(64)
+    at.button(key="se_start").click().run()
+    job = at.session_state["search_job"]
+    assert job.running
+    at.button(key="stop_search").click().run()
+    assert job.stop_requested
+    assert job.join(timeout=60), "the search did not stop"
+    at.run()
+    assert not at.exception and job.error is None, job.error_trace
+    assert job.result.stopped and len(job.result.history) < 200
+    assert "stopped early" in _texts(at.success)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def _plotly(at: AppTest, key: str) -> str:
+    """The JSON spec of the Plotly chart with ``key``."""
+    for el in at.get("plotly_chart"):
+        if el.key == key:
+            return el.proto.spec
+    raise AssertionError(f"no plotly chart with key {key!r}")

@@ -1,0 +1,299 @@
+"""rst.data: synthetic data, splits, augmentation, the device loader, IDX files, subsets."""
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from rst import data
+from rst.data import (DATASETS, DataUnavailableError, DeviceLoader, augment, default_augment, load_dataset,
+                      load_subset, save_subset, split_train_val, synthetic_dataset)
+from rst.models import DATASET_STATS
+
+SHARED_FMNIST = Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    """No test sees the user's RST_DATA_DIR, Debian's dataset directory or the home cache."""
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    monkeypatch.setattr(data, "_SYSTEM_DIRS", ())
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+# ---------------------------------------------------------------- synthetic
+
+
+def test_synthetic_is_deterministic_and_in_range():
+    x, y = synthetic_dataset(64, seed=3)
+    x2, y2 = synthetic_dataset(64, seed=3)
+    x3, y3 = synthetic_dataset(64, seed=4)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(x, x3)
+    assert x.shape == (64, 1, 28, 28) and x.dtype == torch.float32
+    assert y.shape == (64,) and y.dtype == torch.int64
+    assert 0 <= x.min() and x.max() <= 1
+    counts = torch.bincount(y, minlength=10)
+    assert counts.max() - counts.min() <= 1                                       # balanced classes
+
+
+def test_synthetic_any_shape_and_classes_are_separable():
+    x, y = synthetic_dataset(200, shape=(3, 32, 32), num_classes=5, seed=0)
+    assert x.shape == (200, 3, 32, 32) and set(y.tolist()) == set(range(5))
+    # the class means differ clearly more than the examples of one class scatter around them
+    xt, yt = synthetic_dataset(500, shape=(1, 28, 28), seed=0)
+    xv, yv = synthetic_dataset(200, shape=(1, 28, 28), seed=1)
+    means = torch.stack([xt[yt == k].mean(0) for k in range(10)]).flatten(1)    # (10, 784)
+    nearest = torch.cdist(xv.flatten(1), means).argmin(1)
+    assert (nearest == yv).float().mean() > 0.3                                   # chance: 0.1
+
+
+def test_synthetic_registered_as_dataset():
+    x, y = load_dataset("synthetic", train=False)
+    assert x.shape == (512, 1, 28, 28) and y.shape == (512,)
+    assert synthetic_dataset(0)[0].shape == (0, 1, 28, 28)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("mnist", train=True)
+
+
+# ---------------------------------------------------------------- split
+
+
+@pytest.mark.parametrize("val_size", [0, 7, 0.25, 1.0])
+def test_split_disjoint_complete_deterministic(val_size):
+    ids = torch.arange(40)
+    x = ids.float().view(40, 1, 1, 1)
+    xt, yt, xv, yv = split_train_val(x, ids, val_size, seed=1)
+    n_val = round(val_size * 40) if isinstance(val_size, float) else val_size
+    assert len(xv) == len(yv) == n_val and len(xt) == len(yt) == 40 - n_val
+    assert set(yt.tolist()).isdisjoint(yv.tolist())
+    assert sorted(yt.tolist() + yv.tolist()) == list(range(40))
+    assert torch.equal(xt.flatten().long(), yt) and torch.equal(xv.flatten().long(), yv)   # x, y stay paired
+    again = split_train_val(x, ids, val_size, seed=1)
+    assert torch.equal(again[3], yv) and torch.equal(again[1], yt)
+
+
+def test_split_seed_matters_and_bad_sizes_raise():
+    ids = torch.arange(100)
+    assert not torch.equal(split_train_val(ids, ids, 10, seed=0)[3], split_train_val(ids, ids, 10, seed=1)[3])
+    for bad in (101, -1, 1.5):
+        with pytest.raises(ValueError):
+            split_train_val(ids, ids, bad, seed=0)
+
+
+# ---------------------------------------------------------------- augment
+
+
+def test_augment_crop_matches_a_manual_shift():
+    x = torch.rand(16, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    out = augment(x, pad=2, flip=False, generator=g)
+    offsets = torch.randint(0, 5, (16, 2), generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i, (r, c) in enumerate(offsets.tolist()):
+        assert torch.equal(out[i], padded[i, :, r:r + 8, c:c + 8])
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    assert not torch.equal(out, x)
+
+
+def test_augment_flip_only_mirrors_some_images():
+    x = torch.rand(64, 1, 5, 7)
+    out = augment(x, pad=0, flip=True, generator=torch.Generator().manual_seed(1))
+    mirrored = [torch.equal(o, xi.flip(-1)) for o, xi in zip(out, x)]
+    unchanged = [torch.equal(o, xi) for o, xi in zip(out, x)]
+    assert all(m or u for m, u in zip(mirrored, unchanged))
+    assert 10 < sum(mirrored) < 54                                                # about half
+    assert torch.allclose(out.sum((1, 2, 3)), x.sum((1, 2, 3)))                  # flips move, not change
+
+
+def test_augment_reproducible_and_noop():
+    x = torch.rand(8, 1, 28, 28)
+    a = augment(x, 2, True, torch.Generator().manual_seed(5))
+    b = augment(x, 2, True, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+    assert augment(x, 0, False, None) is x
+
+
+def test_default_augment_covers_every_dataset():
+    assert default_augment("cifar10") == (4, True) and default_augment("svhn") == (4, False)
+    assert default_augment("fashion_mnist") == (2, True) and default_augment("synthetic") == (0, False)
+    assert set(data.AUGMENT) == set(DATASETS)
+    assert set(DATASETS) - {"synthetic"} <= set(DATASET_STATS)
+
+
+def test_synthetic_geometry_matches_model_table():
+    if "synthetic" not in DATASET_STATS:
+        pytest.skip("rst.models.DATASET_STATS has no 'synthetic' entry")
+    num_classes, channels, side, _, _ = DATASET_STATS["synthetic"]
+    x, y = load_dataset("synthetic", train=True)
+    assert x.shape[1:] == (channels, side, side) and int(y.max()) + 1 == num_classes
+    with pytest.raises(ValueError):
+        default_augment("imagenet")
+
+
+# ---------------------------------------------------------------- DeviceLoader
+
+
+def _ids_loader(n=103, **kw):
+    ids = torch.arange(n)
+    x = ids.float().view(n, 1, 1, 1).expand(n, 1, 4, 4).contiguous()
+    return DeviceLoader(x, ids, batch_size=10, **kw), n
+
+
+def test_loader_covers_every_example_once_per_epoch():
+    loader, n = _ids_loader()
+    assert len(loader) == 11
+    batches = list(loader)
+    assert len(batches) == 11 and len(batches[-1][1]) == 3
+    seen = torch.cat([yb for _, yb in batches])
+    assert sorted(seen.tolist()) == list(range(n))
+    for xb, yb in batches:                                                        # x and y stay paired
+        assert torch.equal(xb[:, 0, 0, 0].long(), yb)
+
+
+def test_loader_reproducible_per_epoch_and_differs_between_epochs():
+    loader, _ = _ids_loader(augment=(1, True), seed=7)
+    first = [(xb.clone(), yb.clone()) for xb, yb in loader]                       # epoch 0
+    second = [yb for _, yb in loader]                                             # epoch 1 (advanced)
+    assert not torch.equal(torch.cat([yb for _, yb in first]), torch.cat(second))
+    fresh, _ = _ids_loader(augment=(1, True), seed=7)
+    fresh.set_epoch(0)
+    for (xa, ya), (xb, yb) in zip(first, fresh):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    fresh.set_epoch(1)
+    assert torch.equal(torch.cat([yb for _, yb in fresh]), torch.cat(second))
+    other_seed, _ = _ids_loader(augment=(1, True), seed=8)
+    assert not torch.equal(torch.cat([yb for _, yb in other_seed]), torch.cat([yb for _, yb in first]))
+
+
+def test_loader_no_shuffle_drop_last_and_device():
+    loader, n = _ids_loader(shuffle=False, drop_last=True, device="cpu")
+    assert len(loader) == 10 and loader.device == torch.device("cpu")
+    assert torch.equal(torch.cat([yb for _, yb in loader]), torch.arange(100))
+
+
+# ---------------------------------------------------------------- IDX (Fashion-MNIST format)
+
+
+def _write_idx(path: Path, tensor: torch.Tensor, compress: bool = False) -> Path:
+    magic = {1: 2049, 3: 2051}[tensor.ndim]
+    raw = struct.pack(">i", magic) + struct.pack(f">{tensor.ndim}I", *tensor.shape)
+    raw += tensor.to(torch.uint8).numpy().tobytes()
+    path.write_bytes(gzip.compress(raw, compresslevel=1) if compress else raw)
+    return path
+
+
+def _fake_fmnist(n):
+    images = (torch.arange(n * 28 * 28) % 251).view(n, 28, 28).to(torch.uint8)
+    return images, torch.arange(n) % 10
+
+
+def test_idx_files_found_by_content_under_odd_names(tmp_path):
+    images, labels = _fake_fmnist(12)
+    (tmp_path / "raw").mkdir()
+    _write_idx(tmp_path / "raw" / "blob.bin", images, compress=True)
+    _write_idx(tmp_path / "lbl", labels)
+    (tmp_path / "README.txt").write_text("not IDX")
+    (tmp_path / "junk.gz").write_bytes(b"\x1f\x8bnot really gzip")
+    _write_idx(tmp_path / "other-labels", torch.arange(5) % 10)                # another N: ignored
+    pair = data._find_idx_pair(tmp_path, 12)
+    assert pair == (tmp_path / "raw" / "blob.bin", tmp_path / "lbl")
+    x, y = data._read_idx_pair(*pair)
+    assert x.shape == (12, 1, 28, 28) and x.dtype == torch.float32 and x.max() <= 1
+    assert torch.equal((x * 255).round().to(torch.uint8)[:, 0], images) and torch.equal(y, labels)
+    assert data._find_idx_pair(tmp_path, 13) is None
+
+
+def test_fashion_mnist_test_split_from_data_dir(tmp_path):
+    images, labels = _fake_fmnist(10000)
+    _write_idx(tmp_path / "a", images)
+    _write_idx(tmp_path / "b.gz", labels, compress=True)
+    x, y = load_dataset("fashion_mnist", train=False, data_dir=tmp_path, download=False)
+    assert x.shape == (10000, 1, 28, 28) and torch.equal(y, labels)
+
+
+def test_truncated_or_corrupt_idx_raises_naming_the_file(tmp_path):
+    images, _ = _fake_fmnist(4)
+    path = _write_idx(tmp_path / "imgs", images)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="imgs.*truncated"):
+        data._read_idx(path)
+    gz = _write_idx(tmp_path / "imgs2.gz", images, compress=True)
+    gz.write_bytes(gz.read_bytes()[:-30])
+    with pytest.raises(ValueError, match="imgs2.gz"):
+        data._read_idx(gz)
+    bad_labels = _write_idx(tmp_path / "labels", torch.tensor([0, 3, 12, 1]))
+    good_images = _write_idx(tmp_path / "ok", images)
+    with pytest.raises(ValueError, match="labels.*outside"):
+        data._read_idx_pair(good_images, bad_labels)
+
+
+def test_fashion_mnist_unavailable_names_every_place(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "env"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataUnavailableError) as info:
+        load_dataset("fashion_mnist", train=True, data_dir=empty, download=False)
+    msg = str(info.value)
+    for place in (empty, tmp_path / "env", tmp_path / "env" / "fashion-mnist", "torchvision"):
+        assert str(place) in msg
+    assert "RST_DATA_DIR" in msg and "--data-dir" in msg
+
+
+# ---------------------------------------------------------------- torchvision sets, offline
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn"])
+def test_torchvision_dataset_missing_raises_helpful_error(tmp_path, name):
+    with pytest.raises(DataUnavailableError) as info:
+        load_dataset(name, train=True, data_dir=tmp_path, download=False)
+    msg = str(info.value)
+    assert name in msg and str(tmp_path) in msg and "--data-dir" in msg and "RST_DATA_DIR" in msg
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_offline_download_failure_says_offline(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    def no_network(self, *args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", no_network)
+    with pytest.raises(DataUnavailableError, match="offline"):
+        load_dataset("cifar10", train=False, data_dir=tmp_path, download=True)
+
+
+# ---------------------------------------------------------------- subsets
+
+
+def test_subset_round_trip(tmp_path):
+    x, y = synthetic_dataset(20, seed=0)
+    x = (x * 255).round() / 255                                                   # representable in uint8
+    meta = {"dataset": "synthetic", "source": "synthetic_dataset(20, seed=0)", "licence": "none needed"}
+    path = save_subset(tmp_path / "subset.safetensors", x, y, meta)
+    x2, y2, meta2 = load_subset(path)
+    assert torch.equal(x2, x) and torch.equal(y2, y) and x2.dtype == torch.float32
+    assert meta2["dataset"] == "synthetic" and meta2["licence"] == "none needed" and meta2["num_examples"] == 20
+    assert path.stat().st_size < 20 * 28 * 28 + 2000                              # stored as uint8
+    assert not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(ValueError, match="dataset"):
+        save_subset(tmp_path / "nometa.safetensors", x, y, {"source": "?"})
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(ValueError):
+        load_subset(tmp_path / "bad.safetensors")
+
+
+# ---------------------------------------------------------------- real Fashion-MNIST (when present)
+
+
+@pytest.mark.skipif(not SHARED_FMNIST.is_dir(), reason=f"no real Fashion-MNIST at {SHARED_FMNIST}")
+def test_real_fashion_mnist():
+    for train, n in ((True, 60000), (False, 10000)):
+        x, y = load_dataset("fashion_mnist", train=train, data_dir=SHARED_FMNIST, download=False)
+        assert x.shape == (n, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+        assert 0 <= x.min() and x.max() <= 1 and x.max() > 0.99
+        assert set(y.unique().tolist()) == set(range(10))
+        assert abs(x.mean().item() - DATASET_STATS["fashion_mnist"][3][0]) < 0.01
