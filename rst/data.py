@@ -309,13 +309,13 @@ def synthetic_dataset(n: int, shape: Sequence[int] = (1, 28, 28), num_classes: i
                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A learnable, not trivial, seeded image classification set: no files, any shape.
 
-    Each class has a fixed smooth random template ``t_k`` in [0, 1], a pattern shared by all classes
-    plus a weaker class pattern (drawn from a fixed generator, so every seed samples the *same task*:
-    draw train and test with different seeds). An example is
-    ``x = clip(shift(a * t_y) + noise, 0, 1)`` with contrast ``a ~ U(0.5, 1)``, a random translation
-    of up to 2 pixels (zero filled) and pixel noise ``N(0, 0.4^2)``; labels are balanced and
-    shuffled. A small conv net with a linear head reaches ~85 % on (1, 28, 28) in 300 Adam steps
-    (batch 64; chance 10 %), more with three channels: learnable, but not solved at once.
+    Each class has a fixed smooth random template ``t_k`` in [0, 1] (drawn from a fixed generator,
+    so every seed samples the *same task*: draw train and test with different seeds);
+    an example is ``x = clip(a * t_y + noise, 0, 1)`` with contrast ``a ~ U(0.5, 1)`` and pixel
+    noise ``N(0, 0.25^2)``; labels are balanced and shuffled. Easy for a conv net with a linear
+    head (near 100 % on held-out draws within ~100 Adam steps; an adversarial ticket search gets
+    clearly above chance robust accuracy), harder for one that pools spatially first (~20 % after
+    300 steps): the classes differ in where their patterns lie, not in local texture.
 
     Args:
         n: number of examples.
@@ -338,9 +338,8 @@ def synthetic_dataset(n: int, shape: Sequence[int] = (1, 28, 28), num_classes: i
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     y = (torch.arange(n) % num_classes)[torch.randperm(n, generator=g)]
     contrast = 0.5 + 0.5 * torch.rand(n, 1, 1, 1, generator=g)
-    clean = augment(contrast * templates[y], pad=2, flip=False, generator=g)   # random shifts
-    noise = 0.4 * torch.randn(n, c, h, w, generator=g)
-    return (clean + noise).clamp_(0, 1), y
+    noise = 0.25 * torch.randn(n, c, h, w, generator=g)
+    return (contrast * templates[y] + noise).clamp_(0, 1), y
 
 
 def _synthetic_templates(num_classes: int, c: int, h: int, w: int) -> torch.Tensor:
@@ -349,7 +348,7 @@ def _synthetic_templates(num_classes: int, c: int, h: int, w: int) -> torch.Tens
     grid = (max(2, h // 7), max(2, w // 7))                    # coarse random grid, upsampled: smooth
     shared = torch.randn(1, c, *grid, generator=g)
     own = torch.randn(num_classes, c, *grid, generator=g)
-    coarse = shared + 0.5 * own
+    coarse = 0.6 * shared + 0.8 * own
     return torch.sigmoid(1.5 * F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False))
 
 
