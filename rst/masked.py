@@ -176,12 +176,9 @@ def set_global_keep(model: nn.Module, keep_ratio: float) -> dict[str, int]:
         threshold = torch.topk(mags, k_total, sorted=False).values.min()
         counts = {}
         for name, layer in layers:
-            layer.k_override = int((layer.scores.abs() >= threshold).sum().item())
+            # topk needs k >= 1 (an empty layer would zero the network's output): keep one group at least
+            layer.k_override = max(1, int((layer.scores.abs() >= threshold).sum().item()))
             counts[name] = layer.k_override
-    if any(c == 0 for c in counts.values()):
-        # topk needs k >= 1; an empty layer would zero the whole network's output anyway.
-        for name, layer in layers:
-            layer.k_override = max(1, layer.k_override)
     return counts
 
 

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,78 +29,14 @@ pytestmark = [
                        reason="needs /usr/bin/chromium and chromedriver (make browser)"),
 ]
 selenium = pytest.importorskip("selenium")
-from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, env: dict, log_path: Path) -> subprocess.Popen:
-    """``streamlit run app/main.py`` in its own process group (killed as a group)."""
-    log = open(log_path, "w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout} s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def make_driver(width: int = 1400, height: int = 1000):
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--window-size={width},{height}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(WAIT_S)
-    return driver
-
-
-def wait_rendered(driver, title: str | None = None, timeout: float = WAIT_S) -> None:
-    """Until the app has drawn (``title`` in an h1, when given) and no script run is in progress."""
-    def ready(d):
-        if not d.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"]'):
-            return False
-        if title is not None and not any(title in h.text for h in d.find_elements(By.TAG_NAME, "h1")):
-            return False
-        running = d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
-        return not any("Running" in (r.text or "") or r.get_attribute("data-test-state") == "running"
-                       for r in running) and not d.find_elements(By.CSS_SELECTOR, '[data-testid="stSkeleton"]')
-    WebDriverWait(driver, timeout, poll_frequency=0.2).until(ready)
-    time.sleep(0.5)   # let Plotly finish drawing before a screenshot
+sys.path.insert(0, str(ROOT / "app"))
+from bench import make_driver, start_server, stop_server, wait_healthy, wait_rendered, free_port  # noqa: E402
 
 
 def metric(driver, label: str) -> str:
@@ -125,7 +57,6 @@ TITLES = {"home": "RST Explorer", "network": "The random network", "search": "Se
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "app"))
     import torch
     from tiny_zoo import build_tiny_zoo
     threads = torch.get_num_threads()
@@ -172,9 +103,62 @@ def test_sparsity_slider_with_the_keyboard_changes_the_charts(server, driver):
     thumb = driver.find_element(By.CSS_SELECTOR, '[data-testid="stSlider"] input[type="range"]')
     driver.execute_script("arguments[0].focus();", thumb)
     ActionChains(driver).send_keys(Keys.ARROW_RIGHT).perform()
-    WebDriverWait(driver, WAIT_S, poll_frequency=0.2).until(lambda d: metric(d, "Keep ratio") == "0.5")
+    WebDriverWait(driver, WAIT_S, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,
+                                                                         AssertionError)).until(
+        lambda d: metric(d, "Keep ratio") == "0.5")
     wait_rendered(driver, TITLES["sparsity"])
     after = (metric(driver, "Keep ratio"), chart_titles(driver))
     assert any("keep0.5" in t for t in after[1]), after[1]          # the per-layer density chart moved too
     assert after[1] != before[1]
     driver.save_screenshot(str(SHOTS / "sparsity_after_slider.png"))
+
+
+def _set_number(driver, label: str, value) -> None:
+    el = driver.find_element(By.CSS_SELECTOR, f'[data-testid="stNumberInput"] input[aria-label="{label}"]')
+    el.send_keys(Keys.CONTROL, "a")
+    el.send_keys(str(value))
+
+
+def _button(driver, text: str):
+    return driver.find_element(By.XPATH, f'//button[.//p[normalize-space()="{text}"]]')
+
+
+def _text_present(driver, text: str) -> bool:
+    return text in driver.find_element(By.CSS_SELECTOR, '[data-testid="stMain"]').text
+
+
+def test_r2s_live_attack_in_the_browser(server, driver):
+    driver.get(f"{server}/r2s")
+    wait_rendered(driver, TITLES["r2s_live"])
+    _set_number(driver, "Test images", 16)
+    _set_number(driver, "Steps", 2)
+    _button(driver, "Attack").click()
+    WebDriverWait(driver, WAIT_S, poll_frequency=0.3,
+                  ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: _text_present(d, "Gallery"))
+    wait_rendered(driver, TITLES["r2s_live"])
+    assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    assert metric(driver, "worst member").endswith("%")
+    driver.set_window_size(1400, 3000)
+    try:
+        time.sleep(1.0)
+        driver.save_screenshot(str(SHOTS / "r2s_live_after_attack.png"))
+    finally:
+        driver.set_window_size(1400, 1600)
+
+
+def test_search_runs_live_and_the_stop_button_stops_it(server, driver):
+    driver.get(f"{server}/search")
+    wait_rendered(driver, TITLES["search"])
+    _set_number(driver, "Epochs", 200)
+    _set_number(driver, "Training images", 64)
+    _button(driver, "Start search").click()
+    # the live panel (a fragment polling the background thread) shows progress and a stop button
+    WebDriverWait(driver, WAIT_S, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: _text_present(d, "epoch 3/200") or _text_present(d, "epoch 4/200"))
+    driver.save_screenshot(str(SHOTS / "search_running.png"))
+    _button(driver, "Stop").click()
+    WebDriverWait(driver, WAIT_S, poll_frequency=0.3,
+                  ignored_exceptions=(StaleElementReferenceException,)).until(lambda d: _text_present(d, "stopped early"))
+    wait_rendered(driver, TITLES["search"])
+    assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+    driver.save_screenshot(str(SHOTS / "search_stopped.png"))

@@ -21,7 +21,6 @@ import struct
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load, save
 
 from rst.masked import set_keep_ratio
@@ -106,7 +105,7 @@ def corpus() -> dict[str, bytes]:
     files["broken_header_json.rst.safetensors"] = bytes(broken)
     files["header_not_object.rst.safetensors"] = struct.pack("<Q", 2) + b"[]"
     files["header_metadata_not_object.rst.safetensors"] = with_header({**header, "__metadata__": "rst"}, payload)
-    first = next(k for k in header if k != "__metadata__")
+    first = sorted(k for k in header if k != "__metadata__")[0]
     files["header_entry_without_offsets.rst.safetensors"] = with_header(
         {**header, first: {"dtype": "U8", "shape": header[first]["shape"]}}, payload)
     bad_json = header["__metadata__"]["rst"].replace('"tickets": [', '"tickets": [[', 1)
@@ -142,10 +141,10 @@ def corpus() -> dict[str, bytes]:
          "weight_checksum": weight_checksum(build_network(other_width))}, tensors)
     files["extra_mask_layer.rst.safetensors"] = remake(
         meta, {**tensors, "t0/mask/1.head.99": torch.zeros(2, dtype=torch.uint8)})
-    mask0 = next(k for k in tensors if k.startswith("t0/mask/"))
+    mask0 = sorted(k for k in tensors if k.startswith("t0/mask/"))[0]
     files["missing_mask_layer.rst.safetensors"] = remake(
         meta, {k: v for k, v in tensors.items() if k != mask0})
-    bn0 = next(k for k in tensors if k.startswith("t0/bn/") and k.endswith("running_mean"))
+    bn0 = sorted(k for k in tensors if k.startswith("t0/bn/") and k.endswith("running_mean"))[0]
     files["bn_stat_wrong_shape.rst.safetensors"] = remake(meta, {**tensors, bn0: torch.zeros(3)})
     files["bn_stat_missing.rst.safetensors"] = remake(meta, {k: v for k, v in tensors.items() if k != bn0})
     files["stray_tensor.rst.safetensors"] = remake(meta, {**tensors, "t2" + mask0[2:]: tensors[mask0]})

@@ -1,0 +1,273 @@
+"""Evaluation over a candidate set: sparsity curve, transfer matrix, sanity checks, AutoAttack,
+result files and the ``eval`` commands (rst.evaluate, rst.sanity, rst.autoattack, rst.reports,
+rst.eval_cli).
+
+Tiny tickets (quarter-width Conv-4, synthetic data, two short search epochs per keep ratio) are
+built once per session and shared with tests/test_r2s.py through a file in pytest's basetemp.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+import rst.evaluate as evaluate
+from rst.attacks import AttackConfig
+from rst.data import synthetic_dataset
+from rst.evaluate import robust_accuracy, sparsity_curve, transfer_matrix
+from rst.masks import CandidateSet, load_tickets, save_tickets
+
+KEEP_RATIOS = (0.2, 0.5, 0.8)
+EPS = 0.02
+ATTACK = AttackConfig("pgd", eps=EPS, alpha=EPS / 4, steps=10)
+
+
+def build_tiny_candidate_set(tmp_path_factory) -> CandidateSet:
+    """Three tickets (keep 0.2 / 0.5 / 0.8) over one seeded random network, cached for the session.
+
+    Each is searched for two epochs without an inner attack (62 SGD steps of 64 synthetic images,
+    a few seconds): clean accuracy ~0.4-0.8 on the synthetic test images, PGD-10 robust accuracy
+    clearly above 0 at eps = 0.02.
+    """
+    from rst.search import preset, run_search
+    path = tmp_path_factory.getbasetemp() / "rst_eval_tiny_tickets.rst.safetensors"
+    if path.exists():
+        return load_tickets(path)
+    tickets, spec = [], None
+    for r in KEEP_RATIOS:
+        cfg = preset("tiny", keep_ratio=r, epochs=2, selection="last", val_size=64, inner_attack="none")
+        result = run_search(cfg, device="cpu")
+        tickets.append(result.ticket)
+        spec = result.spec
+    save_tickets(path, CandidateSet(spec, tickets))
+    return load_tickets(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_cs(tmp_path_factory) -> CandidateSet:
+    return build_tiny_candidate_set(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_cs_path(tiny_cs, tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "rst_eval_tiny_tickets.rst.safetensors"
+
+
+@pytest.fixture(scope="session")
+def test_images():
+    return synthetic_dataset(64, seed=1)
+
+
+class _AttackCounter:
+    """Wraps rst.evaluate.run_attack: counts calls and records the configs."""
+
+    def __init__(self, fn):
+        self.fn, self.configs = fn, []
+
+    def __call__(self, cfg, *args, **kwargs):
+        self.configs.append(cfg)
+        return self.fn(cfg, *args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# sparsity curve and transfer matrix
+# --------------------------------------------------------------------------------------------
+
+
+def test_transfer_diagonal_is_whitebox_robust_accuracy(tiny_cs, test_images):
+    x, y = test_images
+    tr = transfer_matrix(tiny_cs, x, y, ATTACK, seed=3)
+    assert tr.matrix.shape == (3, 3)
+    assert tr.names == [t.name for t in tiny_cs.tickets] and tr.keep_ratios == list(KEEP_RATIOS)
+    for k in range(3):
+        assert float(tr.matrix[k, k]) == robust_accuracy(tiny_cs.model(k), x, y, ATTACK, seed=3)
+    # the same matrix from K separate models, and from the R2S module's members
+    from rst.r2s import R2S
+    as_models = transfer_matrix([tiny_cs.model(k) for k in range(3)], x, y, ATTACK, seed=3)
+    as_r2s = transfer_matrix(R2S(tiny_cs), x, y, ATTACK, seed=3)
+    assert torch.equal(as_models.matrix, tr.matrix) and torch.equal(as_r2s.matrix, tr.matrix)
+    # white-box attacks hurt more than transferred ones here (the paper's observation)
+    d = tr.to_dict()
+    assert d["diagonal_mean"] < d["off_diagonal_mean"]
+    assert set(d) >= {"names", "keep_ratios", "matrix", "attack", "early_stop", "n_images", "label"}
+
+
+def test_transfer_attacks_each_source_once(tiny_cs, test_images, monkeypatch):
+    x, y = test_images
+    counter = _AttackCounter(evaluate.run_attack)
+    monkeypatch.setattr(evaluate, "run_attack", counter)
+    transfer_matrix(tiny_cs, x, y, AttackConfig("pgd", eps=EPS, alpha=EPS / 4, steps=2), batch_size=64)
+    assert len(counter.configs) == 3                    # K attacks, not K^2
+    counter.configs.clear()
+    transfer_matrix(tiny_cs, x, y, AttackConfig("pgd", eps=EPS, alpha=EPS / 4, steps=2), batch_size=32)
+    assert len(counter.configs) == 3 * 2                # K sources x 2 batches
+
+
+def test_early_stop_is_labelled_and_changes_the_protocol(tiny_cs, test_images, monkeypatch):
+    x, y = test_images
+    counter = _AttackCounter(evaluate.run_attack)
+    monkeypatch.setattr(evaluate, "run_attack", counter)
+    # the flag wins over the attack config's own early_stop
+    plain = transfer_matrix(tiny_cs, x, y, AttackConfig("pgd", eps=EPS, alpha=EPS / 4, steps=10, early_stop=True))
+    assert not any(c.early_stop for c in counter.configs)
+    counter.configs.clear()
+    early = transfer_matrix(tiny_cs, x, y, ATTACK, early_stop=True)
+    assert counter.configs and all(c.early_stop for c in counter.configs)
+
+    assert not plain.early_stop and early.early_stop
+    assert plain.label == "transfer, source attacked WITHOUT early stop"
+    assert "WITH source-side early stop" in early.label and "inflated" in early.label
+    assert "no early stop" in plain.attack and "no early stop" not in early.attack
+    assert not torch.equal(plain.matrix, early.matrix)
+    # Early stop freezes an example as soon as the source misclassifies it (it stops moving), so it
+    # stays fooled; an example never fooled follows the same trajectory as without early stop
+    # (per-example PGD, BN in eval mode). Hence, exactly: white-box accuracy with early stop <= without.
+    assert (early.matrix.diagonal() <= plain.matrix.diagonal()).all()
+
+
+def test_sparsity_curve_rows(tiny_cs, test_images):
+    x, y = test_images
+    shuffled = CandidateSet(tiny_cs.spec, [tiny_cs.tickets[i] for i in (2, 0, 1)], tiny_cs.weight_checksum)
+    calls = []
+    rows = sparsity_curve(shuffled, x, y, ATTACK, seed=3, progress=lambda d, t: calls.append((d, t)))
+    assert [r["keep_ratio"] for r in rows] == list(KEEP_RATIOS)
+    assert calls[-1] == (3, 3)
+    for k, row in enumerate(rows):
+        assert set(row) == {"name", "keep_ratio", "clean", "robust", "attack"}
+        assert row["name"] == tiny_cs.tickets[k].name and row["attack"] == ATTACK.describe()
+        assert row["robust"] == robust_accuracy(tiny_cs.model(k), x, y, ATTACK, seed=3)
+        assert 0.0 < row["robust"] <= row["clean"]
+
+
+# --------------------------------------------------------------------------------------------
+# sanity checks
+# --------------------------------------------------------------------------------------------
+
+
+class Quantized(nn.Module):
+    """Gradient masking by construction: inputs rounded to 8 grey levels (``round`` has zero gradient).
+
+    PGD sees a zero gradient everywhere (only its random start moves the input), while the
+    classifier itself is barely changed, so a black-box attack still finds adversarial examples.
+    """
+
+    def __init__(self, model: nn.Module, levels: int = 8):
+        super().__init__()
+        self.model, self.levels = model, levels
+
+    def forward(self, x):
+        return self.model(torch.round(x * (self.levels - 1)) / (self.levels - 1))
+
+
+def test_sanity_checks_pass_on_a_normal_ticket(tiny_cs, test_images):
+    from rst.sanity import sanity_checks
+    x, y = test_images
+    model = tiny_cs.model(1)
+    checks = sanity_checks(model, x[:32], y[:32], eps=0.05, eps_grid=[0.05, 0.5], steps=(3, 10),
+                           square_queries=100)
+    by_name = {c.name: c for c in checks}
+    assert list(by_name) == ["eps_to_zero", "more_steps", "blackbox_not_stronger"]
+    assert by_name["eps_to_zero"].passed, by_name["eps_to_zero"].detail
+    assert by_name["more_steps"].passed, by_name["more_steps"].detail
+    assert by_name["blackbox_not_stronger"].passed, by_name["blackbox_not_stronger"].detail
+    assert not model.training
+
+
+def test_sanity_checks_flag_gradient_masking(tiny_cs, test_images):
+    from rst.sanity import sanity_checks
+    x, y = test_images
+    masked = Quantized(tiny_cs.model(1)).eval()
+    checks = sanity_checks(masked, x[:32], y[:32], eps=0.05, eps_grid=[0.05, 0.5], steps=(3, 10),
+                           square_queries=100)
+    by_name = {c.name: c for c in checks}
+    assert not by_name["eps_to_zero"].passed
+    assert "masked" in by_name["eps_to_zero"].detail
+    assert not by_name["blackbox_not_stronger"].passed
+    assert "Square" in by_name["blackbox_not_stronger"].detail
+
+
+# --------------------------------------------------------------------------------------------
+# AutoAttack
+# --------------------------------------------------------------------------------------------
+
+
+def test_autoattack_accuracy_on_a_tiny_ticket(tiny_cs, test_images, capsys):
+    from rst.autoattack import autoattack_accuracy
+    x, y = test_images
+    model = tiny_cs.model(1).train()           # evaluated in eval mode, mode restored
+    rng = torch.get_rng_state()
+    res = autoattack_accuracy(model, x[:8], y[:8], eps=0.05, version="custom", attacks=["apgd-ce"], seed=0)
+    assert model.training
+    assert torch.equal(torch.get_rng_state(), rng)          # AutoAttack's global seeding is undone
+    assert set(res) >= {"clean", "robust", "version", "attacks", "n_images", "eps", "log"}
+    assert res["attacks"] == ["apgd-ce"] and res["n_images"] == 8 and res["version"] == "custom"
+    assert 0.0 <= res["robust"] <= res["clean"]
+    assert "apgd-ce" in res["log"]
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError):
+        autoattack_accuracy(model, x[:8], y[:8], eps=0.05, version="standard", attacks=["apgd-ce"])
+
+
+# --------------------------------------------------------------------------------------------
+# result files and the eval commands
+# --------------------------------------------------------------------------------------------
+
+
+def test_write_report_with_provenance(tmp_path, tiny_cs, test_images):
+    import pandas as pd
+
+    from rst.reports import curve_figure, transfer_figure, write_report
+    x, y = test_images
+    rows = [{"name": "a", "keep_ratio": 0.1, "clean": 0.5, "robust": 0.2, "attack": "PGD"},
+            {"name": "b", "keep_ratio": 0.5, "clean": 0.6, "robust": float("nan"), "attack": "PGD"}]
+    paths = write_report(tmp_path / "out", "curve", {"rows": rows, "t": torch.tensor([1.0, 2.0])},
+                         pd.DataFrame(rows), curve_figure(rows))
+    doc = json.loads(paths["json"].read_text())
+    assert doc["rows"][1]["robust"] is None and doc["t"] == [1.0, 2.0]
+    assert {"versions", "git_revision", "created"} <= set(doc["provenance"])
+    assert doc["files"] == {"csv": "curve.csv", "png": "curve.png"}
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(pd.read_csv(paths["csv"])) == 2
+    tr = transfer_matrix(tiny_cs, x[:8], y[:8], AttackConfig("pgd", eps=EPS, alpha=EPS / 4, steps=1))
+    paths = write_report(tmp_path / "out", "transfer", {"transfer": tr}, tr.to_frame(), transfer_figure(tr))
+    assert json.loads(paths["json"].read_text())["transfer"]["label"] == tr.label
+
+
+def _eval_parser():
+    """The ``python -m rst eval`` group as rst.cli builds it, with these commands added."""
+    from rst.eval_cli import add_eval_commands
+    p = argparse.ArgumentParser(prog="python -m rst")
+    sub = p.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("eval").add_subparsers(dest="eval_command", required=True)
+    add_eval_commands(ev)
+    return p
+
+
+@pytest.mark.parametrize("command, name", [
+    (["curve"], "curve"),
+    (["transfer", "--early-stop"], "transfer_early_stop"),
+    (["r2s", "--protocols", "paper,expectation,ensemble", "--members", "0,2"], "r2s"),
+    (["autoattack", "--attacks", "apgd-ce", "--tickets", "1"], "autoattack"),
+])
+def test_eval_commands_write_reports(command, name, tiny_cs_path, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = _eval_parser().parse_args(["eval", command[0], str(tiny_cs_path), *command[1:], "--images", "16",
+                                      "--steps", "3", "--eps", "0.02", "--device", "cpu", "--out", str(out),
+                                      "--quiet"])
+    assert args.func(args) == 0
+    doc = json.loads((out / f"{name}.json").read_text())
+    assert doc["provenance"]["git_revision"] and doc["n_images"] == 16
+    assert doc["network"]["arch"] == "fmnist_conv4" and doc["command"] == f"eval {command[0]}"
+    assert (out / f"{name}.csv").stat().st_size > 0
+    assert (out / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert "written:" in printed
+    if name == "r2s":
+        assert doc["r2s"]["config"]["members"] == [0, 2]
+        assert [r["protocol"] for r in doc["r2s"]["results"]] == ["paper", "expectation", "ensemble"]
+        assert "worst_case_adaptive" in printed
+    if name == "transfer_early_stop":
+        assert doc["transfer"]["early_stop"] is True and "inflated" in printed
