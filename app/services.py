@@ -311,6 +311,13 @@ def plot(fig, key: str) -> None:
     """``st.plotly_chart`` with the app's layout: the tool bar stands vertically at the right, so it
     never covers a title; titles start at the left."""
     fig.update_layout(modebar=dict(orientation="v"), title=dict(x=0.0, xanchor="left"))
+    fig.update_layout(margin=dict(r=max(48, (fig.layout.margin.r or 0))))   # room for the vertical tool bar
+    if fig.layout.legend.orientation is None:          # a legend left alone: above the plot, not under the tools
+        has_title = bool(fig.layout.title.text)
+        fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0),
+                          margin=dict(t=max(fig.layout.margin.t or 0, 90 if has_title else 50)))
+        if has_title:
+            fig.update_layout(title=dict(y=0.99, yanchor="top"))
     st.plotly_chart(fig, width="stretch", key=key)
 
 

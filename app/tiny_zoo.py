@@ -19,9 +19,12 @@ KEEP_RATIOS = (0.3, 0.5, 0.7)
 EPS = 0.1
 
 
-def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 256,
-                   adversarial: bool = False) -> dict[str, Path]:
-    """Write the tiny zoo under ``root``; returns ``{"zoo_dir", "subset"}``."""
+def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 256, adversarial: bool = False,
+                   width: float = 0.25, keep_ratios: tuple[float, ...] = KEEP_RATIOS) -> dict[str, Path]:
+    """Write the tiny zoo under ``root``; returns ``{"zoo_dir", "subset"}``.
+
+    ``width=1.0, keep_ratios=(0.05, 0.1, 0.2, 0.3, 0.5)`` gives the real zoo's network and number of
+    members (untrained-quality tickets): what ``app/bench.py --bench-zoo`` times."""
     import torch
 
     from rst.attacks import AttackConfig
@@ -38,8 +41,8 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
     xt, yt, xv, yv = split_train_val(x, y, 32, seed=0)
     data = SearchData(xt, yt, xv, yv)
     tickets, spec = [], None
-    for r in KEEP_RATIOS:
-        cfg = preset("tiny", dataset="fashion_mnist", keep_ratio=r, epochs=1, val_images=32, val_steps=1,
+    for r in keep_ratios:
+        cfg = preset("tiny", dataset="fashion_mnist", keep_ratio=r, epochs=1, val_images=32, val_steps=1, width=width,
                      inner_attack="pgd" if adversarial else "none")
         res = run_search(cfg, device="cpu", data=data)
         tickets.append(res.ticket)
@@ -65,7 +68,7 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
     if with_reports:
         reports = _reports(cs, x_test[:32], y_test[:32], attack, zoo / "tiny")
     index = {"format": "rst-zoo-index", "version": 1, "zoos": [{
-        "id": "tiny", "title": "Tiny test zoo (synthetic)", "preset": "tiny", "dataset": "fashion_mnist",
+        "id": "tiny", "title": f"Tiny test zoo (synthetic, width {width:g})", "preset": "tiny", "dataset": "fashion_mnist",
         "arch": spec.arch, "eps": EPS, "candidate_set": "tiny/tickets.rst.safetensors", "dense_baseline": None,
         "reports": reports, "tickets": entries, "dense": None, "built_with": "python app/tiny_zoo.py",
         "note": "1-epoch tickets on synthetic data: for tests only"}]}

@@ -135,9 +135,10 @@ class R2S(nn.Module):
             layer.scores = nn.Parameter(torch.zeros((), device=dev).expand(layer.scores.shape), requires_grad=False)
 
         # K masks per layer, bit-packed: (K, ceil(n / 8)) uint8
+        # (non-persistent buffers, so that .to(device) moves them)
         self._shapes: dict[str, tuple[int, ...]] = {}
-        self._packed: dict[str, torch.Tensor] = {}
-        for name, layer in self._layers.items():
+        self._mask_buffers: dict[str, str] = {}
+        for i, (name, layer) in enumerate(self._layers.items()):
             shape = tuple(layer.scores.shape)
             rows = []
             for m in members:
@@ -147,18 +148,20 @@ class R2S(nn.Module):
                     raise ValueError(f"ticket {m} has mask shape {got} for layer {name!r}, expected {shape}")
                 rows.append(_pack_bits(mask.bool()))
             self._shapes[name] = shape
-            self._packed[name] = torch.stack(rows).to(dev)
+            self._mask_buffers[name] = f"packed_mask_{i}"
+            self.register_buffer(f"packed_mask_{i}", torch.stack(rows).to(dev), persistent=False)
         # K BN statistics per buffer: (K, C)
         self._bn_modules: dict[str, tuple[nn.Module, str]] = {}
-        self._bn: dict[str, torch.Tensor] = {}
-        for key, module, buf in _bn_buffers(self.net):
+        self._bn_buffers: dict[str, str] = {}
+        for i, (key, module, buf) in enumerate(_bn_buffers(self.net)):
             stats = []
             for m in members:
                 if key not in cs.tickets[m].bn_stats:
                     raise ValueError(f"ticket {m} has no BatchNorm statistic {key!r}")
                 stats.append(cs.tickets[m].bn_stats[key].to(getattr(module, buf).dtype))
             self._bn_modules[key] = (module, buf)
-            self._bn[key] = torch.stack(stats).to(dev)
+            self._bn_buffers[key] = f"bn_stats_{i}"
+            self.register_buffer(f"bn_stats_{i}", torch.stack(stats).to(dev), persistent=False)
 
         self._active: int | None = None
         self._weights: dict[str, torch.Tensor] = {}
@@ -169,6 +172,29 @@ class R2S(nn.Module):
     # ----------------------------------------------------------------------------------------
     # members
     # ----------------------------------------------------------------------------------------
+
+    @property
+    def _packed(self) -> dict[str, torch.Tensor]:
+        """Layer name -> its K packed masks, (K, ceil(n / 8)) uint8."""
+        return {name: getattr(self, buf) for name, buf in self._mask_buffers.items()}
+
+    @property
+    def _bn(self) -> dict[str, torch.Tensor]:
+        """BN buffer key -> its K values, (K, C)."""
+        return {key: getattr(self, buf) for key, buf in self._bn_buffers.items()}
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(device)`` / ``.double()`` ...: move everything, then rebuild the active member's cache."""
+        super()._apply(fn, *args, **kwargs)
+        dev = next(self.net.parameters()).device
+        for layer in self._layers.values():
+            layer.scores = nn.Parameter(torch.zeros((), device=dev, dtype=layer.weight.dtype)
+                                        .expand(layer.scores.shape), requires_grad=False)
+            layer._cached_weight = None
+        active, self._active = self._active, None
+        self._weights = {}
+        self._activate(0 if active is None else active)
+        return self
 
     @property
     def K(self) -> int:
@@ -190,13 +216,13 @@ class R2S(nn.Module):
         if k == self._active:
             return
         for name, layer in self._layers.items():
-            mask = _unpack_bits(self._packed[name][k], self._shapes[name])
+            mask = _unpack_bits(getattr(self, self._mask_buffers[name])[k], self._shapes[name])
             layer.fixed_mask = mask
             # the same expression as MaskedMixin.effective_weight: bitwise equal to plain inference
             self._weights[name] = (layer.weight * mask.to(layer.weight.dtype)).detach()
         for key, (module, buf) in self._bn_modules.items():
             # rebind, never copy_ in place: autograd may still hold the previous member's statistics
-            setattr(module, buf, self._bn[key][k])
+            setattr(module, buf, getattr(self, self._bn_buffers[key])[k])
         self._active = k
 
     def _run(self, k: int, x: torch.Tensor) -> torch.Tensor:

@@ -230,11 +230,23 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
     best robust accuracy on the validation split; with "last", the last epoch's state.
     ``checkpoint`` is written at the end of every epoch; ``resume=True`` continues from it and ends
     with the same state as an uninterrupted run (same device, same seed).
+
+    Under ``torchrun`` (several processes) it runs data-parallel: see :mod:`rst.distributed`.
     """
+    # Multi-GPU (rst.distributed): every call below is a no-op in a single process. Under torchrun:
+    # this rank's device, a shard of every batch, DDP for the update step only, metrics over ranks.
+    from . import distributed
+    dist_info = distributed.init_distributed(device)
+    if dist_info.enabled:
+        device = dist_info.device
+        model.to(device)
+    if not distributed.is_main():
+        progress = None                                      # rank 0 reports and writes
     opt = torch.optim.SGD(params, lr=cfg.effective_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=_milestones(cfg), gamma=cfg.lr_gamma)
     loader = DeviceLoader(data.x_train, data.y_train, cfg.batch_size, shuffle=True, device=device, seed=cfg.seed,
                           augment=default_augment(cfg.dataset) if cfg.augment else None)
+    loader = distributed.shard(loader)                       # this rank's part of each global batch
     x_val, y_val = data.x_val[:cfg.val_images], data.y_val[:cfg.val_images]
     inner, val_attack = cfg.inner_attack_config(), cfg.val_attack_config()
     history, best, start_epoch = [], {"epoch": -1, "val_robust": -1.0, "state": None}, 0
@@ -248,11 +260,13 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
             after_step()
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    update_model = distributed.wrap_ddp(model, dist_info)   # DDP for the update; attacks use `model`
     stopped = False
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         loader.set_epoch(epoch)
-        g = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch)   # attack random starts
+        g = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch   # attack random starts
+                                                       + (dist_info.rank << 40))   # (per rank; 0: unchanged)
         model.train()
         sums = torch.zeros(3, device=device)   # loss * n, correct, n
         delta = None                           # "free" AT: perturbation carried across batches
@@ -267,7 +281,7 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
                         x_adv = (x + d).clamp(0, 1)
                     else:
                         x_adv = run_attack(inner, model, x, y, train_mode=cfg.attack_bn_mode == "train", generator=g)
-                    logits = model(x_adv)
+                    logits = update_model(x_adv)
                     loss = F.cross_entropy(logits.float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -281,17 +295,20 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
             if progress is not None:
                 progress({"event": "step", "epoch": epoch, "epochs": cfg.epochs, "step": step + 1,
                           "steps": len(loader), "loss": loss.item()})
-            if should_stop is not None and should_stop():
+            if should_stop is not None and distributed.any_rank(should_stop()):
                 stopped = True
                 break
         sched.step()
-        loss_sum, correct, n = sums.tolist()
+        distributed.average_bn_stats(model)                  # ranks tracked BN statistics on their shards
+        loss_sum, correct, n = distributed.all_reduce_sum(sums).tolist()
         model.eval()
         record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_adv_loss": loss_sum / max(n, 1),
                   "train_adv_acc": correct / max(n, 1), "seconds": 0.0, "complete": not stopped}
         if len(x_val):
-            record["val_clean"] = accuracy(model, x_val, y_val)
-            record["val_robust"] = robust_accuracy(model, x_val, y_val, val_attack, seed=cfg.seed)
+            # each rank evaluates x_val[rank::world_size]; all get the same weighted mean
+            record["val_clean"] = distributed.sharded_mean(lambda xs, ys: accuracy(model, xs, ys), x_val, y_val)
+            record["val_robust"] = distributed.sharded_mean(
+                lambda xs, ys: robust_accuracy(model, xs, ys, val_attack, seed=cfg.seed), x_val, y_val)
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         if cfg.selection == "last" or record.get("val_robust", -1.0) > best["val_robust"]:
@@ -299,7 +316,8 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         if progress is not None:
             progress({"event": "epoch", **record, "epochs": cfg.epochs})
-        if checkpoint is not None and not stopped:   # a stopped epoch is incomplete: keep the last full one
+        # a stopped epoch is incomplete: keep the last full one; only rank 0 writes
+        if checkpoint is not None and not stopped and distributed.is_main():
             _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                           "scheduler": sched.state_dict(), "history": history, "best": best,
                                           "epoch": epoch, "config": cfg.to_dict()})

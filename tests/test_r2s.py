@@ -184,11 +184,11 @@ def test_one_member_evaluation_equals_plain_robust_accuracy(tiny_cs, test_images
 def test_expectation_attack_not_weaker_than_paper_protocol(tiny_cs, test_images):
     """The adaptive expectation attack must beat the paper's non-adaptive transfer protocol.
 
-    Not a theorem for every data set (PGD maximises the mean loss, not the 0-1 error, and the
-    paper's mean includes the white-box diagonal), so the test uses a setting where it is robust:
-    eps = 0.1 and PGD-20, where the joint attack fools all three tiny tickets on nearly every
-    example while transfer between different keep ratios leaves a large fraction correct (see the
-    margin asserted below). Everything is seeded, so the numbers are deterministic.
+    Not a theorem (PGD maximises the mean loss, not the 0-1 error, and the paper's mean includes
+    the white-box diagonal cells), so the test uses a setting with a wide margin: eps = 0.1 and
+    PGD-20, where the joint attack leaves ~12 % expected accuracy while the transfer protocol
+    leaves ~20 % (off-diagonal cells 20-33 %). Everything is seeded, so the numbers are
+    deterministic; the assertion is the strict ordering, not the exact margin.
     """
     x, y = test_images
     r2s = R2S(tiny_cs)
@@ -196,7 +196,7 @@ def test_expectation_attack_not_weaker_than_paper_protocol(tiny_cs, test_images)
     paper, expectation = report.result("paper"), report.result("expectation")
     assert not paper.adaptive and expectation.adaptive
     assert paper.threat_model == THREAT_MODELS["paper"] and "non-adaptive" in paper.threat_model
-    assert expectation.expected_acc <= paper.expected_acc - 0.05
+    assert expectation.expected_acc < paper.expected_acc
     # paper protocol = exact mean of the transfer matrix without early stop
     tr = transfer_matrix(tiny_cs, x, y, AttackConfig("pgd", eps=0.1, alpha=0.025, steps=20), seed=0)
     assert paper.expected_acc == pytest.approx(float(tr.matrix.mean()), abs=1e-6)

@@ -39,14 +39,13 @@ act = services.require_active()
 if act is not None:
     cs = act.cs
     spec = cs.spec
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Active set", act.label)
-    c2.metric("Tickets", len(cs))
-    c3.metric("Network", f"{spec.arch} ×{spec.width:g}")
-    c4.metric("Data set", spec.dataset)
-    st.caption(f"Source: {act.source} · init {spec.init} · seed {spec.seed} · granularity {spec.granularity} · "
-               f"weight checksum `{cs.weight_checksum[:16]}…` · keep ratios "
-               f"{', '.join(f'{t.keep_ratio:g}' for t in cs.tickets)}")
+    c1, c2 = st.columns([1, 4])
+    c1.metric("Tickets", len(cs))
+    c2.markdown(f"**Active set**: {act.label} ({act.source})  \n"
+                f"**Network**: `{spec.arch}` ×{spec.width:g} for {spec.dataset}, init {spec.init}, seed {spec.seed}, "
+                f"{spec.granularity}-wise masks  \n"
+                f"**Keep ratios**: {', '.join(f'{t.keep_ratio:g}' for t in cs.tickets)} · weight checksum "
+                f"`{cs.weight_checksum[:16]}…`")
 sub = services.subset_path()
 st.markdown(f"**Test images**: "
             + (f"`{sub.name}` (shipped subset)" if services.subset_available()

@@ -27,10 +27,13 @@ if act is not None:
     rows = []
     for i, t in enumerate(cs.tickets):
         rob, cln = services.pick_metric(t.metrics, "robust"), services.pick_metric(t.metrics, "clean")
-        rows.append({"#": i, "name": t.name, "keep ratio": t.keep_ratio, "kept fraction": round(t.kept_fraction(), 4),
-                     "clean": cln["value"] if cln else None, "robust": rob["value"] if rob else None,
+        rows.append({"#": i, "name": t.name, "keep ratio": t.keep_ratio, "kept weights (%)": 100 * t.kept_fraction(),
+                     "clean (%)": services.as_percent(cln["value"]) if cln else None,
+                     "robust (%)": services.as_percent(rob["value"]) if rob else None,
                      "robust measured with": f"{rob['attack']} ({rob['split']})" if rob else ""})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.1f")
+                                for c in ("kept weights (%)", "clean (%)", "robust (%)")})
     stem = (act.zoo_id or act.label).replace(" ", "_").replace("/", "_")
     st.download_button(f"Whole candidate set ({len(cs)} tickets)", services.set_bytes(act.key, cs), icon=":material/download:",
                        file_name=f"{stem}{SUFFIX}", mime="application/octet-stream", key="dl_set")
@@ -45,7 +48,8 @@ st.subheader("Upload")
 st.caption(f"`*{SUFFIX}` files up to {MAX_FILE_BYTES // 2**20} MiB. The file is validated (format, version, "
            "checksum of the regenerated weights, shapes, payload hash) before anything changes; a bad file "
            "leaves the session as it was.")
-up = st.file_uploader("Mask file", key="mask_upload", accept_multiple_files=False)
+up = st.file_uploader("Mask file", key="mask_upload", accept_multiple_files=False,
+                      max_upload_size=MAX_FILE_BYTES // 2**20)
 if up is not None:
     data = up.getvalue()
     try:

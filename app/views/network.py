@@ -41,12 +41,11 @@ except (ValueError, KeyError) as e:
 
 entry = model_entry(arch)
 summary = services.network_summary(services.spec_json(spec))
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3 = st.columns(3)
 c1.metric("Masked layers", len(summary["rows"]))
 c2.metric("Weights", f"{summary['total']:,}")
-c3.metric("Init", spec.init.replace("_", " "))
-c4.metric("Device", services.device())
-st.caption(f"{entry.description}. Weight checksum (SHA-256 of the regenerated weights): `{summary['checksum']}`. "
+c3.metric("Device", services.device())
+st.caption(f"{entry.description}. Init: {spec.init}, seed {spec.seed}. Weight checksum (SHA-256 of the regenerated weights): `{summary['checksum']}`. "
            f"{summary['bn_layers']} BatchNorm layers without affine parameters. Available devices: "
            f"{', '.join(services.devices())} (choose in the sidebar).")
 if entry.input_size != DATASET_STATS[dataset][2]:
@@ -74,6 +73,7 @@ fig = go.Figure(go.Bar(x=table["layer"], y=table["weights"], name="weights", mar
 if matches:
     for col in [c for c in table.columns if c.startswith("kept · ")]:
         fig.add_bar(x=table["layer"], y=table[col], name=col)
-fig.update_layout(barmode="group", height=340, margin=dict(t=30, b=10), yaxis_title="weights",
+fig.update_layout(barmode="group", height=360, margin=dict(t=40, b=10), yaxis_title="weights",
+                  legend=dict(orientation="h", yanchor="bottom", y=-0.3, x=0),
                   title="Weights per masked layer" + (" and kept by each ticket" if matches else ""))
 services.plot(fig, key="network_bars")

@@ -82,14 +82,18 @@ if len(paper_row) and paper_row.index[0] != 0:
     c3.metric("paper's protocol (non-adaptive)", f"{100 * paper_row['expected'].iloc[0]:.1f} %")
 if len(clean_row):
     c4.metric("clean, expected", f"{100 * clean_row['expected'].iloc[0]:.1f} %")
-st.caption(f"{live.n_images} images ({live.data}) · members: {', '.join(live.members)} · "
+st.caption(f"{live.data} · members: {', '.join(live.members)} · "
            f"{live.seconds:.1f} s on {st.session_state[K_PARAMS][1]['dev']}")
 
 show = table.copy()
 for col in ("expected", "worst member", "clean"):
     if col in show:
-        show[col] = (100 * show[col]).round(1)
-st.dataframe(show, hide_index=True, width="stretch")
+        show[col] = 100 * show[col]
+cols = [c for c in ("what", "expected", "worst member", "clean", "adaptive", "attack", "threat model") if c in show]
+st.dataframe(show[cols], hide_index=True, width="stretch",
+             column_config={"expected": st.column_config.NumberColumn("expected (%)", format="%.1f"),
+                            "worst member": st.column_config.NumberColumn("worst member (%)", format="%.1f"),
+                            "clean": st.column_config.NumberColumn("clean (%)", format="%.1f")})
 
 fig = go.Figure()
 fig.add_bar(x=table["what"], y=100 * table["expected"], name="expected accuracy", marker_color="#1f77b4")

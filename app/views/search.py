@@ -106,7 +106,8 @@ def _curves(job) -> go.Figure:
     fig.update_xaxes(title_text="epoch", row=1, col=1)
     fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=2)
     fig.update_yaxes(title_text="%", row=1, col=2)
-    fig.update_layout(height=330, margin=dict(t=40, b=10))
+    fig.update_layout(height=360, margin=dict(t=40, b=10),
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0))
     return fig
 
 
