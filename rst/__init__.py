@@ -11,7 +11,9 @@ from .masked import MaskedConv2d, MaskedLinear, cached_masks, layer_stats, maske
 from .models import NetworkSpec, build_network, create_model, list_models
 from .masks import (CandidateSet, MaskFileError, Ticket, apply_ticket, extract_ticket, load_tickets,
                     save_tickets, to_dense)
+from .evaluate import sparsity_curve, transfer_matrix
 from .provenance import __version__
+from .r2s import R2S, evaluate_r2s
 from .weights import weight_checksum
 
 __all__ = [
@@ -19,4 +21,5 @@ __all__ = [
     "NetworkSpec", "build_network", "create_model", "list_models",
     "CandidateSet", "MaskFileError", "Ticket", "apply_ticket", "extract_ticket", "load_tickets",
     "save_tickets", "to_dense", "weight_checksum", "__version__",
+    "R2S", "evaluate_r2s", "sparsity_curve", "transfer_matrix",
 ]

@@ -308,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_finetune)
 
     ev = sub.add_parser("eval", help="evaluate tickets").add_subparsers(dest="eval_command", required=True)
+    from .eval_cli import add_eval_commands
+    add_eval_commands(ev)   # curve | transfer | r2s | autoattack
     s = ev.add_parser("accuracy", help="clean and robust test accuracy of every ticket in a file")
     s.add_argument("file")
     s.add_argument("--attack", default="pgd", choices=("fgsm", "fgsm_rs", "pgd", "cw", "none"))

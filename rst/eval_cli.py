@@ -59,11 +59,12 @@ def _str_list(text: str | None) -> list[str] | None:
 
 
 def default_eps(cs) -> float:
-    """The eps the tickets were searched with (their search config), else the data set's usual radius."""
+    """The eps the tickets were adversarially searched with (their search config), else the data set's
+    usual radius (8/255 for CIFAR / SVHN, 0.1 for Fashion-MNIST and synthetic)."""
     for t in cs.tickets:
-        eps = (t.search_config or {}).get("eps")
-        if eps is not None:
-            return float(eps)
+        cfg = t.search_config or {}
+        if cfg.get("eps") is not None and cfg.get("inner_attack") not in ("none", None):
+            return float(cfg["eps"])
     return _DATASET_EPS.get(cs.spec.dataset, 0.1)
 
 
@@ -181,6 +182,9 @@ def cmd_r2s(args) -> int:
     if unknown:
         raise SystemExit(f"unknown protocols {unknown}; known: {', '.join(PROTOCOLS)}")
     r2s = R2S(cs, members=_int_list(args.members), switch=args.switch, seed=args.seed, device=device)
+    if "autoattack_rand" in protocols and device.type == "cpu" and len(x) > 16:
+        print(f"note: autoattack_rand runs APGD-CE/DLR with EOT=20 (4000 gradient steps per batch) on "
+              f"{len(x)} images on the CPU, which is slow; leave it out with --protocols to skip it", flush=True)
     bar = _Bar("R2S evaluation (batches)", args.quiet)
     try:
         report = evaluate_r2s(r2s, x, y, eps=attack.eps, steps=attack.steps, alpha=attack.alpha,

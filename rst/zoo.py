@@ -88,12 +88,24 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
                 "test_pgd20": {"value": robust_accuracy(model, x_test, y_test, pgd20, seed=0), "split": split,
                                "attack": pgd20.describe()}}
 
-    # 1. one search per keep ratio, all from the network of base.seed
+    # 1. one search per keep ratio, all from the network of base.seed; tickets already shipped in
+    #    the candidate set (same network, same recipe) are reused, so a later build only adds ratios
+    shipped = {}
+    if (out / "tickets.rst.safetensors").exists():
+        old = load_tickets(out / "tickets.rst.safetensors")
+        if old.spec == base.network_spec():
+            shipped = {t.keep_ratio: t for t in old.tickets
+                       if {k: v for k, v in t.search_config.items() if k != "best_epoch"}
+                       == plan.config(keep_ratio=t.keep_ratio).to_dict()}
     tickets = []
     for r in plan.keep_ratios:
         cfg = plan.config(keep_ratio=r)
         wdir = work / f"keep{r:g}"
         tfile = wdir / "ticket.rst.safetensors"
+        if r in shipped:
+            _log(progress, f"keep_ratio {r:g}: reusing the shipped ticket")
+            tickets.append(shipped[r])
+            continue
         if tfile.exists():
             _log(progress, f"keep_ratio {r:g}: found {tfile}")
             tickets.append(load_tickets(tfile).tickets[0])
@@ -175,6 +187,11 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, *, data_dir,
     from .reports import curve_figure, r2s_figure, transfer_figure, write_report
 
     folder.mkdir(parents=True, exist_ok=True)
+    stamp, members = folder / "candidate_set.txt", ",".join(f"{t.name}:{t.keep_ratio:g}" for t in cs.tickets)
+    if stamp.exists() and stamp.read_text() != members:   # the candidate set changed: reports are stale
+        for f in folder.iterdir():
+            f.unlink()
+    stamp.write_text(members)
     paths = {}
     pgd20 = AttackConfig("pgd", eps=cfg.eps, alpha=cfg.eps / 4, steps=20)
 

@@ -1,0 +1,191 @@
+"""Benchmark of the app (a script, not a test): start-up time and the R2S live evaluation.
+
+    python app/bench.py                 # the shipped zoo (RST_ZOO_DIR / RST_TEST_SUBSET, else the defaults)
+    python app/bench.py --tiny          # a tiny zoo built in a temporary folder (seconds)
+
+1. ``streamlit run app/main.py`` is started and the home page opened in headless Chromium: the time
+   from starting the server to the first page rendered (goal < 5 s). The browser is started first,
+   so its own start-up is not counted.
+2. The R2S live evaluation of 128 test images, PGD-10, 5 members (all members when the set has
+   fewer), on the CPU, through ``services.r2s_live`` — the function the R2S live page calls — with
+   the page's default attack (exact expectation PGD, plus the paper's protocol it always shows,
+   plus the gallery): goal < 10 s.
+
+Also holds the server / browser helpers the browser test uses.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+APP = Path(__file__).resolve().parent
+ROOT = APP.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+WAIT_S = 60
+
+
+# --------------------------------------------------------------------------------------------
+# server and browser
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, env: dict, log_path: Path) -> subprocess.Popen:
+    """``streamlit run app/main.py`` headless, in its own process group (stopped as a group)."""
+    log = open(log_path, "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(APP / "main.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def make_driver(width: int = 1400, height: int = 1000):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--window-size={width},{height}"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(WAIT_S)
+    return driver
+
+
+def wait_rendered(driver, title: str | None = None, timeout: float = WAIT_S, settle: float = 0.5) -> None:
+    """Until the app has drawn (``title`` in an h1, when given) and no script run is in progress."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def ready(d):
+        if not d.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"]'):
+            return False
+        if title is not None and not any(title in h.text for h in d.find_elements(By.TAG_NAME, "h1")):
+            return False
+        running = d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
+        return not any("Running" in (r.text or "") for r in running) \
+            and not d.find_elements(By.CSS_SELECTOR, '[data-testid="stSkeleton"]')
+    WebDriverWait(driver, timeout, poll_frequency=0.05).until(ready)
+    time.sleep(settle)   # let Plotly finish drawing before a screenshot
+
+
+# --------------------------------------------------------------------------------------------
+# the two measurements
+# --------------------------------------------------------------------------------------------
+
+
+def bench_startup(env: dict) -> dict:
+    driver = make_driver()
+    port = free_port()
+    log = Path(tempfile.gettempdir()) / f"rst-bench-streamlit-{port}.log"
+    try:
+        t0 = time.perf_counter()
+        proc = start_server(port, env, log)
+        try:
+            wait_healthy(port, proc)
+            t_healthy = time.perf_counter() - t0
+            driver.get(f"http://127.0.0.1:{port}/")
+            wait_rendered(driver, "RST Explorer", settle=0.0)
+            t_first = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            driver.get(f"http://127.0.0.1:{port}/sparsity")
+            wait_rendered(driver, "Accuracy vs keep ratio", settle=0.0)
+            t_sparsity = time.perf_counter() - t1
+        finally:
+            stop_server(proc)
+    finally:
+        driver.quit()
+    return {"server_healthy_s": t_healthy, "first_page_rendered_s": t_first, "sparsity_page_s": t_sparsity}
+
+
+def bench_r2s(n_images: int = 128, steps: int = 10, members: int = 5, device: str = "cpu") -> dict:
+    sys.path.insert(0, str(APP))
+    import services
+    act = services.get_set(f"zoo:{services.zoo_entries()[0]['id']}")
+    cs = act.cs
+    k = min(members, len(cs))
+    eps = float(services.zoo_entries()[0].get("eps") or 0.1)
+    t0 = time.perf_counter()
+    live = services.r2s_live(act.key, cs, tuple(range(k)), "batch", "protocol:expectation", eps, steps, n_images,
+                             0, device, quiet=True)
+    seconds = time.perf_counter() - t0
+    return {"r2s_live_s": seconds, "members": k, "n_images": live.n_images, "zoo": act.label,
+            "network": f"{cs.spec.arch} x{cs.spec.width:g}", "rows": [(r["what"], round(100 * r["expected"], 1))
+                                                                  for r in live.table]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tiny", action="store_true", help="benchmark on a tiny zoo built in a temporary folder")
+    p.add_argument("--bench-zoo", action="store_true",
+                   help="a zoo with the real one's network (fmnist_conv4, width 1) and 5 members, built in seconds "
+                        "in a temporary folder (tickets of no quality: for timing only)")
+    p.add_argument("--skip-browser", action="store_true")
+    args = p.parse_args(argv)
+    if args.tiny or args.bench_zoo:
+        sys.path.insert(0, str(APP))
+        from tiny_zoo import build_tiny_zoo
+        kwargs = dict(width=1.0, keep_ratios=(0.05, 0.1, 0.2, 0.3, 0.5), n_test=1000) if args.bench_zoo else {}
+        out = build_tiny_zoo(tempfile.mkdtemp(prefix="rst-bench-zoo-"), with_reports=False, **kwargs)
+        os.environ["RST_ZOO_DIR"], os.environ["RST_TEST_SUBSET"] = str(out["zoo_dir"]), str(out["subset"])
+    import torch
+    print(f"zoo: {os.environ.get('RST_ZOO_DIR') or ROOT / 'pretrained_masks'} · torch threads {torch.get_num_threads()}"
+          f" · load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    if not args.skip_browser:
+        if not CHROMIUM.exists() or not Path(CHROMEDRIVER).exists():
+            print("start-up: skipped (needs /usr/bin/chromium and chromedriver)")
+        else:
+            s = bench_startup(dict(os.environ))
+            print(f"start-up: server healthy {s['server_healthy_s']:.2f} s, first page rendered "
+                  f"{s['first_page_rendered_s']:.2f} s (goal < 5 s); then the Sparsity page {s['sparsity_page_s']:.2f} s")
+    r = bench_r2s()
+    print(f"R2S live: {r['n_images']} images, PGD-10, {r['members']} members of {r['zoo']} ({r['network']}), CPU: "
+          f"{r['r2s_live_s']:.2f} s (goal < 10 s)")
+    for what, acc in r["rows"]:
+        print(f"    {what:28s} {acc:5.1f} %")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

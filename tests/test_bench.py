@@ -1,0 +1,77 @@
+"""rst.bench: the reference recipe's pieces are faithful, and both benchmarks run at toy size on the CPU."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rst.bench import (ReferenceStep, bench_search, bench_transfer, main, reference_masks, reference_pgd,
+                       sort_mask)
+from rst.attacks import AttackConfig
+from rst.masked import TopKMask, masked_layers, n_keep
+from rst.models import NetworkSpec, build_network
+
+
+@pytest.mark.parametrize("shape", [(16, 8, 3, 3), (10, 64), (7,), (3, 5, 1, 1)])
+@pytest.mark.parametrize("keep_ratio", [0.01, 0.1, 0.3, 0.5, 0.9])
+def test_sort_mask_keeps_the_same_set_as_top_k(shape, keep_ratio):
+    magnitude = torch.rand(shape, generator=torch.Generator().manual_seed(1))     # continuous: no ties
+    ref = sort_mask(magnitude, keep_ratio)
+    kept = int(ref.sum())
+    assert kept == magnitude.numel() - int((1 - keep_ratio) * magnitude.numel())   # GetSubnet's count
+    assert abs(kept - n_keep(magnitude.numel(), keep_ratio)) <= 1                    # ours: round(k * n)
+    if kept:
+        assert torch.equal(ref, TopKMask.apply(magnitude, kept))                    # the same kept set
+
+
+def test_reference_masks_match_ours_on_a_network_and_are_undone():
+    model = build_network(NetworkSpec("resnet18", dataset="cifar10", width=0.125), keep_ratio=0.1)
+    ours = {name: layer.mask().clone() for name, layer in masked_layers(model)}
+    with reference_masks(model):
+        for name, layer in masked_layers(model):
+            ref = layer.mask()
+            k = int(ref.sum())
+            assert torch.equal(ref, TopKMask.apply(layer.scores.abs().detach(), k)), name
+            if k == layer.n_keep:
+                assert torch.equal(ref, ours[name]), name
+    for name, layer in masked_layers(model):
+        assert "mask" not in layer.__dict__ and torch.equal(layer.mask(), ours[name])
+
+
+def test_sort_mask_is_straight_through():
+    s = torch.randn(6, 4, requires_grad=True)
+    (sort_mask(s.abs(), 0.5) * torch.arange(24.0).view(6, 4)).sum().backward()
+    assert torch.equal(s.grad, torch.sign(s.detach()) * torch.arange(24.0).view(6, 4))
+
+
+def test_reference_step_updates_scores_and_reference_pgd_stays_in_the_ball(tiny_spec):
+    model = build_network(tiny_spec, keep_ratio=0.5)
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8)
+    model.train()
+    with reference_masks(model):
+        x_adv = reference_pgd(model, x, y, eps=0.1, alpha=0.05, steps=2)
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    before = [layer.scores.detach().clone() for _, layer in masked_layers(model)]
+    loss = ReferenceStep(model, AttackConfig("pgd", eps=0.1, alpha=0.05, steps=2))(x, y)
+    assert torch.isfinite(loss)
+    assert all(not torch.equal(b, layer.scores) for b, (_, layer) in zip(before, masked_layers(model)))
+
+
+def test_bench_search_toy_runs_both_variants():
+    r = bench_search(toy=True, device="cpu", steps=1, attack_steps=2)
+    assert r["reference"]["images_per_s"] > 0 and r["ours"]["images_per_s"] > 0
+    assert r["speedup"] == pytest.approx(r["ours"]["images_per_s"] / r["reference"]["images_per_s"])
+    assert r["config"]["arch"] == "resnet18" and r["config"]["dataset_shape"] == [3, 32, 32]
+
+
+def test_bench_transfer_toy_matrices_agree(tmp_path):
+    out = tmp_path / "transfer.json"
+    assert main(["transfer", "--toy", "--device", "cpu", "--k", "4", "--images", "32", "--attack-steps", "2",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["naive"]["seconds"] > 0 and r["ours"]["seconds"] > 0
+    assert r["naive"]["attacks"] == 16 and r["ours"]["attacks"] == 4
+    assert r["identical"] and r["max_abs_diff"] == 0.0        # same seed per source: the same examples
+    assert "git_revision" in r["provenance"]

@@ -1,0 +1,60 @@
+"""The ticket zoo: the shipped tickets reproduce their numbers; the build pipeline on `tiny`."""
+import json
+from pathlib import Path
+
+import pytest
+
+from rst.data import load_subset
+from rst.evaluate import accuracy
+from rst.masks import load_tickets, load_weights
+from rst.zoo import ZooPlan, build_zoo, read_index
+
+REPO = Path(__file__).resolve().parents[1]
+INDEX = read_index(REPO / "pretrained_masks")
+SUBSET = REPO / "assets" / "fashion_mnist_test_subset.safetensors"
+
+
+def test_shipped_zoo_is_listed_and_small():
+    total = sum(f.stat().st_size for f in (REPO / "pretrained_masks").rglob("*") if f.is_file())
+    assert total <= 20 * 2**20
+    for zoo in INDEX["zoos"]:
+        assert (REPO / "pretrained_masks" / zoo["candidate_set"]).exists()
+        assert zoo["built_with"].startswith("python -m rst zoo build")
+        for t in zoo["tickets"]:
+            assert {"test_clean", "test_pgd20", "subset_clean"} <= set(t["metrics"])
+
+
+@pytest.mark.parametrize("zoo", INDEX["zoos"], ids=[z["id"] for z in INDEX["zoos"]])
+def test_every_shipped_ticket_reproduces_its_recorded_subset_accuracy_exactly(zoo):
+    cs = load_tickets(REPO / "pretrained_masks" / zoo["candidate_set"])      # verifies the weight checksum
+    x, y, meta = load_subset(SUBSET)
+    assert meta["dataset"] == zoo["dataset"]
+    for i, (t, listed) in enumerate(zip(cs.tickets, zoo["tickets"])):
+        assert t.keep_ratio == listed["keep_ratio"]
+        recorded = t.metrics["subset_clean"]["value"]
+        assert accuracy(cs.model(i), x, y) == recorded, t.name
+        assert listed["metrics"]["subset_clean"]["value"] == recorded
+    if zoo.get("dense_baseline"):
+        model, dmeta = load_weights(REPO / "pretrained_masks" / zoo["dense_baseline"])
+        assert dmeta["kind"] == "dense_at"
+
+
+def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
+    plan = ZooPlan("tiny", keep_ratios=(0.3, 0.6), overrides=(("epochs", 1), ("val_images", 32)),
+                   eval_images=32, transfer_images=32, r2s_images=16, autoattack_images=8)
+    messages = []
+    entry = build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
+    index = json.loads((tmp_path / "zoo" / "index.json").read_text())
+    assert [z["id"] for z in index["zoos"]] == ["tiny"]
+    cs = load_tickets(tmp_path / "zoo" / entry["candidate_set"])
+    assert [t.keep_ratio for t in cs.tickets] == [0.3, 0.6]
+    assert cs.spec.seed == plan.config().seed                                  # ONE random network
+    assert set(entry["reports"]) == {"curve", "transfer", "r2s", "autoattack"}
+    for rel in entry["reports"].values():
+        payload = json.loads((tmp_path / "zoo" / rel).read_text())
+        assert payload["provenance"]["versions"]["torch"]
+    assert entry["dense"]["metrics"]["test_pgd20"]["value"] <= entry["dense"]["metrics"]["test_clean"]["value"]
+    # a second build finds everything and recomputes nothing
+    messages.clear()
+    build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
+    assert not any("searching" in m or "computing" in m or "adversarial training" in m for m in messages), messages
