@@ -33,15 +33,23 @@ def _parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def _config_from_args(args):
-    from .search import preset
+def _overrides(args) -> dict:
+    """SearchConfig fields given on the command line: ``--set k=v`` and the named flags."""
     overrides = _parse_overrides(args.set)
     for name in ("keep_ratio", "epochs", "seed", "train_subset", "batch_size"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
+    return overrides
+
+
+def _config_from_args(args, base=None):
+    """``--preset`` with the command line's overrides (or ``base`` with them when no preset is named)."""
+    from .search import preset
     try:
-        return preset(args.preset, **overrides)
+        if args.preset or base is None:
+            return preset(args.preset or "fmnist", **_overrides(args))
+        return base.replace(**_overrides(args))
     except (KeyError, TypeError, ValueError) as e:
         raise SystemExit(f"bad configuration: {e}")
 
@@ -195,11 +203,9 @@ def _cmd_finetune(args) -> int:
     from .train import finetune
     cs = load_tickets(args.ticket)
     ticket = cs.tickets[args.index]
-    base = SearchConfig.from_dict({k: v for k, v in ticket.search_config.items() if k != "best_epoch"}) \
-        if ticket.search_config else None
-    args.preset = args.preset or "fmnist"
-    cfg = _config_from_args(args) if base is None else base.replace(**_parse_overrides(args.set),
-                                                                      **({"epochs": args.epochs} if args.epochs else {}))
+    # the ticket's own search recipe, unless --preset names another
+    recorded = {k: v for k, v in ticket.search_config.items() if k != "best_epoch"}
+    cfg = _config_from_args(args, SearchConfig.from_dict(recorded) if recorded else None)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     bar = _Progress(f"fine-tune ({args.mode})", args.quiet)
     try:
