@@ -168,11 +168,17 @@ def attack_mode(model: nn.Module, train_mode: bool = False) -> Iterator[nn.Modul
         >>> with attack_mode(model, train_mode=True):   # BN batch statistics, running stats updated
         ...     logits = model(x)
     """
+    with model_mode(model, train_mode), cached_masks(model):
+        yield model
+
+
+@contextlib.contextmanager
+def model_mode(model: nn.Module, train_mode: bool = False) -> Iterator[nn.Module]:
+    """Run the body with ``model.train(train_mode)``; restore every submodule's own mode afterwards."""
     modes = [m.training for m in model.modules()]
     model.train(train_mode)
     try:
-        with cached_masks(model):
-            yield model
+        yield model
     finally:
         for module, was_training in zip(model.modules(), modes):
             module.training = was_training

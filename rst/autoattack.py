@@ -25,19 +25,10 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .attacks import model_mode
+
 VERSIONS = ("standard", "plus", "rand", "custom")
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    modes = [m.training for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, was in zip(model.modules(), modes):
-            m.training = was
 
 
 @contextlib.contextmanager
@@ -85,7 +76,7 @@ def autoattack_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
     device = next(model.parameters()).device
     buffer = io.StringIO()
     fork = [device] if device.type == "cuda" else []
-    with _eval_mode(model), torch.random.fork_rng(devices=fork), _captured_log(buffer):
+    with model_mode(model, False), torch.random.fork_rng(devices=fork), _captured_log(buffer):
         torch.manual_seed(seed)
         adversary = AutoAttack(model, norm=norm, eps=eps, version=version, device=device, seed=seed,
                                attacks=attacks if version == "custom" else None)
@@ -134,7 +125,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
     """
     x_adv, log = autoattack_examples(model, x, y, eps=eps, norm=norm, version=version, batch_size=batch_size,
                                      seed=seed, attacks=attacks, n_queries=n_queries)
-    with _eval_mode(model):
+    with model_mode(model, False):
         clean = _correct(model, x, y, batch_size).float().mean().item()
         robust = _correct(model, x_adv, y, batch_size).float().mean().item()
     ran = list(attacks) if version == "custom" else {

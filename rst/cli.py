@@ -139,16 +139,19 @@ def _cmd_search(args) -> int:
     from .device import resolve_device
     from .masks import CandidateSet, save_tickets
     from .search import run_search
+    from .distributed import init_distributed, is_main
     cfg = _config_from_args(args)
-    device = resolve_device(args.device)
+    device = init_distributed(resolve_device(args.device)).device   # under torchrun: this rank's device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    bar = _Progress(f"search keep_ratio={cfg.keep_ratio:g}", args.quiet)
+    bar = _Progress(f"search keep_ratio={cfg.keep_ratio:g}", args.quiet or not is_main())
     try:
         result = run_search(cfg, device=device, data_dir=args.data_dir, workdir=out, resume=args.resume,
                             progress=bar)
     finally:
         bar.close()
+    if not is_main():   # every rank holds the same ticket; rank 0 evaluates and writes it
+        return 0
     model = CandidateSet(result.spec, [result.ticket]).model(0, device=device)
     result.ticket.metrics.update(_test_metrics(model, cfg, args))
     path = save_tickets(out / "ticket.rst.safetensors", CandidateSet(result.spec, [result.ticket]))

@@ -11,24 +11,29 @@ returns its input, so the single-process search is exactly the code you read in 
 Decisions (the numbers keep their single-process meaning):
 
 * ``SearchConfig.batch_size`` is the GLOBAL batch (images per optimiser step, the paper's 256);
-  each rank takes ``ceil(batch_size / world_size)`` of it, so the learning rate needs no change.
+  each rank takes ``ceil(batch_size / world_size)`` of it, so the learning rate needs no change
+  (pick a batch size the number of GPUs divides).
 * Sharding (:class:`ShardedLoader`): every rank draws the same permutation of the epoch from the
   same seed (the permutation :class:`rst.data.DeviceLoader` draws) and takes every
   ``world_size``-th example from offset ``rank`` (DistributedSampler's layout): the shards are
   disjoint, and step ``i``'s union over ranks is the single-process loader's batch ``i`` when
   ``world_size`` divides the batch size. The ``N mod world_size`` last examples of the permutation
   are dropped so every rank takes the same number of steps. Augmentation is drawn per rank.
-* BatchNorm: per-rank batch statistics (plain ``BatchNorm2d``, no buffer sync in DDP's forward), as the
-  reference code's ``DataParallel`` computed them per GPU. SyncBatchNorm would add a collective to
-  every forward of the inner attack (7 per step for PGD-7) and change the statistics' batch
-  size with the number of GPUs. The running statistics (each rank's own EMA) are averaged over
-  ranks at the end of every epoch (:func:`average_bn_stats`), before validation and checkpoints.
+* BatchNorm: per-rank batch statistics (plain ``BatchNorm2d``, no buffer sync in DDP's forward),
+  as data-parallel training without SyncBatchNorm (DDP or ``nn.DataParallel``) computes them. So
+  with 4 GPUs and batch 256 the BN statistics of the inner attack and of the update come from 64
+  images, not 256: a small departure from the one-GPU search. SyncBatchNorm would remove it but
+  add a collective to every forward of the inner attack (7 per step for PGD-7). The running
+  statistics (each rank's own EMA) are averaged over ranks at the end of every epoch
+  (:func:`average_bn_stats`), before validation, selection and checkpoints.
 * The inner attack runs on the underlying module, not through DDP's forward: no gradient sync
   (and no DDP bookkeeping) happens during attack steps. Only the update step goes through DDP
-  (``find_unused_parameters=False``: the scores are the only trainable tensors, all used).
+  (``find_unused_parameters=False``: every trainable tensor, the scores in a search, gets a
+  gradient at every step).
 * Metrics: the epoch's loss/accuracy sums are summed over ranks; validation is sharded the same
   way and combined weighted by image count, so every rank sees the same numbers and selects
-  the same epoch. Only rank 0 reports progress and writes checkpoints.
+  the same epoch. Only rank 0 reports progress and writes checkpoints; a caller that writes files
+  after the fit returns (the CLI's ticket and log) should do so only where :func:`is_main`.
 
 Backends: NCCL with ``cuda:LOCAL_RANK`` when the search was asked to run on CUDA, Gloo on the CPU.
 """

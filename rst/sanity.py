@@ -25,7 +25,6 @@ members and scored exactly (mean over members).
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -33,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import pgd
+from .attacks import model_mode, pgd
 
 
 @dataclass
@@ -60,17 +59,6 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     if _is_switching(model):
         return model.member_logits(x).argmax(-1) == y
     return (model(x).argmax(-1) == y).unsqueeze(0)
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    modes = [m.training for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, was in zip(model.modules(), modes):
-            m.training = was
 
 
 def _whitebox_correct(model, x, y, eps, alpha, steps, seed, batch_size) -> torch.Tensor:
@@ -142,7 +130,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
     tol = max(tolerance, 1.0 / n)
     grid = sorted(set(float(e) for e in (eps_grid if eps_grid is not None else [eps, 2 * eps, 4 * eps, 0.5])))
     checks: list[SanityCheck] = []
-    with _eval_mode(model):
+    with model_mode(model, False):
         # 1. accuracy -> 0 as eps grows
         accs = []
         ref = None

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rst.masks import CandidateSet, load_tickets, save_tickets
 from rst.models import NetworkSpec, build_network
 
 # One intra-op thread by default: the networks here are tiny, and on a loaded 2-core machine two
@@ -68,3 +69,38 @@ def repo_root() -> Path:
 @pytest.fixture
 def bad_masks_dir() -> Path:
     return BAD_MASKS
+
+
+# --------------------------------------------------------------------------------------------
+# a tiny candidate set shared by the evaluation and R2S tests
+# --------------------------------------------------------------------------------------------
+
+TINY_KEEP_RATIOS = (0.2, 0.5, 0.8)
+
+
+def build_tiny_candidate_set(tmp_path_factory) -> CandidateSet:
+    """Three tickets (keep 0.2 / 0.5 / 0.8) over one seeded random network, cached for the session.
+
+    Each is searched for two epochs without an inner attack (62 SGD steps of 64 synthetic images,
+    a few seconds): clean accuracy ~0.65-0.8 on the synthetic test images, PGD-10 robust accuracy
+    ~0.2-0.35 at eps = 0.02 and ~0 at eps = 0.1.
+    """
+    from rst.search import preset, run_search
+    path = tmp_path_factory.getbasetemp() / "rst_eval_tiny_tickets.rst.safetensors"
+    if path.exists():
+        return load_tickets(path)
+    tickets, spec = [], None
+    for r in TINY_KEEP_RATIOS:
+        cfg = preset("tiny", keep_ratio=r, epochs=2, selection="last", val_size=64, inner_attack="none")
+        result = run_search(cfg, device="cpu")
+        tickets.append(result.ticket)
+        spec = result.spec
+    save_tickets(path, CandidateSet(spec, tickets))
+    return load_tickets(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_cs(tmp_path_factory) -> CandidateSet:
+    return build_tiny_candidate_set(tmp_path_factory)
+
+

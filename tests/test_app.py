@@ -150,7 +150,7 @@ def test_r2s_live_small_attack_gallery_and_attributions(zoo_env):
     at.number_input(key="r2s_steps").set_value(2)
     at.button(key="r2s_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    table = at.dataframe[0].value
+    table = _dataframe(at, "threat model")
     assert list(table["what"][:3]) == ["R2S · expectation", "R2S · paper", "R2S · clean"]
     assert sum(table["what"].str.endswith("alone")) == 3
     assert (table["expected"] <= 100).all()
@@ -169,7 +169,7 @@ def test_r2s_live_transfer_from_one_member(zoo_env):
     at.number_input(key="r2s_steps").set_value(2)
     at.button(key="r2s_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert at.dataframe[0].value["what"][0] == "R2S · transfer from keep0.5"
+    assert _dataframe(at, "threat model")["what"][0] == "R2S · transfer from keep0.5"
 
 
 def test_masks_bad_upload_shows_an_error_and_keeps_the_session(zoo_env):
@@ -232,6 +232,11 @@ def test_search_stop_button_stops_the_search(zoo_env):
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
+
+def _dataframe(at: AppTest, column: str):
+    """The first table with ``column`` (st.dataframe has no id unless selections are on)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
 
 
 def _plotly(at: AppTest, key: str) -> str:

@@ -20,35 +20,9 @@ from rst.data import synthetic_dataset
 from rst.evaluate import robust_accuracy, sparsity_curve, transfer_matrix
 from rst.masks import CandidateSet, load_tickets, save_tickets
 
-KEEP_RATIOS = (0.2, 0.5, 0.8)
+from conftest import TINY_KEEP_RATIOS as KEEP_RATIOS
 EPS = 0.02
 ATTACK = AttackConfig("pgd", eps=EPS, alpha=EPS / 4, steps=10)
-
-
-def build_tiny_candidate_set(tmp_path_factory) -> CandidateSet:
-    """Three tickets (keep 0.2 / 0.5 / 0.8) over one seeded random network, cached for the session.
-
-    Each is searched for two epochs without an inner attack (62 SGD steps of 64 synthetic images,
-    a few seconds): clean accuracy ~0.4-0.8 on the synthetic test images, PGD-10 robust accuracy
-    clearly above 0 at eps = 0.02.
-    """
-    from rst.search import preset, run_search
-    path = tmp_path_factory.getbasetemp() / "rst_eval_tiny_tickets.rst.safetensors"
-    if path.exists():
-        return load_tickets(path)
-    tickets, spec = [], None
-    for r in KEEP_RATIOS:
-        cfg = preset("tiny", keep_ratio=r, epochs=2, selection="last", val_size=64, inner_attack="none")
-        result = run_search(cfg, device="cpu")
-        tickets.append(result.ticket)
-        spec = result.spec
-    save_tickets(path, CandidateSet(spec, tickets))
-    return load_tickets(path)
-
-
-@pytest.fixture(scope="session")
-def tiny_cs(tmp_path_factory) -> CandidateSet:
-    return build_tiny_candidate_set(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
