@@ -25,7 +25,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import streamlit as st
 import torch
@@ -398,6 +398,18 @@ def subset_available() -> bool:
     return _mtime(subset_path()) is not None
 
 
+def subset_dataset() -> str | None:
+    """The data set the shipped test subset is of (None when absent or unreadable)."""
+    path = subset_path()
+    mtime = _mtime(path)
+    if mtime is None:
+        return None
+    try:
+        return _subset(str(path), mtime)[2].get("dataset")
+    except ValueError:
+        return None
+
+
 def eval_data(dataset: str, n: int | None = None) -> EvalData:
     """The first ``n`` test images of ``dataset``: the shipped subset when it is of that data set,
     else the local test split (``download=False``). Raises ``DataUnavailableError`` with guidance."""
@@ -405,7 +417,11 @@ def eval_data(dataset: str, n: int | None = None) -> EvalData:
     path = subset_path()
     mtime = _mtime(path)
     if mtime is not None:
-        x, y, meta = _subset(str(path), mtime)
+        try:
+            x, y, meta = _subset(str(path), mtime)
+        except ValueError as e:       # a corrupt or foreign file: say so, never a traceback
+            raise DataUnavailableError(f"The test subset {path} cannot be read: {e}. Rebuild it with "
+                                       f"`{ZOO_BUILD_CMD}` or point {SUBSET_ENV} at another file.") from None
         if meta.get("dataset") == dataset:
             n = len(x) if n is None else min(n, len(x))
             return EvalData(x[:n], y[:n], f"{n} images of the shipped test subset ({meta.get('source') or path.name})")
@@ -422,9 +438,11 @@ def eval_data(dataset: str, n: int | None = None) -> EvalData:
 
 
 def max_eval_images(dataset: str) -> int:
+    """How many test images of ``dataset`` there are (0: none; ``eval_data`` then says why)."""
+    from rst.data import DataUnavailableError
     try:
         return len(eval_data(dataset).y)
-    except Exception:   # noqa: BLE001 - only a bound for a widget; eval_data reports the real error
+    except (DataUnavailableError, ValueError):
         return 0
 
 
@@ -519,6 +537,18 @@ def stored_curve(zoo_id: str | None, cs) -> tuple[list[dict], str] | None:
                      "attack": rob["attack"], "split": rob["split"]})
     splits = sorted({r["split"] for r in rows if r.get("split")})
     return rows, f"metrics recorded with the tickets ({', '.join(splits) or 'split not recorded'})"
+
+
+def stored_autoattack(zoo_id: str | None) -> tuple[dict[str, float], str] | None:
+    """``({ticket name: AutoAttack robust accuracy}, description)`` from the zoo's report, or None."""
+    rep = zoo_report(zoo_id, "autoattack") if zoo_id else None
+    rows = rep.get("rows") if isinstance(rep, dict) else None
+    if not isinstance(rows, list) or not rows:
+        return None
+    acc = {str(r["name"]): float(r["robust"]) for r in rows if isinstance(r, dict) and "name" in r and "robust" in r}
+    r0 = rows[0]
+    return acc, (f"AutoAttack {r0.get('version', '')} ({', '.join(r0.get('attacks') or [])}), "
+                 f"eps={r0.get('eps')}, {r0.get('n_images')} test images")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -628,6 +658,25 @@ R2S_ATTACKS = {
 }
 
 
+def stored_r2s(zoo_id: str | None) -> tuple[list[dict], dict] | None:
+    """Rows (accuracies as fractions) and config of the zoo's stored R2S report
+    (``rst.r2s.R2SReport.to_dict()``), or None."""
+    rep = zoo_report(zoo_id, "r2s") if zoo_id else None
+    if not isinstance(rep, dict) or not isinstance(rep.get("results"), list):
+        return None
+    rows = [{"what": "R2S · clean", "adaptive": False, "attack": "none", "expected": rep.get("clean_expected_acc"),
+             "worst member": min(rep.get("clean_per_member_acc") or [math.nan])}]
+    for r in rep["results"]:
+        rows.append({"what": f"R2S · {r.get('protocol')}", "adaptive": bool(r.get("adaptive")),
+                     "attack": r.get("attack", ""), "expected": r.get("expected_acc"),
+                     "worst member": r.get("worst_member_acc")})
+    if rep.get("worst_case_per_member_acc"):
+        rows.append({"what": "R2S · worst case over adaptive attacks", "adaptive": True, "attack": "all adaptive",
+                     "expected": rep.get("worst_case_adaptive_acc"),
+                     "worst member": min(rep["worst_case_per_member_acc"])})
+    return rows, dict(rep.get("config") or {})
+
+
 @dataclass
 class R2SLive:
     table: list[dict]                # one row per attack / single ticket, accuracies as fractions
@@ -681,16 +730,20 @@ def _glue_attack(kind: str, r2s, x, y, eps: float, steps: int, seed: int, source
 
 
 def r2s_live(set_key: str, cs, members: tuple[int, ...], switch: str, attack: str, eps: float, steps: int,
-             n_images: int, seed: int, dev: str, source_member: int = 0, gallery_size: int = 8,
-             quiet: bool = False) -> R2SLive:
-    """The R2S live evaluation the page shows (cached per session-independent arguments)."""
+             n_images: int, seed: int, dev: str, source_member: int = 0, compare: bool = True,
+             gallery_size: int = 8, quiet: bool = False) -> R2SLive:
+    """The R2S live evaluation the page shows (cached per session-independent arguments).
+
+    ``compare=True`` also runs the paper's protocol on the same images and settings — K more
+    single-member PGD attacks, whose transfer matrix's diagonal is each ticket's white-box accuracy
+    (about twice the time of the chosen attack alone)."""
     return _r2s_live(set_key, cs, tuple(members), switch, attack, float(eps), int(steps), int(n_images), int(seed),
-                     dev, int(source_member), int(gallery_size), quiet)
+                     dev, int(source_member), bool(compare), int(gallery_size), quiet)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _r2s_live(set_key: str, _cs, members: tuple[int, ...], switch: str, attack: str, eps: float, steps: int,
-              n_images: int, seed: int, dev: str, source_member: int, gallery_size: int,
+              n_images: int, seed: int, dev: str, source_member: int, compare: bool, gallery_size: int,
               quiet: bool = False) -> R2SLive:
     from rst.r2s import R2S, evaluate_r2s
     t0 = time.perf_counter()
@@ -699,7 +752,7 @@ def _r2s_live(set_key: str, _cs, members: tuple[int, ...], switch: str, attack: 
     r2s = R2S(_cs, members=list(members), switch=switch, seed=seed, device=dev)
     names = list(r2s.names)
     # the paper's protocol always (its transfer matrix's diagonal is every member's white-box accuracy)
-    protocols = ["paper"]
+    protocols = ["paper"] if compare or attack == "protocol:paper" else []
     if attack.startswith("protocol:") and attack != "protocol:paper":
         protocols.append(attack.split(":", 1)[1])
     with _progress_bar("attack batches:", quiet) as progress:
@@ -711,7 +764,7 @@ def _r2s_live(set_key: str, _cs, members: tuple[int, ...], switch: str, attack: 
         label = f"R2S · {res.protocol}"
         rows[res.protocol] = {"what": label, "threat model": res.threat_model, "adaptive": bool(res.adaptive),
                               "attack": res.attack, "expected": res.expected_acc,
-                              "worst member": res.worst_member_acc}
+                              "worst member": res.worst_member_acc, "clean": report.clean_expected_acc}
         per_member += [{"attack": label, "member": n, "accuracy": a} for n, a in zip(names, res.per_member_acc)]
     chosen = attack.split(":", 1)[1] if attack.startswith("protocol:") else None
     table = [rows[chosen]] if chosen else []
@@ -722,19 +775,22 @@ def _r2s_live(set_key: str, _cs, members: tuple[int, ...], switch: str, attack: 
         label = (f"R2S · transfer from {names[k_src]}" if attack == "member"
                  else f"R2S · {attack.split(':', 1)[1]} on the deployed model")
         table.append({"what": label, "threat model": R2S_ATTACKS[attack], "adaptive": False, "attack": desc,
-                      "expected": sum(accs) / len(accs), "worst member": min(accs)})
+                      "expected": sum(accs) / len(accs), "worst member": min(accs),
+                      "clean": report.clean_expected_acc})
         per_member = [{"attack": label, "member": n, "accuracy": a} for n, a in zip(names, accs)] + per_member
-    if chosen != "paper":
+    if chosen != "paper" and "paper" in rows:
         table.append(rows["paper"])
     table.append({"what": "R2S · clean", "threat model": "no attack", "adaptive": False, "attack": "none",
-                  "expected": report.clean_expected_acc, "worst member": min(report.clean_per_member_acc)})
+                  "expected": report.clean_expected_acc, "worst member": min(report.clean_per_member_acc),
+                  "clean": report.clean_expected_acc})
     # every member alone, attacked white-box: the diagonal of the paper protocol's transfer matrix
-    paper = report.result("paper")
-    diag = [row[k] for k, row in enumerate(paper.extra["transfer_matrix"])]
-    for k, name in enumerate(names):
-        table.append({"what": f"ticket {name} alone", "threat model": "white-box, single network",
-                      "adaptive": True, "attack": paper.attack, "expected": diag[k], "worst member": diag[k],
-                      "clean": report.clean_per_member_acc[k]})
+    if "paper" in rows:
+        paper = report.result("paper")
+        diag = [row[k] for k, row in enumerate(paper.extra["transfer_matrix"])]
+        for k, name in enumerate(names):
+            table.append({"what": f"ticket {name} alone", "threat model": "white-box, single network",
+                          "adaptive": True, "attack": paper.attack, "expected": diag[k], "worst member": diag[k],
+                          "clean": report.clean_per_member_acc[k]})
     # gallery: the chosen attack's images (the exact expectation attack for the library protocols)
     g_n = min(gallery_size, len(x))
     xg, yg = x[:g_n], y[:g_n]
@@ -848,7 +904,7 @@ class SearchJob:
 def search_data(source: str, cfg, n_train: int):
     """``SearchData`` for a live search: ``"synthetic"``, ``"subset"`` (the shipped *test* subset, a
     demo only) or ``"train"`` (the data set's training split on disk). Returns (data, label)."""
-    from rst.data import load_dataset, split_train_val, synthetic_dataset
+    from rst.data import split_train_val, synthetic_dataset
     from rst.search import SearchData
     spec = cfg.network_spec()
     shape = (spec.in_channels, spec.image_size, spec.image_size)
@@ -860,7 +916,10 @@ def search_data(source: str, cfg, n_train: int):
         mtime = _mtime(path)
         if mtime is None:
             raise FileNotFoundError(f"no test subset at {path}")
-        x, y, meta = _subset(str(path), mtime)
+        try:
+            x, y, meta = _subset(str(path), mtime)
+        except ValueError as e:
+            raise FileNotFoundError(f"the test subset {path} cannot be read: {e}") from None
         x, y = x[:n_train + cfg.val_size], y[:n_train + cfg.val_size]
         label = (f"the shipped test subset ({meta.get('dataset')}, {len(y)} images) — a demo: the other pages "
                  "evaluate on these same images")

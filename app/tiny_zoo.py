@@ -64,13 +64,21 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
         t.metrics = {**t.metrics, **metrics}
         entries.append({"name": t.name, "keep_ratio": t.keep_ratio, "metrics": metrics})
     save_tickets(zoo / "tiny" / "tickets.rst.safetensors", cs)
+    # stand-in "dense baseline" metrics (the untrained dense network: only exercises the app's baseline lines)
+    from rst.masked import set_dense
+    from rst.models import build_network
+    dense = build_network(spec).eval()
+    set_dense(dense, True)
+    dense_metrics = {"test_clean": {"value": accuracy(dense, xm, ym), "split": f"test[:{len(ym)}]", "attack": "none"},
+                     "test_pgd20": {"value": robust_accuracy(dense, xm, ym, attack), "split": f"test[:{len(ym)}]",
+                                    "attack": attack.describe()}}
     reports = {}
     if with_reports:
         reports = _reports(cs, x_test[:32], y_test[:32], attack, zoo / "tiny")
     index = {"format": "rst-zoo-index", "version": 1, "zoos": [{
         "id": "tiny", "title": f"Tiny test zoo (synthetic, width {width:g})", "preset": "tiny", "dataset": "fashion_mnist",
         "arch": spec.arch, "eps": EPS, "candidate_set": "tiny/tickets.rst.safetensors", "dense_baseline": None,
-        "reports": reports, "tickets": entries, "dense": None, "built_with": "python app/tiny_zoo.py",
+        "reports": reports, "tickets": entries, "dense": {"metrics": dense_metrics}, "built_with": "python app/tiny_zoo.py",
         "note": "1-epoch tickets on synthetic data: for tests only"}]}
     (zoo / "index.json").write_text(json.dumps(index, indent=1))
     return {"zoo_dir": zoo, "subset": subset}

@@ -6,7 +6,6 @@ data, a 256-image stand-in test subset, stored reports) and points ``RST_ZOO_DIR
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -86,6 +85,35 @@ def test_page_renders_without_zoo_and_guides(empty_env, page):
     assert not at.error, _texts(at.error)
 
 
+@pytest.fixture
+def broken_env(tiny_zoo, tmp_path, monkeypatch):
+    """A zoo whose index names a missing mask file, and a subset file that is not one."""
+    import json
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    index = json.loads((Path(tiny_zoo["zoo_dir"]) / "index.json").read_text())
+    index["zoos"][0]["candidate_set"] = "tiny/missing.rst.safetensors"
+    (zoo / "index.json").write_text(json.dumps(index))
+    (tmp_path / "subset.safetensors").write_bytes(b"not safetensors")
+    monkeypatch.setenv("RST_ZOO_DIR", str(zoo))
+    monkeypatch.setenv("RST_TEST_SUBSET", str(tmp_path / "subset.safetensors"))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_with_broken_files_and_says_why(broken_env, page):
+    at = _app(page)
+    if page not in ("views/search.py", "views/network.py"):
+        assert "does not exist" in _texts(at.error)
+
+
+def test_corrupt_index_is_reported(tmp_path, monkeypatch):
+    (tmp_path / "index.json").write_text("{not json")
+    monkeypatch.setenv("RST_ZOO_DIR", str(tmp_path))
+    monkeypatch.setenv("RST_TEST_SUBSET", str(tmp_path / "none.safetensors"))
+    at = _app()
+    assert "cannot be read" in _texts(at.error)
+
+
 def test_home_says_what_is_loaded_and_warns_about_adaptive_attacks(zoo_env):
     at = _app()
     assert _metric(at, "Tickets") == "3"
@@ -117,6 +145,27 @@ def test_sparsity_slider_moves_the_highlight_and_the_density_chart(zoo_env):
     density_after = _plotly(at, "sparsity_density")
     assert density_before != density_after
     assert "keep0.7" in density_after
+    assert "Dashed: the dense network" in _texts(at.caption)       # the zoo's dense baseline as lines
+    assert "dense AT, robust" in _plotly(at, "sparsity_curve")
+
+
+def test_sparsity_shows_a_stored_autoattack_report(tiny_zoo, tmp_path, monkeypatch):
+    import json
+    import shutil
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo["zoo_dir"], zoo)
+    index = json.loads((zoo / "index.json").read_text())
+    rows = [{"name": t["name"], "keep_ratio": t["keep_ratio"], "clean": 0.5, "robust": 0.25, "version": "standard",
+             "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "n_images": 32, "eps": 0.1}
+            for t in index["zoos"][0]["tickets"]]
+    (zoo / "tiny" / "autoattack.json").write_text(json.dumps({"rows": rows}))
+    index["zoos"][0]["reports"]["autoattack"] = "tiny/autoattack.json"
+    (zoo / "index.json").write_text(json.dumps(index))
+    monkeypatch.setenv("RST_ZOO_DIR", str(zoo))
+    monkeypatch.setenv("RST_TEST_SUBSET", str(tiny_zoo["subset"]))
+    at = _app("views/sparsity.py")
+    assert "robust (AutoAttack)" in _plotly(at, "sparsity_curve")
+    assert "Dotted: AutoAttack standard" in _texts(at.caption)
 
 
 def test_sparsity_live_computation(zoo_env):
@@ -126,7 +175,7 @@ def test_sparsity_live_computation(zoo_env):
     at.number_input(key="sp_steps").set_value(2)
     at.button(key="sp_compute").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert "computed live" in _plotly(at, "sparsity_curve")
+    assert "Numbers: computed live" in _texts(at.caption)
     assert len(at.dataframe[0].value) == 3
 
 
@@ -245,3 +294,27 @@ def _plotly(at: AppTest, key: str) -> str:
         if el.key == key:
             return el.proto.spec
     raise AssertionError(f"no plotly chart with key {key!r}")
+
+
+def test_without_a_zoo_a_searched_ticket_is_usable_everywhere(empty_env):
+    at = _app("views/search.py")
+    assert at.radio(key="se_data").value == "synthetic"           # no subset: the synthetic demo data
+    at.number_input(key="se_epochs").set_value(1)
+    at.number_input(key="se_train").set_value(64)
+    at.button(key="se_start").click().run()
+    job = at.session_state["search_job"]
+    assert job.join(timeout=90)
+    at.run()
+    assert job.error is None, job.error_trace
+    at.button(key="new_set").click().run()
+    assert at.session_state["active_key"].startswith("search:")
+    at.switch_page("views/sparsity.py").run()
+    assert "validation" in at.radio(key="sparsity_source").options[0]    # the ticket's recorded metrics
+    at.radio(key="sparsity_source").set_value("live").run()
+    at.number_input(key="sp_images").set_value(16)
+    at.number_input(key="sp_steps").set_value(1)
+    at.button(key="sp_compute").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _metric(at, "Keep ratio") == "0.5"
+    at.switch_page("views/masks.py").run()
+    assert len(at.get("download_button")) == 2                # the set and its one ticket

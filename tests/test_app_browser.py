@@ -89,9 +89,12 @@ def driver():
 def test_every_page_renders_and_is_screenshotted(server, driver):
     for name, path in PAGES:
         driver.get(f"{server}/{path}")
-        wait_rendered(driver, TITLES[name])
-        assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]'), f"exception on {name}"
-        driver.save_screenshot(str(SHOTS / f"{name}.png"))
+        try:
+            wait_rendered(driver, TITLES[name])
+        finally:
+            driver.save_screenshot(str(SHOTS / f"{name}.png"))
+        errors = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+        assert not errors, f"exception on {name}: {errors[0].text[:2000]}"
 
 
 def test_sparsity_slider_with_the_keyboard_changes_the_charts(server, driver):
@@ -145,7 +148,11 @@ def test_r2s_live_attack_in_the_browser(server, driver):
     wait_rendered(driver, TITLES["r2s_live"])
     assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
     assert metric(driver, "worst member").endswith("%")
-    driver.set_window_size(1400, 3000)
+    _button(driver, "Explain").click()
+    WebDriverWait(driver, WAIT_S, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: any("predicts" in t.text for t in d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .annotation")))
+    wait_rendered(driver, TITLES["r2s_live"])
+    driver.set_window_size(1400, 3400)
     try:
         time.sleep(1.0)
         driver.save_screenshot(str(SHOTS / "r2s_live_after_attack.png"))

@@ -24,10 +24,20 @@ n_max = services.max_eval_images(cs.spec.dataset)
 if n_max == 0:
     try:
         services.eval_data(cs.spec.dataset, 1)
-    except DataUnavailableError as e:
+    except (DataUnavailableError, ValueError) as e:
         st.warning(str(e))
     st.stop()
 labels = services.ticket_labels(cs)
+stored = services.stored_r2s(act.zoo_id)
+if stored is not None:
+    rows, cfg = stored
+    with st.expander(f"Stored zoo report: {cfg.get('n_images', '?')} test images, {cfg.get('steps', '?')} steps, "
+                     f"ε = {cfg.get('eps', '?')}, members {', '.join(map(str, cfg.get('names', [])))}"):
+        frame = pd.DataFrame(rows)
+        frame[["expected", "worst member"]] = 100 * frame[["expected", "worst member"]].astype(float)
+        st.dataframe(frame, hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(f"{c} (%)", format="%.1f")
+                                    for c in ("expected", "worst member")})
 classes = services.CLASSES.get(cs.spec.dataset, tuple(str(i) for i in range(cs.spec.num_classes)))
 
 with st.form("r2s_form"):
@@ -45,6 +55,9 @@ with st.form("r2s_form"):
     steps = c2.number_input("Steps", 1, 200, 10, 1, key="r2s_steps")
     n_images = c3.number_input("Test images", 8, n_max, min(128, n_max), 8, key="r2s_images")
     seed = c4.number_input("Seed", 0, 2**31 - 1, 0, 1, key="r2s_seed")
+    compare = st.checkbox("Beside it, the paper's protocol and every ticket alone (white-box), on the same images "
+                          "and settings", value=True, key="r2s_compare",
+                          help="K more single-ticket PGD attacks: about twice the time.")
     run = st.form_submit_button("Attack", type="primary", key="r2s_run")
 
 if run:
@@ -55,7 +68,8 @@ if run:
         st.error("The source member must be one of the candidate set members.")
         st.stop()
     params = dict(members=tuple(sorted(members)), switch=switch, attack=attack, eps=float(eps), steps=int(steps),
-                  n_images=int(n_images), seed=int(seed), dev=services.device(), source_member=int(source_member))
+                  n_images=int(n_images), seed=int(seed), dev=services.device(), source_member=int(source_member),
+                  compare=bool(compare))
     try:
         live = services.r2s_live(act.key, cs, **params)
     except ImportError as e:
@@ -157,16 +171,19 @@ if explain or st.session_state.get("captum_params"):
         p = st.session_state[K_PARAMS][1]
         att = services.attributions(act.key, cs, p["members"], idx, meth, p["n_images"], p["dev"])
         maps = np.stack(att["maps"])                                              # (K, H, W)
-        lim = float(np.abs(maps).max()) or 1.0
+        scale = np.abs(maps).reshape(len(maps), -1).max(1)                        # (K,)
+        maps = maps / np.where(scale > 0, scale, 1.0)[:, None, None]             # each map to [-1, 1]
         afig = px.imshow(maps, facet_col=0, facet_col_wrap=min(5, len(maps)), color_continuous_scale="RdBu_r",
-                         zmin=-lim if meth == "IntegratedGradients" else 0, zmax=lim)
+                         zmin=-1 if meth == "IntegratedGradients" else 0, zmax=1)
         for i, ann in enumerate(afig.layout.annotations):
             ann.text = f"{att['names'][i]}: predicts {classes[att['preds'][i]]}"
-        afig.update_layout(height=300 * ((len(maps) + 4) // 5), margin=dict(t=40, b=10),
+        afig.update_layout(height=300 * ((len(maps) + 4) // 5), margin=dict(t=40, b=10, r=120),
                            title=f"{meth} w.r.t. the true class “{classes[att['label']]}”")
         afig.update_xaxes(showticklabels=False)
         afig.update_yaxes(showticklabels=False)
         c1, c2 = st.columns([1, 5])
         c1.image(_img(att["image"]), caption=f"#{idx}: {classes[att['label']]}", width=112, clamp=True)
+        c1.caption("Each map is scaled to its own largest |attribution|; red: evidence for the class, "
+                   "blue: against." if meth == "IntegratedGradients" else "Each map scaled to its own maximum.")
         with c2:
             services.plot(afig, key="captum_maps")

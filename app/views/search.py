@@ -69,6 +69,9 @@ if submitted and not running:
                          granularity=s.granularity)
     else:
         overrides["seed"] = int(seed)
+        # the preset's network on real images: name the images' data set (its normalisation, its test images)
+        if base.dataset == "synthetic" and source in ("subset", "train"):
+            overrides["dataset"] = (services.subset_dataset() if source == "subset" else None) or "fashion_mnist"
     try:
         cfg = preset(preset_name, **overrides)
         data, data_label = services.search_data(source, cfg, int(n_train))

@@ -32,7 +32,7 @@ else:
     if n_max == 0:
         try:
             services.eval_data(cs.spec.dataset, 1)
-        except DataUnavailableError as e:
+        except (DataUnavailableError, ValueError) as e:
             st.warning(str(e))
         st.stop()
     with st.form("sparsity_form"):
@@ -82,13 +82,17 @@ fig.add_scatter(x=df["keep_ratio"], y=df["clean"], mode="lines+markers", name="n
                 line=dict(color="#1f77b4"))
 fig.add_scatter(x=[row["keep_ratio"]] * 2, y=[row["robust"], row["clean"]], mode="markers", name="highlighted",
                 marker=dict(size=16, symbol="circle-open", line=dict(width=3), color="black"))
+aa = services.stored_autoattack(act.zoo_id) if source == "stored" else None
+if aa is not None and "name" in df and all(n in aa[0] for n in df["name"]):
+    fig.add_scatter(x=df["keep_ratio"], y=[services.as_percent(aa[0][n]) for n in df["name"]], mode="lines+markers",
+                    name="robust (AutoAttack)", line=dict(color="#d62728", dash="dot"))
 if dense_rob:
     fig.add_hline(y=services.as_percent(dense_rob["value"]), line_dash="dash", line_color="#d62728",
                   annotation_text="dense AT, robust", annotation_position="bottom right")
 if dense_cln:
     fig.add_hline(y=services.as_percent(dense_cln["value"]), line_dash="dash", line_color="#1f77b4",
                   annotation_text="dense AT, natural", annotation_position="top right")
-fig.update_layout(title=f"Ours = {cs.spec.dataset.replace('_', '-')}, {cs.spec.arch} ×{cs.spec.width:g} ({where})",
+fig.update_layout(title=f"Ours = {cs.spec.dataset.replace('_', '-')} · {cs.spec.arch} ×{cs.spec.width:g}",
                   xaxis_title="keep ratio (fraction of weights kept per layer)", yaxis_title="accuracy (%)",
                   height=420, margin=dict(t=50, b=10), legend=dict(orientation="h", y=-0.2))
 fig.update_xaxes(type="log", tickvals=list(df["keep_ratio"]), ticktext=[f"{k:g}" for k in df["keep_ratio"]])
@@ -96,7 +100,8 @@ fig.update_xaxes(type="log", tickvals=list(df["keep_ratio"]), ticktext=[f"{k:g}"
 c_main, c_side = st.columns([3, 2])
 with c_main:
     services.plot(fig, key="sparsity_curve")
-    st.caption(f"Robust = {attack_label}. "
+    st.caption(f"Numbers: {where}. Robust = {attack_label}. "
+               + (f"Dotted: {aa[1]}. " if aa is not None else "")
                + ("Dashed: the dense network with all weights adversarially trained. " if dense_rob else
                   "No dense adversarially trained baseline in this set. ")
                + "A ticket's weights are never trained.")

@@ -44,7 +44,7 @@ else:
     if n_max == 0:
         try:
             services.eval_data(cs.spec.dataset, 1)
-        except DataUnavailableError as e:
+        except (DataUnavailableError, ValueError) as e:
             st.warning(str(e))
         st.stop()
     with st.form("transfer_form"):
@@ -75,7 +75,7 @@ fig = go.Figure(go.Heatmap(z=m, x=ticks, y=ticks, colorscale="Viridis", zmin=0, 
                            colorbar=dict(title="acc. %"),
                            hovertemplate="attack %{y}<br>inference %{x}<br>%{z:.1f} %<extra></extra>"))
 fig.update_layout(title=view.label, xaxis_title="inference ticket (evaluated)", yaxis_title="attack ticket (source)",
-                  height=480, margin=dict(t=60, b=10))
+                  height=480, margin=dict(t=60, b=10, r=120))      # colour bar, then the tool bar
 fig.update_yaxes(autorange="reversed")
 services.plot(fig, key="transfer_heatmap")
 
@@ -97,6 +97,6 @@ with st.expander("Reference: the paper's matrix (ResNet-18, CIFAR-10, PGD-20 ε=
     pfig = go.Figure(go.Heatmap(z=pm, x=pt, y=pt, colorscale="Viridis", zmin=0, zmax=100,
                                 text=[[f"{v:.1f}" for v in r] for r in pm], texttemplate="%{text}"))
     pfig.update_layout(title="Paper = CIFAR-10 (printed numbers)", xaxis_title="inference RST keep ratio",
-                       yaxis_title="attack RST keep ratio", height=420, margin=dict(t=50, b=10))
+                       yaxis_title="attack RST keep ratio", height=420, margin=dict(t=50, b=10, r=120))
     pfig.update_yaxes(autorange="reversed")
     services.plot(pfig, key="paper_heatmap")
