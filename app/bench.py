@@ -16,6 +16,7 @@ Also holds the server / browser helpers the browser test uses.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -162,6 +163,8 @@ def bench_r2s(n_images: int = 128, steps: int = 10, members: int = 5, device: st
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the service functions run here outside a Streamlit server: its caches say so once per call
+    logging.getLogger("streamlit.runtime.caching.cache_data_api").setLevel(logging.ERROR)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true", help="benchmark on a tiny zoo built in a temporary folder")
     p.add_argument("--bench-zoo", action="store_true",
