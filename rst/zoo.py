@@ -48,6 +48,14 @@ class ZooPlan:
     def config(self, **extra) -> SearchConfig:
         return preset(self.preset, **dict(self.overrides), **extra)
 
+    def command(self) -> str:
+        """The ``python -m rst zoo build`` command line that makes this plan's candidate set."""
+        parts = [f"python -m rst zoo build {self.preset}", "--keep-ratios " + ",".join(f"{r:g}" for r in self.keep_ratios)]
+        if self.zoo_id:
+            parts.append(f"--id {self.zoo_id}")
+        parts += [f"--set {k}={v!r}" for k, v in self.overrides]
+        return " ".join(parts)
+
 
 def _log(progress: Callable[[str], None] | None, msg: str) -> None:
     if progress is not None:
@@ -169,8 +177,7 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         "tickets": [{"name": t.name, "keep_ratio": t.keep_ratio, "metrics": t.metrics} for t in cs.tickets],
         "dense": {"metrics": dense_metrics} if dense_metrics else None,
         "config": base.to_dict(),
-        "built_with": f"python -m rst zoo build {plan.preset} --keep-ratios "
-                      + ",".join(f"{r:g}" for r in plan.keep_ratios),
+        "built_with": plan.command(),
     }
     update_index(root, entry)
     _log(progress, f"zoo {plan.id}: index updated ({root / 'index.json'})")

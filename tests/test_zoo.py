@@ -58,3 +58,14 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
     messages.clear()
     build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
     assert not any("searching" in m or "computing" in m or "adversarial training" in m for m in messages), messages
+
+
+def test_recorded_build_command_parses_back_to_the_same_plan():
+    import shlex
+
+    from rst.cli import _parse_overrides, build_parser
+    plan = ZooPlan("fmnist-cpu", keep_ratios=(0.05, 0.1), zoo_id="fmnist-cpu-wide", overrides=(("width", 1.0),))
+    args = build_parser().parse_args(shlex.split(plan.command())[3:])   # drop "python -m rst"
+    again = ZooPlan(args.preset, tuple(float(r) for r in args.keep_ratios.split(",")), zoo_id=args.id,
+                    overrides=tuple(_parse_overrides(args.set).items()))
+    assert again.config() == plan.config() and again.id == plan.id and again.keep_ratios == plan.keep_ratios
