@@ -446,6 +446,25 @@ def max_eval_images(dataset: str) -> int:
         return 0
 
 
+def require_eval_images(dataset: str) -> int:
+    """The number of test images of ``dataset``; when there are none, say why and stop the page."""
+    from rst.data import DataUnavailableError
+    n = max_eval_images(dataset)
+    if n == 0:
+        try:
+            eval_data(dataset, 1)
+        except (DataUnavailableError, ValueError) as e:
+            st.warning(str(e))
+        st.stop()
+    return n
+
+
+def default_eps(act: "ActiveSet") -> float:
+    """The ε the active set was searched (or its zoo built) with; 0.1 when neither says."""
+    entry = zoo_entry(act.zoo_id) if act.zoo_id else None
+    return float((entry or {}).get("eps") or act.cs.tickets[0].search_config.get("eps") or 0.1)
+
+
 # --------------------------------------------------------------------------------------------
 # Attacks, metrics
 # --------------------------------------------------------------------------------------------

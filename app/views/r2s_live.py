@@ -6,7 +6,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import services
-from rst.data import DataUnavailableError
 
 K_PARAMS = "r2s_live_params"
 
@@ -18,15 +17,8 @@ act = services.require_active()
 if act is None:
     st.stop()
 cs = act.cs
-entry = services.zoo_entry(act.zoo_id) if act.zoo_id else None
-default_eps = float((entry or {}).get("eps") or cs.tickets[0].search_config.get("eps") or 0.1)
-n_max = services.max_eval_images(cs.spec.dataset)
-if n_max == 0:
-    try:
-        services.eval_data(cs.spec.dataset, 1)
-    except (DataUnavailableError, ValueError) as e:
-        st.warning(str(e))
-    st.stop()
+default_eps = services.default_eps(act)
+n_max = services.require_eval_images(cs.spec.dataset)
 labels = services.ticket_labels(cs)
 stored = services.stored_r2s(act.zoo_id)
 if stored is not None:

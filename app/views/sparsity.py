@@ -6,7 +6,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import services
-from rst.data import DataUnavailableError
 
 K_PARAMS = "sparsity_live_params"
 
@@ -16,7 +15,7 @@ if act is None:
     st.stop()
 cs = act.cs
 entry = services.zoo_entry(act.zoo_id) if act.zoo_id else None
-default_eps = float((entry or {}).get("eps") or cs.tickets[0].search_config.get("eps") or 0.1)
+default_eps = services.default_eps(act)
 
 stored = services.stored_curve(act.zoo_id, cs)
 options = (["stored"] if stored else []) + ["live"]
@@ -28,13 +27,7 @@ rows, where = None, ""
 if source == "stored":
     rows, where = stored
 else:
-    n_max = services.max_eval_images(cs.spec.dataset)
-    if n_max == 0:
-        try:
-            services.eval_data(cs.spec.dataset, 1)
-        except (DataUnavailableError, ValueError) as e:
-            st.warning(str(e))
-        st.stop()
+    n_max = services.require_eval_images(cs.spec.dataset)
     with st.form("sparsity_form"):
         c1, c2, c3, c4 = st.columns(4)
         n_images = c1.number_input("Test images", 8, n_max, min(256, n_max), 8, key="sp_images")

@@ -6,7 +6,6 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import services
-from rst.data import DataUnavailableError
 
 K_PARAMS = "transfer_live_params"
 
@@ -22,8 +21,7 @@ if len(cs) < 2:
     st.info("The active set has one ticket: a transfer matrix needs at least two (add one on the Search page, "
             "or upload a set on the Masks page).")
     st.stop()
-entry = services.zoo_entry(act.zoo_id) if act.zoo_id else None
-default_eps = float((entry or {}).get("eps") or cs.tickets[0].search_config.get("eps") or 0.1)
+default_eps = services.default_eps(act)
 
 stored = services.stored_transfer(act.zoo_id)
 options = (["stored"] if stored else []) + ["live"]
@@ -40,13 +38,7 @@ if source == "stored":
     else:
         view = stored[flags[0]]
 else:
-    n_max = services.max_eval_images(cs.spec.dataset)
-    if n_max == 0:
-        try:
-            services.eval_data(cs.spec.dataset, 1)
-        except (DataUnavailableError, ValueError) as e:
-            st.warning(str(e))
-        st.stop()
+    n_max = services.require_eval_images(cs.spec.dataset)
     with st.form("transfer_form"):
         c1, c2, c3, c4, c5 = st.columns(5)
         n_images = c1.number_input("Test images", 8, n_max, min(128, n_max), 8, key="tr_images")
