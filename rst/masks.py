@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .masked import masked_layers, MASKED_TYPES, n_keep
+from .masked import masked_layers
 from .models import NetworkSpec, build_network
 from .provenance import provenance
 from .weights import weight_checksum

@@ -17,7 +17,6 @@ adversarial-training baseline and the fine-tuning variants (``rst.train``) reuse
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from dataclasses import dataclass, field

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from rst.bench import (ReferenceStep, bench_search, bench_transfer, main, reference_masks, reference_pgd,
+from rst.bench import (ReferenceStep, bench_search, main, reference_masks, reference_pgd,
                        sort_mask)
 from rst.attacks import AttackConfig
 from rst.masked import TopKMask, masked_layers, n_keep

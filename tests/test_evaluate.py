@@ -18,7 +18,7 @@ import rst.evaluate as evaluate
 from rst.attacks import AttackConfig
 from rst.data import synthetic_dataset
 from rst.evaluate import robust_accuracy, sparsity_curve, transfer_matrix
-from rst.masks import CandidateSet, load_tickets, save_tickets
+from rst.masks import CandidateSet
 
 from conftest import TINY_KEEP_RATIOS as KEEP_RATIOS
 EPS = 0.02

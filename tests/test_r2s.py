@@ -11,11 +11,9 @@ import torch
 from rst.attacks import AttackConfig
 from rst.data import synthetic_dataset
 from rst.evaluate import robust_accuracy, transfer_matrix
-from rst.masks import CandidateSet, load_tickets, save_tickets
 from rst.models import count_weights
 from rst.r2s import PROTOCOLS, THREAT_MODELS, R2S, evaluate_r2s
 
-from conftest import TINY_KEEP_RATIOS as KEEP_RATIOS
 EPS = 0.02
 
 

@@ -47,7 +47,7 @@ if act is not None:
                 f"**Keep ratios**: {', '.join(f'{t.keep_ratio:g}' for t in cs.tickets)} · weight checksum "
                 f"`{cs.weight_checksum[:16]}…`")
 sub = services.subset_path()
-st.markdown(f"**Test images**: "
+st.markdown("**Test images**: "
             + (f"`{sub.name}` (shipped subset)" if services.subset_available()
                else f"no test subset at `{sub}` (built with the zoo); pages fall back to data found on disk "
                     "or to synthetic data for sets searched on it."))
