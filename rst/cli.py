@@ -343,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eval-images", dest="eval_images", type=int, default=None)
     s.add_argument("--transfer-images", dest="transfer_images", type=int, default=1000)
     s.add_argument("--r2s-images", dest="r2s_images", type=int, default=500)
-    s.add_argument("--autoattack-images", dest="autoattack_images", type=int, default=200)
+    s.add_argument("--autoattack-images", dest="autoattack_images", type=int, default=200,
+                   help="test images for AutoAttack per ticket (0: skip that report)")
     s.add_argument("--no-eval", dest="no_eval", action="store_true", help="skip the reports")
     s.add_argument("--no-dense", dest="no_dense", action="store_true", help="skip the dense baseline")
     s.add_argument("--device", default="auto")
