@@ -87,22 +87,13 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _test_metrics(model, cfg, args) -> dict:
-    """Clean and PGD-20 accuracy on the test set (or its first ``--test-images``)."""
-    from .attacks import AttackConfig
-    from .data import load_dataset, synthetic_dataset
-    from .evaluate import accuracy, robust_accuracy
+    """Clean and PGD-20 accuracy on the test set (or its first ``--test-images``; 0 skips)."""
+    from .data import test_split
+    from .evaluate import test_metrics
     if args.test_images == 0:
         return {}
-    if cfg.dataset == "synthetic":
-        x, y = synthetic_dataset(512, seed=cfg.seed + 1)
-    else:
-        x, y = load_dataset(cfg.dataset, train=False, data_dir=args.data_dir)
-    if args.test_images:
-        x, y = x[:args.test_images], y[:args.test_images]
-    attack = AttackConfig("pgd", eps=cfg.eps, alpha=cfg.eps / 4, steps=20)
-    return {"test_clean": {"value": accuracy(model, x, y), "split": f"test[:{len(x)}]", "attack": "none"},
-            "test_pgd20": {"value": robust_accuracy(model, x, y, attack, seed=0), "split": f"test[:{len(x)}]",
-                           "attack": attack.describe()}}
+    x, y = test_split(cfg.dataset, cfg.seed, args.data_dir, args.test_images)
+    return test_metrics(model, x, y, cfg.eps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,14 +157,12 @@ def _cmd_search(args) -> int:
 
 def _save_trained(result, cfg, args, kind: str, extra: dict) -> int:
     from .masks import save_weights
+    from .search import validation_metrics
     from .provenance import provenance
     out = Path(args.out)
     metrics = _test_metrics(result.model, cfg, args)
     best = next((h for h in result.history if h["epoch"] == result.best_epoch), {})
-    if "val_robust" in best:
-        metrics.update({"val_clean": {"value": best["val_clean"], "split": "validation", "attack": "none"},
-                        "val_robust": {"value": best["val_robust"], "split": "validation",
-                                       "attack": cfg.val_attack_config().describe()}})
+    metrics.update(validation_metrics(best, cfg))
     path = save_weights(out / f"{kind}.weights.safetensors", result.model, cfg.network_spec(),
                         {"kind": kind, "metrics": metrics, "config": cfg.to_dict(), **extra})
     _write_json(out / "log.json", {"command": kind, "config": cfg.to_dict(), "metrics": metrics,
@@ -221,14 +210,12 @@ def _cmd_finetune(args) -> int:
 
 def _cmd_eval_accuracy(args) -> int:
     from .attacks import AttackConfig
-    from .data import load_dataset
+    from .data import test_split
     from .device import resolve_device
     from .evaluate import accuracy, robust_accuracy
     from .masks import load_tickets
     cs = load_tickets(args.file)
-    x, y = load_dataset(cs.spec.dataset, train=False, data_dir=args.data_dir)
-    if args.images:
-        x, y = x[:args.images], y[:args.images]
+    x, y = test_split(cs.spec.dataset, cs.spec.seed, args.data_dir, args.images)
     attack = AttackConfig(args.attack, eps=args.eps, alpha=args.alpha or args.eps / 4, steps=args.steps)
     rows = []
     for i, t in enumerate(cs.tickets):

@@ -305,6 +305,20 @@ def _read_idx_pair(images_path: Path, labels_path: Path,
 # --------------------------------------------------------------------------------------------
 
 
+def test_split(dataset: str, seed: int = 0, data_dir: str | os.PathLike | None = None,
+               n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images of ``dataset`` (the first ``n``): "synthetic" draws 512 with ``seed + 1``.
+
+    The one rule every evaluation uses (CLI, eval commands, zoo), so that a synthetic network of
+    seed ``s`` is always evaluated on the same images, disjoint from its training draw (seed ``s``).
+    """
+    if dataset == "synthetic":
+        x, y = synthetic_dataset(512, seed=seed + 1)
+    else:
+        x, y = load_dataset(dataset, train=False, data_dir=data_dir)
+    return (x[:n], y[:n]) if n else (x, y)
+
+
 def synthetic_dataset(n: int, shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A learnable, not trivial, seeded image classification set: no files, any shape.

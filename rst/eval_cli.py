@@ -86,10 +86,8 @@ def _setup(args):
 
 def test_data(cs, data_dir=None):
     """The test split of the candidate set's data set ("synthetic": 512 images drawn with seed + 1)."""
-    from .data import load_dataset, synthetic_dataset
-    if cs.spec.dataset == "synthetic":
-        return synthetic_dataset(512, seed=cs.spec.seed + 1)
-    return load_dataset(cs.spec.dataset, train=False, data_dir=data_dir)
+    from .data import test_split
+    return test_split(cs.spec.dataset, cs.spec.seed, data_dir)
 
 
 def _base_payload(args, cs, x, device, attack) -> dict:

@@ -367,12 +367,12 @@ def dense_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     It loads into :func:`to_dense` 's module, or any ``torch.nn`` network of the same layout.
     """
     out = {}
-    layer_names = {name for name, _ in masked_layers(model)}
+    layers = dict(masked_layers(model))
     for key, value in model.state_dict().items():
         owner, _, leaf = key.rpartition(".")
-        if owner in layer_names:
+        if owner in layers:
             if leaf == "weight":
-                out[key] = dict(masked_layers(model))[owner].effective_weight().detach().clone()
+                out[key] = layers[owner].effective_weight().detach().clone()
             continue   # scores (and fixed_mask, which is not persistent) are dropped
         out[key] = value.detach().clone()
     return out

@@ -347,6 +347,15 @@ class SearchResult:
     provenance: dict = field(default_factory=dict)
 
 
+def validation_metrics(record: dict, cfg: SearchConfig) -> dict:
+    """The validation numbers of one epoch's ``record`` as metric records naming their attack ({} if none)."""
+    if "val_robust" not in record:
+        return {}
+    return {"val_clean": {"value": record["val_clean"], "split": "validation", "attack": "none"},
+            "val_robust": {"value": record["val_robust"], "split": "validation",
+                           "attack": cfg.val_attack_config().describe()}}
+
+
 def score_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [layer.scores for _, layer in masked_layers(model)]
 
@@ -374,11 +383,7 @@ def run_search(cfg: SearchConfig, *, device: torch.device | str | None = None, d
         ckpt = Path(workdir) / "checkpoint.pt"
     fit = adversarial_fit(model, score_parameters(model), cfg, data, device, checkpoint=ckpt, resume=resume,
                           progress=progress, should_stop=should_stop, after_step=after_step)
-    metrics = {}
-    if "val_robust" in fit.best_metrics:
-        metrics = {"val_clean": {"value": fit.best_metrics["val_clean"], "split": "validation", "attack": "none"},
-                   "val_robust": {"value": fit.best_metrics["val_robust"], "split": "validation",
-                                  "attack": cfg.val_attack_config().describe()}}
-    ticket = extract_ticket(model, name=f"keep{cfg.keep_ratio:g}", metrics=metrics,
+    ticket = extract_ticket(model, name=f"keep{cfg.keep_ratio:g}",
+                            metrics=validation_metrics(fit.best_metrics, cfg),
                             search_config={**cfg.to_dict(), "best_epoch": fit.best_epoch})
     return SearchResult(ticket, spec, cfg, fit.history, fit.best_epoch, fit.stopped, provenance(str(device)))

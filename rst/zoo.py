@@ -62,12 +62,7 @@ def _log(progress: Callable[[str], None] | None, msg: str) -> None:
         progress(msg)
 
 
-def _test_data(cfg: SearchConfig, data_dir, n: int | None):
-    from .data import load_dataset, synthetic_dataset
-    if cfg.dataset == "synthetic":
-        x, y = synthetic_dataset(512, seed=cfg.seed + 1)
-    else:
-        x, y = load_dataset(cfg.dataset, train=False, data_dir=data_dir)
+def _first(x: torch.Tensor, y: torch.Tensor, n: int | None):
     return (x[:n], y[:n]) if n else (x, y)
 
 
@@ -76,8 +71,8 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
               step_progress: Callable[[dict], None] | None = None, evaluate: bool = True, dense: bool = True,
               subset_path: str | Path | None = None) -> dict:
     """Build (or continue building) the zoo of ``plan``; returns its index entry."""
-    from .attacks import AttackConfig
-    from .evaluate import accuracy, robust_accuracy
+    from .data import test_split
+    from .evaluate import accuracy, test_metrics
     from .masks import save_weights
     from .train import train_dense
 
@@ -87,14 +82,8 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
     out.mkdir(parents=True, exist_ok=True)
     base = plan.config()
     data = search_data(base, data_dir)
-    x_test, y_test = _test_data(base, data_dir, plan.eval_images)
-    pgd20 = AttackConfig("pgd", eps=base.eps, alpha=base.eps / 4, steps=20)
-
-    def test_metrics(model) -> dict:
-        split = f"test[:{len(x_test)}]"
-        return {"test_clean": {"value": accuracy(model, x_test, y_test), "split": split, "attack": "none"},
-                "test_pgd20": {"value": robust_accuracy(model, x_test, y_test, pgd20, seed=0), "split": split,
-                               "attack": pgd20.describe()}}
+    x_all, y_all = test_split(base.dataset, base.seed, data_dir)          # read once, sliced per use
+    x_test, y_test = _first(x_all, y_all, plan.eval_images)
 
     # 1. one search per keep ratio, all from the network of base.seed; tickets already shipped in
     #    the candidate set (same network, same recipe) are reused, so a later build only adds ratios
@@ -121,14 +110,26 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         _log(progress, f"keep_ratio {r:g}: searching ({cfg.epochs} epochs)")
         result = run_search(cfg, device=device, data=data, workdir=wdir, resume=True, progress=step_progress)
         model = CandidateSet(result.spec, [result.ticket]).model(0, device=device)
-        result.ticket.metrics.update(test_metrics(model))
+        result.ticket.metrics.update(test_metrics(model, x_test, y_test, base.eps))
         save_tickets(tfile, CandidateSet(result.spec, [result.ticket]))
         (wdir / "history.json").write_text(json.dumps(result.history, indent=2))
         tickets.append(result.ticket)
     cs = CandidateSet(base.network_spec(), tickets)
+
+    # 2. the shipped test subset (the app's default data) and each ticket's accuracy on it
+    if subset_path is not None and base.dataset != "synthetic":
+        from .data import load_subset, save_subset
+        xs, ys = _first(x_all, y_all, plan.subset_images)
+        save_subset(subset_path, xs, ys, {"dataset": base.dataset, "split": f"test[:{len(xs)}]",
+                                          "source": "Fashion-MNIST (Zalando Research), MIT licence",
+                                          "licence": "MIT, Copyright (c) 2017 Zalando SE"})
+        xs, ys, _ = load_subset(subset_path)   # measure on exactly the bytes shipped
+        for i, t in enumerate(cs.tickets):
+            t.metrics["subset_clean"] = {"value": accuracy(cs.model(i), xs, ys),
+                                         "split": f"assets subset ({len(xs)} test images)", "attack": "none"}
     cs_path = save_tickets(out / "tickets.rst.safetensors", cs)
 
-    # 2. the dense adversarially trained baseline, same architecture, same recipe
+    # 3. the dense adversarially trained baseline, same architecture, same recipe
     dense_path = out / "dense_at.weights.safetensors"
     dense_metrics = None
     if not dense:
@@ -140,31 +141,17 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
     else:
         _log(progress, f"dense baseline: adversarial training ({base.epochs} epochs)")
         res = train_dense(base, device=device, data=data, workdir=work / "dense", resume=True, progress=step_progress)
-        dense_metrics = test_metrics(res.model)
+        dense_metrics = test_metrics(res.model, x_test, y_test, base.eps)
         best = next(h for h in res.history if h["epoch"] == res.best_epoch)
         dense_metrics["val_robust"] = {"value": best["val_robust"], "split": "validation",
                                        "attack": base.val_attack_config().describe()}
         save_weights(dense_path, res.model, base.network_spec(),
                      {"kind": "dense_at", "metrics": dense_metrics, "config": base.to_dict()})
 
-    # 3. the shipped test subset (the app's default data) and each ticket's accuracy on it
-    if subset_path is not None and base.dataset != "synthetic":
-        from .data import save_subset
-        xs, ys = _test_data(base, data_dir, plan.subset_images)
-        save_subset(subset_path, xs, ys, {"dataset": base.dataset, "split": f"test[:{len(xs)}]",
-                                          "source": "Fashion-MNIST (Zalando Research), MIT licence",
-                                          "licence": "MIT, Copyright (c) 2017 Zalando SE"})
-        from .data import load_subset
-        xs, ys, _ = load_subset(subset_path)
-        for i, t in enumerate(cs.tickets):
-            t.metrics["subset_clean"] = {"value": accuracy(cs.model(i), xs, ys),
-                                         "split": f"assets subset ({len(xs)} test images)", "attack": "none"}
-        cs_path = save_tickets(out / "tickets.rst.safetensors", cs)
-
     # 4. evaluation reports
     reports = {}
     if evaluate:
-        reports = evaluate_zoo(cs, out / "reports", base, data_dir=data_dir, plan=plan, device=device,
+        reports = evaluate_zoo(cs, out / "reports", base, x_all, y_all, plan=plan, device=device,
                                progress=progress)
 
     entry = {
@@ -184,8 +171,8 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
     return entry
 
 
-def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, *, data_dir, plan: ZooPlan, device,
-                 progress=None) -> dict[str, str]:
+def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch.Tensor, y_all: torch.Tensor, *,
+                 plan: ZooPlan, device, progress=None) -> dict[str, str]:
     """Curve, transfer matrix, R2S under every protocol and AutoAttack per ticket, as reports."""
     from .attacks import AttackConfig
     from .autoattack import autoattack_accuracy
@@ -212,13 +199,13 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, *, data_dir,
         return False
 
     if not done("curve"):
-        x, y = _test_data(cfg, data_dir, plan.eval_images)
+        x, y = _first(x_all, y_all, plan.eval_images)
         rows = sparsity_curve(cs, x, y, pgd20, device=device)
         import pandas as pd
         paths["curve"] = write_report(folder, "curve", {"rows": rows, "attack": pgd20.describe(), "n_images": len(x)},
                                       pd.DataFrame(rows), curve_figure(rows))["json"]
     if not done("transfer"):
-        x, y = _test_data(cfg, data_dir, plan.transfer_images)
+        x, y = _first(x_all, y_all, plan.transfer_images)
         tr = transfer_matrix(cs, x, y, pgd20, early_stop=False, device=device)
         tr_es = transfer_matrix(cs, x, y, pgd20, early_stop=True, device=device)
         import pandas as pd
@@ -227,12 +214,12 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, *, data_dir,
                                                               "with_early_stop": tr_es.to_dict()},
                                          frame, transfer_figure(tr))["json"]
     if not done("r2s"):
-        x, y = _test_data(cfg, data_dir, plan.r2s_images)
+        x, y = _first(x_all, y_all, plan.r2s_images)
         report = evaluate_r2s(R2S(cs, device=device), x, y, eps=cfg.eps, steps=20,
                               protocols=("paper", "expectation", "ensemble", "eot"))
         paths["r2s"] = write_report(folder, "r2s", report.to_dict(), report.to_frame(), r2s_figure(report))["json"]
     if plan.autoattack_images and not done("autoattack"):   # 0: skip (AutoAttack is slow on a CPU)
-        x, y = _test_data(cfg, data_dir, plan.autoattack_images)
+        x, y = _first(x_all, y_all, plan.autoattack_images)
         rows = []
         for i, t in enumerate(cs.tickets):
             res = autoattack_accuracy(cs.model(i, device=device), x, y, eps=cfg.eps, version="standard")
