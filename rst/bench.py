@@ -4,6 +4,7 @@
     python -m rst.bench search --device cuda --bf16 --channels-last --json bench-search.json
     python -m rst.bench transfer --device cuda --json bench-transfer.json
     python -m rst.bench search --toy                             # CPU-size smoke run (seconds)
+    python -m rst.bench tickets --device cuda                    # 7 tickets in one pass vs one at a time
 
 ``search`` times, on the same device and the same seeded network (Fu et al., NeurIPS 2021,
 arXiv:2110.14068; spec §2 and §6):
@@ -173,6 +174,21 @@ def _dataset_for(arch: str) -> str:
     return "cifar10" if model_entry(arch).input_size == 32 else "fashion_mnist"
 
 
+def _time_fit(model: nn.Module, params, cfg: SearchConfig, x: torch.Tensor, y: torch.Tensor,
+              device: torch.device, warmup: int) -> float:
+    """Seconds of :func:`rst.search.adversarial_fit`'s steps after the first ``warmup`` (one epoch over
+    ``x``), timed between its per-step progress events (sent after the step's ``loss.item()``)."""
+    stamps: list[float] = []
+
+    def on_event(event: dict) -> None:
+        if event["event"] == "step":
+            _sync(device)
+            stamps.append(time.perf_counter())
+
+    adversarial_fit(model, params, cfg, SearchData(x, y, x[:0], y[:0]), device, progress=on_event)
+    return stamps[-1] - stamps[warmup - 1]
+
+
 # Sizes when not given: the paper's (batch 256, full width) or a CPU toy (seconds, not representative).
 SEARCH_SIZES = {"width": 1.0, "batch_size": 256, "steps": 10, "warmup": 3}
 TOY_SEARCH_SIZES = {"width": 0.125, "batch_size": 32, "steps": 2, "warmup": 1}
@@ -219,7 +235,7 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
                        batch_size=batch_size, lr_milestones=(), inner_attack="pgd", eps=8 / 255, alpha=2 / 255,
                        steps=attack_steps, attack_bn_mode="train", val_size=0, val_images=0, selection="last",
                        augment=True, precision="bf16" if bf16 and cuda else "fp32",
-                       channels_last=bool(channels_last and cuda))
+                       channels_last=bool(channels_last and cuda), compile=bool(compile))
     spec = cfg.network_spec()
     n_steps = warmup + steps
     x, y = synthetic_dataset(n_steps * batch_size, shape=(spec.in_channels, spec.image_size, spec.image_size),
@@ -243,18 +259,7 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
 
     # (b) ours: rst.search.adversarial_fit itself, timed between its per-step progress events
     model = build_network(spec, device=device, keep_ratio=keep_ratio)
-    if compile:
-        model = torch.compile(model)
-    stamps: list[float] = []
-
-    def on_event(event: dict) -> None:
-        if event["event"] == "step":          # after the step's loss.item(): the step has finished
-            _sync(device)
-            stamps.append(time.perf_counter())
-
-    empty = x[:0]
-    adversarial_fit(model, score_parameters(model), cfg, SearchData(x, y, empty, y[:0]), device, progress=on_event)
-    ours_seconds = stamps[n_steps - 1] - stamps[warmup - 1]
+    ours_seconds = _time_fit(model, score_parameters(model), cfg, x, y, device, warmup)
     del model
 
     images = steps * batch_size
@@ -269,11 +274,69 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
                       "recipe": "fp32, full sort of |scores| at every forward, loss.backward() in every "
                                 "attack step, host batch copied each step"},
         "ours": {"images_per_s": images / ours_seconds, "seconds": ours_seconds, "steps": steps,
-                 "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": bool(compile),
+                 "precision": cfg.precision, "channels_last": cfg.channels_last, "compile": cfg.compile,
                  "recipe": "rst.search.adversarial_fit: top-k mask once per step, cached in the attack, "
                            "input gradients only, data on the device"},
     }
     result["speedup"] = result["ours"]["images_per_s"] / result["reference"]["images_per_s"]
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# several tickets in one batched pass
+# --------------------------------------------------------------------------------------------
+
+TICKETS_SIZES = {"width": 1.0, "batch_size": 256, "steps": 10, "warmup": 2}
+TOY_TICKETS_SIZES = {"width": 0.25, "batch_size": 32, "steps": 2, "warmup": 1}
+
+
+def bench_tickets(*, arch: str = "fmnist_conv4", width: float | None = None, k: int = 7,
+                  batch_size: int | None = None, steps: int | None = None, warmup: int | None = None,
+                  attack_steps: int = 7, device: str | torch.device = "auto", bf16: bool = False,
+                  toy: bool = False, seed: int = 0) -> dict:
+    """Ticket-images per second: K searches one after another vs K tickets in one batched pass.
+
+    Both run :func:`rst.search.adversarial_fit` (PGD-``attack_steps`` inner attack, BN in train mode)
+    on synthetic data of the architecture's geometry: (a) one ticket (keep ratio 0.1), whose rate is
+    what K sequential searches get; (b) a :class:`rst.batched.TicketBatch` of ``k`` tickets (keep
+    ratios 0.03 .. 0.6), where each image counts once per ticket. Defaults: Fashion-MNIST Conv-4,
+    full width, batch 256, K = 7 (a zoo), 10 timed steps after 2 warm-up steps.
+    """
+    from .batched import TicketBatch
+
+    sizes = _sizes(TOY_TICKETS_SIZES if toy else TICKETS_SIZES, width=width, batch_size=batch_size, steps=steps,
+                   warmup=warmup)
+    width, batch_size, steps, warmup = sizes["width"], sizes["batch_size"], sizes["steps"], sizes["warmup"]
+    if steps < 1 or warmup < 1 or k < 1:
+        raise ValueError(f"need steps, warmup, k >= 1, got {steps}, {warmup}, {k}")
+    device = resolve_device(device)
+    cfg = SearchConfig(arch=arch, dataset=_dataset_for(arch), width=width, seed=seed, keep_ratio=0.1, epochs=1,
+                       batch_size=batch_size, lr_milestones=(), inner_attack="pgd", eps=8 / 255, alpha=2 / 255,
+                       steps=attack_steps, val_size=0, val_images=0, selection="last", augment=True,
+                       precision="bf16" if bf16 and device.type == "cuda" else "fp32")
+    spec = cfg.network_spec()
+    x, y = synthetic_dataset((warmup + steps) * batch_size, shape=(spec.in_channels, spec.image_size,
+                                                                   spec.image_size),
+                             num_classes=spec.num_classes, seed=seed)
+    one = build_network(spec, device=device, keep_ratio=cfg.keep_ratio)
+    one_seconds = _time_fit(one, score_parameters(one), cfg, x, y, device, warmup)
+    del one
+    ratios = keep_ratios(k)
+    batch = TicketBatch(build_network(spec), ratios).to(device)
+    batch_seconds = _time_fit(batch, list(batch.scores), cfg, x, y, device, warmup)
+    images = steps * batch_size
+    result = {
+        "benchmark": "tickets",
+        "device": device_name(device), "torch": torch.__version__,
+        "config": {"arch": arch, "width": width, "k": k, "keep_ratios": ratios, "batch_size": batch_size,
+                   "timed_steps": steps, "warmup_steps": warmup, "precision": cfg.precision,
+                   "inner_attack": cfg.inner_attack_config().describe()},
+        "sequential": {"ticket_images_per_s": images / one_seconds, "seconds_per_step": one_seconds / steps,
+                       "what": "one ticket per adversarial_fit (K searches: K times this)"},
+        "batched": {"ticket_images_per_s": k * images / batch_seconds, "seconds_per_step": batch_seconds / steps,
+                    "what": f"rst.batched.TicketBatch: {k} tickets per step"},
+    }
+    result["speedup"] = result["batched"]["ticket_images_per_s"] / result["sequential"]["ticket_images_per_s"]
     return result
 
 
@@ -417,6 +480,16 @@ def _print_transfer(r: dict) -> None:
     print(f"  matrices identical: {r['identical']} (max |diff| {r['max_abs_diff']:.4g})")
 
 
+def _print_tickets(r: dict) -> None:
+    c = r["config"]
+    print(f"device: {r['device']}   torch {r['torch']}")
+    print(f"{c['k']} tickets of {c['arch']} width {c['width']:g}, batch {c['batch_size']}, {c['precision']}, "
+          f"inner {c['inner_attack']}, {c['timed_steps']} timed steps after {c['warmup_steps']} warm-up")
+    print(f"  one ticket at a time  {r['sequential']['ticket_images_per_s']:10.1f} ticket-images/s")
+    print(f"  {c['k']} in one pass        {r['batched']['ticket_images_per_s']:10.1f} ticket-images/s")
+    print(f"  speedup               {r['speedup']:10.2f}x")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rst.bench", description="throughput benchmarks")
     sub = p.add_subparsers(dest="command", required=True)
@@ -438,7 +511,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--images", type=int, help="default 1000; --toy: 64")
     t.add_argument("--attack-steps", dest="attack_steps", type=int, default=7)
     t.add_argument("--batch-size", dest="batch_size", type=int, default=512)
-    for q in (s, t):
+    b = sub.add_parser("tickets", help="K searches one at a time vs K tickets in one batched pass")
+    b.add_argument("--arch", default="fmnist_conv4")
+    b.add_argument("--width", type=float, help="default 1; --toy: 0.25")
+    b.add_argument("--k", type=int, default=7, help="tickets in the batch")
+    b.add_argument("--batch-size", dest="batch_size", type=int, help="images per step (default 256; --toy: 32)")
+    b.add_argument("--steps", type=int, help="timed optimiser steps (default 10; --toy: 2)")
+    b.add_argument("--warmup", type=int, help="untimed steps first, >= 1 (default 2; --toy: 1)")
+    b.add_argument("--attack-steps", dest="attack_steps", type=int, default=7)
+    b.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    for q in (s, t, b):
         q.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
         q.add_argument("--toy", action="store_true", help="CPU size: seconds, not representative")
         q.add_argument("--seed", type=int, default=0)
@@ -452,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "search":
         result = bench_search(**kwargs)
         _print_search(result)
+    elif args.command == "tickets":
+        result = bench_tickets(**kwargs)
+        _print_tickets(result)
     else:
         result = bench_transfer(**kwargs)
         _print_transfer(result)

@@ -132,6 +132,8 @@ def _cmd_search(args) -> int:
     from .search import run_search
     from .distributed import init_distributed, is_main
     cfg = _config_from_args(args)
+    if args.keep_ratios:
+        return _search_batched(cfg, args)
     device = init_distributed(resolve_device(args.device)).device   # under torchrun: this rank's device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +155,46 @@ def _cmd_search(args) -> int:
     for k, v in result.ticket.metrics.items():
         print(f"  {k:12s} {v['value']:.4f}   ({v['split']}, {v['attack']})")
     return 0
+
+
+def _search_batched(cfg, args) -> int:
+    """``search --keep-ratios a,b,c``: one ticket per ratio from one network, in one batched pass."""
+    from .batched import search_tickets
+    from .device import resolve_device
+    from .masks import CandidateSet, save_tickets
+    ratios = _ratios(args.keep_ratios)
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bar = _Progress(f"search {len(ratios)} tickets in one pass", args.quiet)
+    try:
+        results = search_tickets(cfg, ratios, device=device, data_dir=args.data_dir, workdir=out,
+                                 resume=args.resume, progress=bar)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    finally:
+        bar.close()
+    cs = CandidateSet(results[0].spec, [r.ticket for r in results])
+    for i, r in enumerate(results):
+        r.ticket.metrics.update(_test_metrics(cs.model(i, device=device), cfg, args))
+    path = save_tickets(out / "tickets.rst.safetensors", cs)
+    _write_json(out / "log.json", {"command": "search", "batched": True, "config": cfg.to_dict(),
+                                   "network": cs.spec.to_dict(), "provenance": results[0].provenance,
+                                   "tickets": [{"keep_ratio": r.config.keep_ratio, "best_epoch": r.best_epoch,
+                                                "metrics": r.ticket.metrics, "history": r.history}
+                                               for r in results]})
+    print(f"{len(results)} tickets written to {path}")
+    for r in results:
+        for k, v in r.ticket.metrics.items():
+            print(f"  {r.ticket.name:10s} {k:12s} {v['value']:.4f}   ({v['split']}, {v['attack']})")
+    return 0
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(r) for r in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--keep-ratios expects comma-separated numbers, got {text!r}")
 
 
 def _save_trained(result, cfg, args, kind: str, extra: dict) -> int:
@@ -196,7 +238,7 @@ def _cmd_finetune(args) -> int:
     cs = load_tickets(args.ticket)
     ticket = cs.tickets[args.index]
     # the ticket's own search recipe, unless --preset names another
-    recorded = {k: v for k, v in ticket.search_config.items() if k != "best_epoch"}
+    recorded = SearchConfig.recipe(ticket.search_config)
     cfg = _config_from_args(args, SearchConfig.from_dict(recorded) if recorded else None)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     bar = _Progress(f"fine-tune ({args.mode})", args.quiet)
@@ -232,7 +274,7 @@ def _cmd_eval_accuracy(args) -> int:
 def _cmd_zoo_build(args) -> int:
     from .device import resolve_device
     from .zoo import DEFAULT_KEEP_RATIOS, ZooPlan, build_zoo
-    ratios = tuple(float(r) for r in args.keep_ratios.split(",")) if args.keep_ratios else DEFAULT_KEEP_RATIOS
+    ratios = _ratios(args.keep_ratios) if args.keep_ratios else DEFAULT_KEEP_RATIOS
     plan = ZooPlan(args.preset, ratios, zoo_id=args.id, overrides=tuple(_parse_overrides(args.set).items()),
                    eval_images=args.eval_images, transfer_images=args.transfer_images,
                    r2s_images=args.r2s_images, autoattack_images=args.autoattack_images)
@@ -240,8 +282,7 @@ def _cmd_zoo_build(args) -> int:
     try:
         entry = build_zoo(plan, root=args.root, work=args.work, device=resolve_device(args.device),
                           data_dir=args.data_dir, progress=print, step_progress=bar, evaluate=not args.no_eval,
-                          dense=not args.no_dense,
-                          subset_path=args.subset)
+                          dense=not args.no_dense, subset_path=args.subset, batched=args.batched)
     finally:
         bar.close()
     print(f"{len(entry['tickets'])} tickets in {args.root}/{entry['candidate_set']}")
@@ -290,8 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.set_defaults(func=_cmd_inspect)
 
-    s = sub.add_parser("search", help="search one robust scratch ticket")
+    s = sub.add_parser("search", help="search one robust scratch ticket (or several in one pass)")
     _add_run_args(s)
+    s.add_argument("--keep-ratios", dest="keep_ratios",
+                   help="comma-separated: one ticket per ratio from the same network, searched together in "
+                        "one batched pass (rst.batched); writes OUT/tickets.rst.safetensors")
     s.set_defaults(func=_cmd_search)
     s = sub.add_parser("train", help="dense adversarial training baseline (all weights trained)")
     _add_run_args(s)
@@ -334,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images for AutoAttack per ticket (0: skip that report)")
     s.add_argument("--no-eval", dest="no_eval", action="store_true", help="skip the reports")
     s.add_argument("--no-dense", dest="no_dense", action="store_true", help="skip the dense baseline")
+    s.add_argument("--batched", action="store_true",
+                   help="search the missing tickets together in one batched pass (rst.batched; GPU)")
     s.add_argument("--device", default="auto")
     s.add_argument("--data-dir", dest="data_dir")
     s.add_argument("--quiet", action="store_true")

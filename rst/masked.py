@@ -194,6 +194,8 @@ def cached_masks(model: nn.Module):
 
     Use it around an attack's inner loop: the scores do not change there, the top-k is not
     recomputed, and no gradient flows to the scores (only the input gradient is needed).
+    A module that computes its masks itself (``rst.batched.TicketBatch``) provides a
+    ``cached_weights()`` context, entered here.
     """
     layers = [layer for _, layer in masked_layers(model)]
     previous = [layer._cached_weight for layer in layers]   # re-entrant: an outer cache survives
@@ -202,7 +204,11 @@ def cached_masks(model: nn.Module):
             for layer in layers:
                 if layer._cached_weight is None:
                     layer._cached_weight = layer.effective_weight().detach()
-        yield model
+        with contextlib.ExitStack() as stack:
+            for module in model.modules():
+                if hasattr(module, "cached_weights"):
+                    stack.enter_context(module.cached_weights())
+            yield model
     finally:
         for layer, prev in zip(layers, previous):
             layer._cached_weight = prev

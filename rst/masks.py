@@ -8,7 +8,9 @@ A file holds one ticket or a whole candidate set drawn from the same seeded rand
 * one safetensors metadata entry ``rst`` holding JSON: format name and version, the network spec
   (architecture, dataset, width, init, seed, granularity), the SHA-256 of the regenerated weights,
   per ticket its keep ratio, name, metrics (each with the attack that measured it) and search
-  config, the provenance (package versions, git revision, time) and a SHA-256 of the tensor payload.
+  config, the provenance (package versions, git revision, time) and a SHA-256 of the tensor payload;
+* a second metadata entry ``rst_sha256``: the SHA-256 of that JSON text (checked when present; files
+  written before it existed load without it).
 
 The weights are not stored: loading rebuilds them from the seed and refuses the file when their
 checksum differs. A ResNet-18 ticket is ~1.4 MB (1 bit per weight), against ~100 MB for the
@@ -172,6 +174,12 @@ def _payload_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _metadata_block(meta: dict) -> dict[str, str]:
+    """The safetensors ``__metadata__``: the JSON, and its SHA-256 (a flipped digit in a metric shows)."""
+    raw = json.dumps(meta)
+    return {"rst": raw, "rst_sha256": hashlib.sha256(raw.encode()).hexdigest()}
+
+
 def to_bytes(cs: CandidateSet) -> bytes:
     """Serialise a candidate set (see the module docstring for the layout)."""
     from safetensors.torch import save
@@ -196,7 +204,7 @@ def to_bytes(cs: CandidateSet) -> bytes:
         "extra": cs.meta.get("extra", {}),
         "payload_sha256": _payload_digest(tensors),
     }
-    return save(tensors, metadata={"rst": json.dumps(meta)})
+    return save(tensors, metadata=_metadata_block(meta))
 
 
 def save_tickets(path: str | os.PathLike, cs: CandidateSet) -> Path:
@@ -255,6 +263,9 @@ def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[int, dict]:
     raw = block.get("rst")
     if raw is None:
         raise MaskFileError("a safetensors file, but not an RST mask file (no 'rst' metadata)")
+    digest = block.get("rst_sha256")           # absent in files written before it was added
+    if digest is not None and digest != hashlib.sha256(str(raw).encode()).hexdigest():
+        raise MaskFileError("corrupted mask file: its 'rst' metadata does not match its recorded SHA-256")
     try:
         meta = json.loads(raw)
     except (json.JSONDecodeError, TypeError):
@@ -412,7 +423,7 @@ def save_weights(path: str | os.PathLike, model: nn.Module, spec: NetworkSpec, m
               "provenance": provenance(), **(meta or {}), "payload_sha256": _payload_digest(tensors)}
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(save(tensors, metadata={"rst": json.dumps(header)}))
+    tmp.write_bytes(save(tensors, metadata=_metadata_block(header)))
     os.replace(tmp, path)
     return path
 

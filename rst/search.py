@@ -82,6 +82,7 @@ class SearchConfig:
     # speed knobs (no effect on the maths beyond numerics)
     precision: str = "fp32"              # "fp32" | "bf16" (autocast, CUDA only)
     channels_last: bool = False
+    compile: bool = False                # torch.compile the network for the attack and the update
 
     def __post_init__(self):
         self.network_spec()  # validates arch, dataset, init, granularity, width
@@ -129,6 +130,13 @@ class SearchConfig:
 
     def replace(self, **changes) -> "SearchConfig":
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def recipe(cls, search_config: dict) -> dict:
+        """The config fields of a ticket's recorded ``search_config`` (without ``best_epoch`` and the
+        other notes a search adds, e.g. ``batched_with``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return {k: v for k, v in search_config.items() if k in names}
 
 
 PRESETS: dict[str, SearchConfig] = {
@@ -241,6 +249,11 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
         model.to(device)
     if not distributed.is_main():
         progress = None                                      # rank 0 reports and writes
+    # K tickets in one pass (rst.batched.TicketBatch): each batch goes in as K stacked copies,
+    # the loss is scaled by K (each member's gradient is its own search's), metrics are per member
+    copies = getattr(model, "n_members", 1)
+    if copies > 1 and dist_info.enabled:
+        raise ValueError("a TicketBatch runs in one process; under torchrun, search one ticket per run")
     opt = torch.optim.SGD(params, lr=cfg.effective_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=_milestones(cfg), gamma=cfg.lr_gamma)
     loader = DeviceLoader(data.x_train, data.y_train, cfg.batch_size, shuffle=True, device=device, seed=cfg.seed,
@@ -260,6 +273,9 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     update_model = distributed.wrap_ddp(model, dist_info)   # DDP for the update; attacks use `model`
+    attack_model = model
+    if cfg.compile:                      # two graphs: input gradients only (attack), score gradients (update)
+        attack_model, update_model = torch.compile(model), torch.compile(update_model)
     stopped = False
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -267,9 +283,11 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
         g = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch   # attack random starts
                                                        + (dist_info.rank << 40))   # (per rank; 0: unchanged)
         model.train()
-        sums = torch.zeros(3, device=device)   # loss * n, correct, n
+        sums = torch.zeros(copies, 3, device=device)   # per member: loss * n, correct, n
         delta = None                           # "free" AT: perturbation carried across batches
         for step, (x, y) in enumerate(loader):
+            if copies > 1:
+                x, y = model.stack(x, y)
             replays = cfg.steps if cfg.inner_attack == "free" else 1
             for _ in range(replays):
                 with _autocast(cfg, device):
@@ -279,18 +297,20 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
                         d = delta.clone().requires_grad_(True)
                         x_adv = (x + d).clamp(0, 1)
                     else:
-                        x_adv = run_attack(inner, model, x, y, train_mode=cfg.attack_bn_mode == "train", generator=g)
+                        x_adv = run_attack(inner, attack_model, x, y, train_mode=cfg.attack_bn_mode == "train",
+                                           generator=g)
                     logits = update_model(x_adv)
                     loss = F.cross_entropy(logits.float(), y)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * copies).backward()
                 opt.step()
                 if cfg.inner_attack == "free":
                     delta = (d + cfg.eps * d.grad.sign()).clamp(-cfg.eps, cfg.eps).detach()
                 if after_step is not None:
                     after_step()
-            sums += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum().float(),
-                                 torch.tensor(float(len(y)), device=device)])
+            per_example = F.cross_entropy(logits.detach().float(), y, reduction="none").view(copies, -1)
+            sums += torch.stack([per_example.sum(1), (logits.argmax(1) == y).view(copies, -1).sum(1).float(),
+                                 torch.full((copies,), float(per_example.shape[1]), device=device)], 1)
             if progress is not None:
                 progress({"event": "step", "epoch": epoch, "epochs": cfg.epochs, "step": step + 1,
                           "steps": len(loader), "loss": loss.item()})
@@ -299,18 +319,30 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
                 break
         sched.step()
         distributed.average_bn_stats(model)                  # ranks tracked BN statistics on their shards
-        loss_sum, correct, n = distributed.all_reduce_sum(sums).tolist()
+        sums = distributed.all_reduce_sum(sums)
         model.eval()
+        loss_sum, correct, n = sums.sum(0).tolist()
         record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_adv_loss": loss_sum / max(n, 1),
                   "train_adv_acc": correct / max(n, 1), "seconds": 0.0, "complete": not stopped}
-        if len(x_val):
+        if copies > 1:
+            record["members"] = [{"train_adv_loss": ls / max(m, 1), "train_adv_acc": c / max(m, 1)}
+                                 for ls, c, m in sums.tolist()]
+            if len(x_val):
+                clean = model.member_accuracies(x_val, y_val)
+                robust = model.member_accuracies(x_val, y_val, val_attack, seed=cfg.seed)
+                for m, c, r in zip(record["members"], clean, robust):
+                    m.update(val_clean=c, val_robust=r)
+                record["val_clean"], record["val_robust"] = sum(clean) / copies, sum(robust) / copies
+                if cfg.selection == "val":
+                    model.select(epoch, robust)                  # each member keeps its own best epoch
+        elif len(x_val):
             # each rank evaluates x_val[rank::world_size]; all get the same weighted mean
             record["val_clean"] = distributed.sharded_mean(lambda xs, ys: accuracy(model, xs, ys), x_val, y_val)
             record["val_robust"] = distributed.sharded_mean(
                 lambda xs, ys: robust_accuracy(model, xs, ys, val_attack, seed=cfg.seed), x_val, y_val)
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
-        if cfg.selection == "last" or record.get("val_robust", -1.0) > best["val_robust"]:
+        if cfg.selection == "last" or copies > 1 or record.get("val_robust", -1.0) > best["val_robust"]:
             best = {"epoch": epoch, "val_robust": record.get("val_robust", float("nan")),
                     "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         if progress is not None:
@@ -324,6 +356,8 @@ def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchCon
             break
     if best["state"] is not None:
         model.load_state_dict(best["state"])
+        if copies > 1 and cfg.selection == "val":
+            model.load_best()
         if after_step is not None:
             after_step()
     model.eval()

@@ -69,8 +69,12 @@ def _first(x: torch.Tensor, y: torch.Tensor, n: int | None):
 def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str | Path = "runs/zoo",
               device=None, data_dir=None, progress: Callable[[str], None] | None = None,
               step_progress: Callable[[dict], None] | None = None, evaluate: bool = True, dense: bool = True,
-              subset_path: str | Path | None = None) -> dict:
-    """Build (or continue building) the zoo of ``plan``; returns its index entry."""
+              subset_path: str | Path | None = None, batched: bool = False) -> dict:
+    """Build (or continue building) the zoo of ``plan``; returns its index entry.
+
+    ``batched=True`` searches the tickets still missing together in one pass (:mod:`rst.batched`):
+    the same recipe, faster when one ticket does not fill the device.
+    """
     from .data import test_split
     from .evaluate import accuracy, test_metrics
     from .masks import save_weights
@@ -92,29 +96,43 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         old = load_tickets(out / "tickets.rst.safetensors")
         if old.spec == base.network_spec():
             shipped = {t.keep_ratio: t for t in old.tickets
-                       if {k: v for k, v in t.search_config.items() if k != "best_epoch"}
-                       == plan.config(keep_ratio=t.keep_ratio).to_dict()}
-    tickets = []
+                       if SearchConfig.recipe(t.search_config) == plan.config(keep_ratio=t.keep_ratio).to_dict()}
+    found, missing = {}, []
     for r in plan.keep_ratios:
-        cfg = plan.config(keep_ratio=r)
-        wdir = work / f"keep{r:g}"
-        tfile = wdir / "ticket.rst.safetensors"
+        tfile = work / f"keep{r:g}" / "ticket.rst.safetensors"
         if r in shipped:
             _log(progress, f"keep_ratio {r:g}: reusing the shipped ticket")
-            tickets.append(shipped[r])
-            continue
-        if tfile.exists():
+            found[r] = shipped[r]
+        elif tfile.exists():
             _log(progress, f"keep_ratio {r:g}: found {tfile}")
-            tickets.append(load_tickets(tfile).tickets[0])
-            continue
-        _log(progress, f"keep_ratio {r:g}: searching ({cfg.epochs} epochs)")
-        result = run_search(cfg, device=device, data=data, workdir=wdir, resume=True, progress=step_progress)
+            found[r] = load_tickets(tfile).tickets[0]
+        else:
+            missing.append(r)
+
+    def finish(result) -> None:     # test metrics, then the ticket on disk (a killed build keeps it)
+        r, wdir = result.config.keep_ratio, work / f"keep{result.config.keep_ratio:g}"
+        wdir.mkdir(parents=True, exist_ok=True)
         model = CandidateSet(result.spec, [result.ticket]).model(0, device=device)
         result.ticket.metrics.update(test_metrics(model, x_test, y_test, base.eps))
-        save_tickets(tfile, CandidateSet(result.spec, [result.ticket]))
+        save_tickets(wdir / "ticket.rst.safetensors", CandidateSet(result.spec, [result.ticket]))
         (wdir / "history.json").write_text(json.dumps(result.history, indent=2))
-        tickets.append(result.ticket)
-    cs = CandidateSet(base.network_spec(), tickets)
+        found[r] = result.ticket
+
+    if batched and len(missing) > 1:
+        from .batched import search_tickets
+        _log(progress, f"keep ratios {','.join(f'{r:g}' for r in missing)}: searching together in one "
+                       f"batched pass ({base.epochs} epochs)")
+        wdir = work / ("batched-" + "_".join(f"{r:g}" for r in missing))
+        for result in search_tickets(base, missing, device=device, data=data, workdir=wdir, resume=True,
+                                     progress=step_progress):
+            finish(result)
+    else:
+        for r in missing:
+            cfg = plan.config(keep_ratio=r)
+            _log(progress, f"keep_ratio {r:g}: searching ({cfg.epochs} epochs)")
+            finish(run_search(cfg, device=device, data=data, workdir=work / f"keep{r:g}", resume=True,
+                              progress=step_progress))
+    cs = CandidateSet(base.network_spec(), [found[r] for r in plan.keep_ratios])
 
     # 2. the shipped test subset (the app's default data) and each ticket's accuracy on it
     if subset_path is not None and base.dataset != "synthetic":

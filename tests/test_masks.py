@@ -285,6 +285,7 @@ BAD_FILES = {
     "header_length_huge.rst.safetensors": "header length",
     "header_length_past_end.rst.safetensors": "truncated",
     "flipped_payload.rst.safetensors": "SHA-256",
+    "metadata_digit_flipped.rst.safetensors": "metadata does not match",
     "broken_header_json.rst.safetensors": "not JSON",
     "header_not_object.rst.safetensors": "not a JSON object",
     "header_metadata_not_object.rst.safetensors": "__metadata__",
@@ -372,3 +373,21 @@ def test_random_bit_flips_raise_only_mask_file_error():
         except MaskFileError:
             outcomes["error"] += 1
     assert outcomes["error"] >= 75
+
+
+def test_metadata_digest_is_written_checked_and_optional_for_older_files():
+
+    good = (BAD_MASKS / "good.rst.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", good[:8])
+    header = json.loads(good[8:8 + n])
+    raw = header["__metadata__"]["rst"]
+    assert header["__metadata__"]["rst_sha256"] == hashlib.sha256(raw.encode()).hexdigest()
+    # a file written before the digest existed: same metadata, no digest -> loads
+    older = dict(header, __metadata__={"rst": raw})
+    blob = json.dumps(older).encode()
+    assert len(load_tickets(struct.pack("<Q", len(blob)) + blob + good[8 + n:])) == 2
+    # the same change to a number with the digest kept -> refused
+    changed = dict(header, __metadata__={**header["__metadata__"], "rst": raw.replace('"epochs": 0', '"epochs": 9')})
+    blob = json.dumps(changed).encode()
+    with pytest.raises(MaskFileError, match="metadata does not match"):
+        read_metadata(struct.pack("<Q", len(blob)) + blob + good[8 + n:])

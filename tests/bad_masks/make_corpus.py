@@ -112,6 +112,11 @@ def corpus() -> dict[str, bytes]:
     files["broken_metadata_json.rst.safetensors"] = with_header(
         {**header, "__metadata__": {"rst": bad_json}}, payload)
 
+    flipped_meta = header["__metadata__"]["rst"].replace('"value": 0.5', '"value": 0.9', 1)
+    assert flipped_meta != header["__metadata__"]["rst"]
+    files["metadata_digit_flipped.rst.safetensors"] = with_header(
+        {**header, "__metadata__": {**header["__metadata__"], "rst": flipped_meta}}, payload)
+
     # --- metadata that parses but is wrong -----------------------------------------------
     files["format_version_99.rst.safetensors"] = remake({**meta, "format_version": 99}, tensors)
     files["format_rst_weights.rst.safetensors"] = remake({**meta, "format": "rst-weights"}, tensors)
