@@ -69,3 +69,23 @@ def test_recorded_build_command_parses_back_to_the_same_plan():
     again = ZooPlan(args.preset, tuple(float(r) for r in args.keep_ratios.split(",")), zoo_id=args.id,
                     overrides=tuple(_parse_overrides(args.set).items()))
     assert again.config() == plan.config() and again.id == plan.id and again.keep_ratios == plan.keep_ratios
+
+
+def test_batched_zoo_build_searches_the_missing_tickets_together_and_reuses_them(tmp_path):
+    plan = ZooPlan("tiny", keep_ratios=(0.2, 0.5), overrides=(("epochs", 1), ("val_images", 32)),
+                   eval_images=32)
+    messages = []
+    entry = build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append,
+                      evaluate=False, dense=False, batched=True)
+    assert sum("one batched pass" in m for m in messages) == 1
+    cs = load_tickets(tmp_path / "zoo" / entry["candidate_set"])
+    assert [t.keep_ratio for t in cs.tickets] == [0.2, 0.5]
+    assert all(t.search_config["batched_with"] == [0.2, 0.5] for t in cs.tickets)
+    assert all("test_pgd20" in t.metrics for t in cs.tickets)
+    # the shipped tickets count as built with this recipe: a bigger plan searches only the new ratio
+    messages.clear()
+    bigger = ZooPlan("tiny", keep_ratios=(0.2, 0.5, 0.8), overrides=plan.overrides, eval_images=32)
+    build_zoo(bigger, root=tmp_path / "zoo", work=tmp_path / "work2", progress=messages.append,
+              evaluate=False, dense=False, batched=True)
+    assert [m for m in messages if "searching" in m] == ["keep_ratio 0.8: searching (1 epochs)"]
+    assert sum("reusing the shipped ticket" in m for m in messages) == 2
