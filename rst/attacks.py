@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import strict_from_dict
 from .masked import cached_masks
 
 # A user loss: (model, x_adv (B, ...), y (B,)) -> per-example loss to maximise, (B,).
@@ -484,11 +485,7 @@ class AttackConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AttackConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown attack config fields: {sorted(unknown)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "attack config")
 
 
 def run_attack(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,

@@ -7,13 +7,12 @@
 
 Each command writes ``NAME.json`` (numbers, configuration, provenance), ``NAME.csv`` and ``NAME.png``
 into ``--out`` through :mod:`rst.reports`, prints a compact table and every failed sanity check.
-``rst.cli`` registers these commands with :func:`add_eval_commands`; ``python -m rst.eval_cli``
-runs them standalone.
+``rst.cli`` registers these commands with :func:`add_eval_commands` (``python -m rst eval`` is the
+one entry point).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
 _DATASET_EPS = {"cifar10": 8 / 255, "cifar100": 8 / 255, "svhn": 8 / 255}   # else 0.1 (Fashion-MNIST, synthetic)
 
@@ -307,18 +306,3 @@ def add_eval_commands(eval_subparsers) -> None:
     s.add_argument("--r2s", action="store_true", help="attack the R2S of the selected tickets (use --version rand)")
     s.add_argument("--switch", choices=("call", "batch", "example"), default="batch")
     s.set_defaults(func=cmd_autoattack)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rst.eval_cli", description="RST Explorer evaluation commands")
-    add_eval_commands(p.add_subparsers(dest="eval_command", required=True))
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import strict_from_dict
 from .masked import GRANULARITIES, MaskedConv2d, MaskedLinear, masked_layers, set_keep_ratio
 from .weights import INITS, init_scores, init_weights, weight_checksum
 
@@ -125,11 +126,7 @@ class NetworkSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NetworkSpec":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown network spec fields: {sorted(unknown)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "network spec")
 
 
 def build_network(spec: NetworkSpec, device: torch.device | str | None = None,

@@ -158,13 +158,16 @@ def test_sparsity_shows_a_stored_autoattack_report(tiny_zoo, tmp_path, monkeypat
     rows = [{"name": t["name"], "keep_ratio": t["keep_ratio"], "clean": 0.5, "robust": 0.25, "version": "standard",
              "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "n_images": 32, "eps": 0.1}
             for t in index["zoos"][0]["tickets"]]
+    rows.append({**rows[0], "name": "dense AT", "keep_ratio": 1.0, "robust": 0.375})
     (zoo / "tiny" / "autoattack.json").write_text(json.dumps({"rows": rows}))
     index["zoos"][0]["reports"]["autoattack"] = "tiny/autoattack.json"
     (zoo / "index.json").write_text(json.dumps(index))
     monkeypatch.setenv("RST_ZOO_DIR", str(zoo))
     monkeypatch.setenv("RST_TEST_SUBSET", str(tiny_zoo["subset"]))
     at = _app("views/sparsity.py")
-    assert "robust (AutoAttack)" in _plotly(at, "sparsity_curve")
+    figure = _plotly(at, "sparsity_curve")
+    assert "robust (AutoAttack)" in figure
+    assert "dense AT, AutoAttack" in figure and "37.5" in figure
     assert "Dotted: AutoAttack standard" in _texts(at.caption)
 
 

@@ -54,10 +54,21 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
         payload = json.loads((tmp_path / "zoo" / rel).read_text())
         assert payload["provenance"]["versions"]["torch"]
     assert entry["dense"]["metrics"]["test_pgd20"]["value"] <= entry["dense"]["metrics"]["test_clean"]["value"]
+    aa_path = tmp_path / "zoo" / entry["reports"]["autoattack"]
+    aa = json.loads(aa_path.read_text())["rows"]
+    assert [r["name"] for r in aa] == ["keep0.3", "keep0.6", "dense AT"]
+    assert all(r["n_images"] == 8 and r["robust"] <= r["clean"] for r in aa)
     # a second build finds everything and recomputes nothing
     messages.clear()
     build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
-    assert not any("searching" in m or "computing" in m or "adversarial training" in m for m in messages), messages
+    assert not any("searching" in m or "computing" in m or "adversarial training" in m or "AutoAttack" in m
+                   for m in messages), messages
+    # an AutoAttack report without the dense row (older builds) gets that row only
+    aa_path.write_text(json.dumps({"rows": aa[:2]}))
+    messages.clear()
+    build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
+    assert [m.split(":")[0].strip() for m in messages if "AutoAttack" in m] == ["AutoAttack dense AT"]
+    assert [r["name"] for r in json.loads(aa_path.read_text())["rows"]] == ["keep0.3", "keep0.6", "dense AT"]
 
 
 def test_recorded_build_command_parses_back_to_the_same_plan():
