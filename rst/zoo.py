@@ -57,6 +57,15 @@ class ZooPlan:
         return " ".join(parts)
 
 
+def _same_recipe(recorded: dict, cfg: SearchConfig) -> bool:
+    """Was a ticket with this recorded ``search_config`` searched with ``cfg``? Fields added to
+    SearchConfig after the ticket was written count at their defaults."""
+    try:
+        return SearchConfig.from_dict(SearchConfig.recipe(recorded)).to_dict() == cfg.to_dict()
+    except (TypeError, ValueError):
+        return False
+
+
 def _log(progress: Callable[[str], None] | None, msg: str) -> None:
     if progress is not None:
         progress(msg)
@@ -96,7 +105,7 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         old = load_tickets(out / "tickets.rst.safetensors")
         if old.spec == base.network_spec():
             shipped = {t.keep_ratio: t for t in old.tickets
-                       if SearchConfig.recipe(t.search_config) == plan.config(keep_ratio=t.keep_ratio).to_dict()}
+                       if _same_recipe(t.search_config, plan.config(keep_ratio=t.keep_ratio))}
     found, missing = {}, []
     for r in plan.keep_ratios:
         tfile = work / f"keep{r:g}" / "ticket.rst.safetensors"

@@ -100,3 +100,15 @@ def test_batched_zoo_build_searches_the_missing_tickets_together_and_reuses_them
               evaluate=False, dense=False, batched=True)
     assert [m for m in messages if "searching" in m] == ["keep_ratio 0.8: searching (1 epochs)"]
     assert sum("reusing the shipped ticket" in m for m in messages) == 2
+
+
+@pytest.mark.parametrize("zoo", INDEX["zoos"], ids=[z["id"] for z in INDEX["zoos"]])
+def test_a_rebuild_recognises_every_shipped_ticket(zoo):
+    """Adding a SearchConfig field must not make a rebuild search the shipped tickets again."""
+    from rst.zoo import _same_recipe
+    cs = load_tickets(REPO / "pretrained_masks" / zoo["candidate_set"], verify_weights=False)
+    plan_cfg = ZooPlan(zoo["preset"], overrides=tuple(
+        (k, v) for k, v in zoo["config"].items() if k != "keep_ratio")).config
+    for t in cs.tickets:
+        assert _same_recipe(t.search_config, plan_cfg(keep_ratio=t.keep_ratio)), t.name
+        assert not _same_recipe({**t.search_config, "epochs": 999}, plan_cfg(keep_ratio=t.keep_ratio))
