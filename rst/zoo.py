@@ -275,12 +275,18 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
 
 
 def update_index(root: str | Path, entry: dict) -> Path:
-    """Insert or replace ``entry`` (by id) in ``root/index.json``."""
+    """Replace ``entry`` (by id) in ``root/index.json`` where it stands, or append it."""
     path = Path(root) / "index.json"
     index = {"format": INDEX_FORMAT, "version": 1, "zoos": []}
     if path.exists():
         index = json.loads(path.read_text())
-    index["zoos"] = [z for z in index.get("zoos", []) if z.get("id") != entry["id"]] + [entry]
+    zoos = index.get("zoos", [])
+    ids = [z.get("id") for z in zoos]
+    if entry["id"] in ids:                      # in place: the first zoo is the app's default
+        zoos[ids.index(entry["id"])] = entry
+    else:
+        zoos.append(entry)
+    index["zoos"] = zoos
     path.write_text(json.dumps(index, indent=2, default=str))
     return path
 

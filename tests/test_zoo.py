@@ -112,3 +112,12 @@ def test_a_rebuild_recognises_every_shipped_ticket(zoo):
     for t in cs.tickets:
         assert _same_recipe(t.search_config, plan_cfg(keep_ratio=t.keep_ratio)), t.name
         assert not _same_recipe({**t.search_config, "epochs": 999}, plan_cfg(keep_ratio=t.keep_ratio))
+
+
+def test_update_index_replaces_an_entry_where_it_stands(tmp_path):
+    from rst.zoo import update_index
+    for zid in ("a", "b", "c"):
+        update_index(tmp_path, {"id": zid, "v": 1})
+    update_index(tmp_path, {"id": "a", "v": 2})
+    zoos = read_index(tmp_path)["zoos"]
+    assert [(z["id"], z["v"]) for z in zoos] == [("a", 2), ("b", 1), ("c", 1)]
