@@ -274,13 +274,20 @@ def _cmd_eval_accuracy(args) -> int:
     return 0
 
 
+def zoo_plan(args):
+    """The :class:`rst.zoo.ZooPlan` of parsed ``zoo build`` arguments (its ``command()`` parses back to it)."""
+    from .zoo import DEFAULT_KEEP_RATIOS, ZooPlan
+    ratios = _ratios(args.keep_ratios) if args.keep_ratios else DEFAULT_KEEP_RATIOS
+    return ZooPlan(args.preset, ratios, zoo_id=args.id, overrides=tuple(_parse_overrides(args.set).items()),
+                   eval_images=args.eval_images, transfer_images=args.transfer_images,
+                   r2s_images=args.r2s_images, autoattack_images=args.autoattack_images,
+                   subset_images=args.subset_images)
+
+
 def _cmd_zoo_build(args) -> int:
     from .device import resolve_device
-    from .zoo import DEFAULT_KEEP_RATIOS, ZooPlan, build_zoo
-    ratios = _ratios(args.keep_ratios) if args.keep_ratios else DEFAULT_KEEP_RATIOS
-    plan = ZooPlan(args.preset, ratios, zoo_id=args.id, overrides=tuple(_parse_overrides(args.set).items()),
-                   eval_images=args.eval_images, transfer_images=args.transfer_images,
-                   r2s_images=args.r2s_images, autoattack_images=args.autoattack_images)
+    from .zoo import build_zoo
+    plan = zoo_plan(args)
     if args.batched and resolve_device(args.device).type == "cpu":
         print("note: on a CPU the batched pass measured slower than one search per ticket (0.79x); "
               "it is meant for GPUs", file=sys.stderr)
@@ -377,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", default="pretrained_masks")
     s.add_argument("--work", default="runs/zoo", help="checkpoints (not shipped)")
     s.add_argument("--subset", help="also write the first test images here (the app's shipped subset)")
+    s.add_argument("--subset-images", dest="subset_images", type=int, default=1000,
+                   help="how many test images --subset writes")
     s.add_argument("--eval-images", dest="eval_images", type=int, default=None)
     s.add_argument("--transfer-images", dest="transfer_images", type=int, default=1000)
     s.add_argument("--r2s-images", dest="r2s_images", type=int, default=500)

@@ -54,6 +54,10 @@ class ZooPlan:
         if self.zoo_id:
             parts.append(f"--id {self.zoo_id}")
         parts += [f"--set {k}={v!r}" for k, v in self.overrides]
+        if self.eval_images is not None:
+            parts.append(f"--eval-images {self.eval_images}")
+        parts += [f"--transfer-images {self.transfer_images}", f"--r2s-images {self.r2s_images}",
+                  f"--autoattack-images {self.autoattack_images}", f"--subset-images {self.subset_images}"]
         return " ".join(parts)
 
 

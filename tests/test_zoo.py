@@ -74,12 +74,13 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
 def test_recorded_build_command_parses_back_to_the_same_plan():
     import shlex
 
-    from rst.cli import _parse_overrides, build_parser
-    plan = ZooPlan("fmnist-cpu", keep_ratios=(0.05, 0.1), zoo_id="fmnist-cpu-wide", overrides=(("width", 1.0),))
-    args = build_parser().parse_args(shlex.split(plan.command())[3:])   # drop "python -m rst"
-    again = ZooPlan(args.preset, tuple(float(r) for r in args.keep_ratios.split(",")), zoo_id=args.id,
-                    overrides=tuple(_parse_overrides(args.set).items()))
-    assert again.config() == plan.config() and again.id == plan.id and again.keep_ratios == plan.keep_ratios
+    from rst.cli import build_parser, zoo_plan
+    plans = [ZooPlan("fmnist-cpu", keep_ratios=(0.05, 0.1), zoo_id="fmnist-cpu-wide", overrides=(("width", 1.0),),
+                     eval_images=2000, transfer_images=1000, r2s_images=500, autoattack_images=0, subset_images=300),
+             ZooPlan("tiny")]
+    for plan in plans:
+        args = build_parser().parse_args(shlex.split(plan.command())[3:])   # drop "python -m rst"
+        assert zoo_plan(args) == plan, plan.command()
 
 
 def test_batched_zoo_build_searches_the_missing_tickets_together_and_reuses_them(tmp_path):
