@@ -146,6 +146,9 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
             finish(run_search(cfg, device=device, data=data, workdir=work / f"keep{r:g}", resume=True,
                               progress=step_progress))
     cs = CandidateSet(base.network_spec(), [found[r] for r in plan.keep_ratios])
+    # the shipped file already holds exactly these tickets: leave it (and its provenance) as it is
+    unchanged = bool(shipped) and [t.keep_ratio for t in old.tickets] == list(plan.keep_ratios) \
+        and all(r in shipped for r in plan.keep_ratios)
 
     # 2. the shipped test subset (the app's default data) and each ticket's accuracy on it
     if subset_path is not None and base.dataset != "synthetic":
@@ -158,7 +161,9 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         for i, t in enumerate(cs.tickets):
             t.metrics["subset_clean"] = {"value": accuracy(cs.model(i), xs, ys),
                                          "split": f"assets subset ({len(xs)} test images)", "attack": "none"}
-    cs_path = save_tickets(out / "tickets.rst.safetensors", cs)
+    cs_path = out / "tickets.rst.safetensors"
+    if not unchanged or subset_path is not None:
+        save_tickets(cs_path, cs)
 
     # 3. the dense adversarially trained baseline, same architecture, same recipe
     dense_path = out / "dense_at.weights.safetensors"

@@ -58,9 +58,11 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
     aa = json.loads(aa_path.read_text())["rows"]
     assert [r["name"] for r in aa] == ["keep0.3", "keep0.6", "dense AT"]
     assert all(r["n_images"] == 8 and r["robust"] <= r["clean"] for r in aa)
-    # a second build finds everything and recomputes nothing
+    # a second build finds everything, recomputes nothing and leaves the shipped file as it is
     messages.clear()
+    shipped_bytes = (tmp_path / "zoo" / entry["candidate_set"]).read_bytes()
     build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
+    assert (tmp_path / "zoo" / entry["candidate_set"]).read_bytes() == shipped_bytes
     assert not any("searching" in m or "computing" in m or "adversarial training" in m or "AutoAttack" in m
                    for m in messages), messages
     # an AutoAttack report without the dense row (older builds) gets that row only
