@@ -75,3 +75,15 @@ def test_bench_transfer_toy_matrices_agree(tmp_path):
     assert r["naive"]["attacks"] == 16 and r["ours"]["attacks"] == 4
     assert r["identical"] and r["max_abs_diff"] == 0.0        # same seed per source: the same examples
     assert "git_revision" in r["provenance"]
+
+
+def test_bench_tickets_toy_times_one_ticket_and_a_batch(tmp_path):
+    out = tmp_path / "tickets.json"
+    assert main(["tickets", "--toy", "--device", "cpu", "--k", "3", "--attack-steps", "1", "--steps", "1",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["config"]["k"] == 3 and len(r["config"]["keep_ratios"]) == 3
+    seq, bat = r["sequential"]["ticket_images_per_s"], r["batched"]["ticket_images_per_s"]
+    assert seq > 0 and bat > 0 and r["speedup"] == pytest.approx(bat / seq)
+    # the batch pushes K tickets through each step: ticket-images = K x batch x steps
+    assert bat == pytest.approx(3 * 32 / r["batched"]["seconds_per_step"])
