@@ -267,17 +267,22 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
             models.append(("dense AT", 1.0, lambda: load_weights(dense_path, device=device)[0]))
         have = {r["name"] for r in rows}
         todo = [m for m in models if m[0] not in have]
+        order = [m[0] for m in models]
+
+        def save():                              # after every row: a killed run keeps what it finished
+            import pandas as pd
+            rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+            write_report(folder, "autoattack", {"rows": rows}, pd.DataFrame(rows), None)
+
         for name, keep, build in todo:
             res = autoattack_accuracy(build(), x, y, eps=cfg.eps, version="standard")
             res.pop("log", None)
             rows.append({"name": name, "keep_ratio": keep, **res})
             _log(progress, f"  AutoAttack {name}: robust {res['robust']:.3f} on {len(x)} images")
-        if todo or not path.exists():
-            import pandas as pd
-            order = [m[0] for m in models]
-            rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
-            write_report(folder, "autoattack", {"rows": rows}, pd.DataFrame(rows), None)
-        else:
+            save()
+        if not todo and not path.exists():
+            save()
+        elif not todo:
             _log(progress, f"report autoattack: found {path}")
         paths["autoattack"] = str(path)
     return paths
