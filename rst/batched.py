@@ -31,6 +31,10 @@ from torch.func import functional_call, vmap
 
 from .attacks import AttackConfig, model_mode, run_attack
 from .masked import TopKMask, masked_layers, n_keep, set_dense, set_keep_ratio
+from .masks import extract_ticket
+from .models import build_network
+from .provenance import provenance
+from .search import SearchResult, adversarial_fit, checkpoint_in, search_data, validation_metrics
 
 
 class TicketBatch(nn.Module):
@@ -206,13 +210,6 @@ def search_tickets(cfg, keep_ratios: Sequence[float], *, device=None, data=None,
     Same recipe, same data order and same selection rule as K calls of :func:`rst.search.run_search`
     (``cfg.keep_ratio`` is ignored); returns one :class:`rst.search.SearchResult` per ratio.
     """
-    from pathlib import Path
-
-    from .masks import extract_ticket
-    from .models import build_network
-    from .provenance import provenance
-    from .search import SearchResult, adversarial_fit, search_data, validation_metrics
-
     if cfg.channels_last:
         raise ValueError("channels_last is not supported in the batched search (vmap stacks 5-d weights)")
     if cfg.scope != "layer":
@@ -222,10 +219,7 @@ def search_tickets(cfg, keep_ratios: Sequence[float], *, device=None, data=None,
     spec = cfg.network_spec()
     batch = TicketBatch(build_network(spec), keep_ratios).to(device)
     data = data if data is not None else search_data(cfg, data_dir)
-    ckpt = None
-    if workdir is not None:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-        ckpt = Path(workdir) / "checkpoint.pt"
+    ckpt = checkpoint_in(workdir)
     fit = adversarial_fit(batch, list(batch.scores), cfg, data, device, checkpoint=ckpt, resume=resume,
                           progress=progress, should_stop=should_stop)
     results = []

@@ -174,6 +174,20 @@ def _dataset_for(arch: str) -> str:
     return "cifar10" if model_entry(arch).input_size == 32 else "fashion_mnist"
 
 
+def _timed_fit_setup(arch: str, width: float, batch_size: int, n_steps: int, attack_steps: int, seed: int,
+                     **knobs) -> tuple[SearchConfig, torch.Tensor, torch.Tensor]:
+    """The benchmarks' recipe (one epoch of PGD-``attack_steps``, eps 8/255, step 2/255, BN in train
+    mode, no validation) and ``n_steps`` batches of synthetic data of the architecture's geometry."""
+    cfg = SearchConfig(arch=arch, dataset=_dataset_for(arch), width=width, seed=seed, epochs=1,
+                       batch_size=batch_size, lr_milestones=(), inner_attack="pgd", eps=8 / 255, alpha=2 / 255,
+                       steps=attack_steps, attack_bn_mode="train", val_size=0, val_images=0, selection="last",
+                       augment=True, **knobs)
+    spec = cfg.network_spec()
+    x, y = synthetic_dataset(n_steps * batch_size, shape=(spec.in_channels, spec.image_size, spec.image_size),
+                             num_classes=spec.num_classes, seed=seed)
+    return cfg, x, y
+
+
 def _time_fit(model: nn.Module, params, cfg: SearchConfig, x: torch.Tensor, y: torch.Tensor,
               device: torch.device, warmup: int) -> float:
     """Seconds of :func:`rst.search.adversarial_fit`'s steps after the first ``warmup`` (one epoch over
@@ -230,16 +244,11 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
         raise ValueError(f"need steps >= 1 and warmup >= 1, got steps={steps}, warmup={warmup}")
     device = resolve_device(device)
     cuda = device.type == "cuda"
-    dataset = _dataset_for(arch)
-    cfg = SearchConfig(arch=arch, dataset=dataset, width=width, seed=seed, keep_ratio=keep_ratio, epochs=1,
-                       batch_size=batch_size, lr_milestones=(), inner_attack="pgd", eps=8 / 255, alpha=2 / 255,
-                       steps=attack_steps, attack_bn_mode="train", val_size=0, val_images=0, selection="last",
-                       augment=True, precision="bf16" if bf16 and cuda else "fp32",
-                       channels_last=bool(channels_last and cuda), compile=bool(compile))
+    cfg, x, y = _timed_fit_setup(arch, width, batch_size, warmup + steps, attack_steps, seed, keep_ratio=keep_ratio,
+                                 precision="bf16" if bf16 and cuda else "fp32",
+                                 channels_last=bool(channels_last and cuda), compile=bool(compile))
     spec = cfg.network_spec()
     n_steps = warmup + steps
-    x, y = synthetic_dataset(n_steps * batch_size, shape=(spec.in_channels, spec.image_size, spec.image_size),
-                             num_classes=spec.num_classes, seed=seed)
 
     # (a) the reference recipe: host batches, full sort at every forward, score grads in the attack
     model = build_network(spec, device=device, keep_ratio=keep_ratio)
@@ -310,14 +319,9 @@ def bench_tickets(*, arch: str = "fmnist_conv4", width: float | None = None, k: 
     if steps < 1 or warmup < 1 or k < 1:
         raise ValueError(f"need steps, warmup, k >= 1, got {steps}, {warmup}, {k}")
     device = resolve_device(device)
-    cfg = SearchConfig(arch=arch, dataset=_dataset_for(arch), width=width, seed=seed, keep_ratio=0.1, epochs=1,
-                       batch_size=batch_size, lr_milestones=(), inner_attack="pgd", eps=8 / 255, alpha=2 / 255,
-                       steps=attack_steps, val_size=0, val_images=0, selection="last", augment=True,
-                       precision="bf16" if bf16 and device.type == "cuda" else "fp32")
+    cfg, x, y = _timed_fit_setup(arch, width, batch_size, warmup + steps, attack_steps, seed, keep_ratio=0.1,
+                                 precision="bf16" if bf16 and device.type == "cuda" else "fp32")
     spec = cfg.network_spec()
-    x, y = synthetic_dataset((warmup + steps) * batch_size, shape=(spec.in_channels, spec.image_size,
-                                                                   spec.image_size),
-                             num_classes=spec.num_classes, seed=seed)
     one = build_network(spec, device=device, keep_ratio=cfg.keep_ratio)
     one_seconds = _time_fit(one, score_parameters(one), cfg, x, y, device, warmup)
     del one

@@ -164,9 +164,8 @@ def _search_batched(cfg, args) -> int:
     from .masks import CandidateSet, save_tickets
     ratios = _ratios(args.keep_ratios)
     device = resolve_device(args.device)
-    if device.type == "cpu" and len(ratios) > 1 and not args.quiet:
-        print("note: on a CPU one batched pass measured slower than one search per ticket (0.79x, README "
-              "'Several tickets in one pass'); it is meant for GPUs", file=sys.stderr)
+    if len(ratios) > 1 and not args.quiet:
+        _note_batched_on_cpu(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bar = _Progress(f"search {len(ratios)} tickets in one pass", args.quiet)
@@ -191,6 +190,12 @@ def _search_batched(cfg, args) -> int:
         for k, v in r.ticket.metrics.items():
             print(f"  {r.ticket.name:10s} {k:12s} {v['value']:.4f}   ({v['split']}, {v['attack']})")
     return 0
+
+
+def _note_batched_on_cpu(device) -> None:
+    if device.type == "cpu":
+        print("note: on a CPU one batched pass measured slower than one search per ticket (0.79x, README "
+              "'Several tickets in one pass'); it is meant for GPUs", file=sys.stderr)
 
 
 def _ratios(text: str) -> tuple[float, ...]:
@@ -288,9 +293,8 @@ def _cmd_zoo_build(args) -> int:
     from .device import resolve_device
     from .zoo import build_zoo
     plan = zoo_plan(args)
-    if args.batched and resolve_device(args.device).type == "cpu":
-        print("note: on a CPU the batched pass measured slower than one search per ticket (0.79x); "
-              "it is meant for GPUs", file=sys.stderr)
+    if args.batched:
+        _note_batched_on_cpu(resolve_device(args.device))
     bar = _Progress(f"zoo {plan.id}", args.quiet)
     try:
         entry = build_zoo(plan, root=args.root, work=args.work, device=resolve_device(args.device),

@@ -390,6 +390,14 @@ def validation_metrics(record: dict, cfg: SearchConfig) -> dict:
                            "attack": cfg.val_attack_config().describe()}}
 
 
+def checkpoint_in(workdir: str | os.PathLike | None) -> Path | None:
+    """``workdir/checkpoint.pt`` (the folder created), or None without a workdir: where a fit checkpoints."""
+    if workdir is None:
+        return None
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    return Path(workdir) / "checkpoint.pt"
+
+
 def score_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [layer.scores for _, layer in masked_layers(model)]
 
@@ -411,10 +419,7 @@ def run_search(cfg: SearchConfig, *, device: torch.device | str | None = None, d
     after_step = (lambda: set_global_keep(model, cfg.keep_ratio)) if cfg.scope == "global" else None
     if after_step is not None:
         after_step()
-    ckpt = None
-    if workdir is not None:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-        ckpt = Path(workdir) / "checkpoint.pt"
+    ckpt = checkpoint_in(workdir)
     fit = adversarial_fit(model, score_parameters(model), cfg, data, device, checkpoint=ckpt, resume=resume,
                           progress=progress, should_stop=should_stop, after_step=after_step)
     ticket = extract_ticket(model, name=f"keep{cfg.keep_ratio:g}",

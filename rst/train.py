@@ -10,7 +10,6 @@ Both return the trained model and its per-epoch history; save it with ``rst.mask
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -19,7 +18,7 @@ import torch.nn as nn
 from .masked import masked_layers, set_dense
 from .masks import CandidateSet, apply_ticket
 from .models import build_network
-from .search import SearchConfig, SearchData, adversarial_fit, search_data
+from .search import SearchConfig, SearchData, adversarial_fit, checkpoint_in, search_data
 from .weights import init_weights
 
 FINETUNE_MODES = ("inherit", "reinit")
@@ -44,10 +43,7 @@ def _weights(model: nn.Module) -> list[nn.Parameter]:
 
 def _fit(model, cfg, device, data, data_dir, workdir, resume, progress, should_stop) -> TrainResult:
     data = data if data is not None else search_data(cfg, data_dir)
-    ckpt = None
-    if workdir is not None:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
-        ckpt = Path(workdir) / "checkpoint.pt"
+    ckpt = checkpoint_in(workdir)
     fit = adversarial_fit(model, _weights(model), cfg, data, device, checkpoint=ckpt, resume=resume,
                           progress=progress, should_stop=should_stop)
     return TrainResult(model, fit.history, fit.best_epoch, fit.stopped)

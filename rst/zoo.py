@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from .masks import CandidateSet, load_tickets, save_tickets
-from .search import SearchConfig, preset, run_search, search_data
+from .search import SearchConfig, preset, run_search, search_data, validation_metrics
 
 DEFAULT_KEEP_RATIOS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
 INDEX_FORMAT = "rst-zoo-index"
@@ -179,8 +179,7 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         res = train_dense(base, device=device, data=data, workdir=work / "dense", resume=True, progress=step_progress)
         dense_metrics = test_metrics(res.model, x_test, y_test, base.eps)
         best = next(h for h in res.history if h["epoch"] == res.best_epoch)
-        dense_metrics["val_robust"] = {"value": best["val_robust"], "split": "validation",
-                                       "attack": base.val_attack_config().describe()}
+        dense_metrics.update(validation_metrics(best, base))
         save_weights(dense_path, res.model, base.network_spec(),
                      {"kind": "dense_at", "metrics": dense_metrics, "config": base.to_dict()})
 
@@ -280,9 +279,7 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
             rows.append({"name": name, "keep_ratio": keep, **res})
             _log(progress, f"  AutoAttack {name}: robust {res['robust']:.3f} on {len(x)} images")
             save()
-        if not todo and not path.exists():
-            save()
-        elif not todo:
+        if not todo:                             # (no file means no rows: everything was to do)
             _log(progress, f"report autoattack: found {path}")
         paths["autoattack"] = str(path)
     return paths
