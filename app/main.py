@@ -1,7 +1,10 @@
 """RST Explorer, the Streamlit app: ``streamlit run app/main.py``.
 
-A thin shell over ``rst``: the pages in ``app/views/`` render, ``rst`` computes, ``app/services.py``
-caches. The sidebar holds what every page shares: the active candidate set and the device.
+A thin shell over ``rst``: the pages in ``app/views/`` render, ``rst`` computes, and the modules
+beside this script hold one concern each: ``store`` (files: zoo, reports, subset, uploads), ``state``
+(the session's candidate sets and device), ``reports`` (stored reports as tables), ``compute`` and
+``r2s_eval`` (cached live evaluations), ``jobs`` (the background search), ``ui`` (rendering helpers).
+The sidebar holds what every page shares: the active candidate set and the device.
 
 The page folder is ``views/``, not ``pages/``: a folder named ``pages`` beside the main script turns on
 Streamlit's legacy multipage mode for the first run of a process (and for every run under ``AppTest``),
@@ -15,10 +18,10 @@ from pathlib import Path
 import streamlit as st
 
 APP_DIR = Path(__file__).resolve().parent
-if str(APP_DIR) not in sys.path:          # `import services` from every page, however the app is started
+if str(APP_DIR) not in sys.path:          # `import state` etc. from every page, however the app is started
     sys.path.insert(0, str(APP_DIR))
 
-import services  # noqa: E402
+import state  # noqa: E402
 
 st.set_page_config(page_title="RST Explorer", page_icon=":material/confirmation_number:", layout="wide")
 
@@ -33,19 +36,19 @@ PAGES = [
 ]
 page = st.navigation(PAGES)
 
-services.init_state()
+state.init_state()
 with st.sidebar:
-    options = services.set_options()
+    options = state.set_options()
     if options:
-        st.selectbox("Active candidate set", list(options), format_func=options.get, key=services.K_ACTIVE,
+        st.selectbox("Active candidate set", list(options), format_func=options.get, key=state.K_ACTIVE,
                      help="Tickets over one seeded random network: from the zoo, an upload or a live search. "
                           "Every page uses this set.")
     else:
         st.caption("No candidate set loaded: see Home.")
-    devs = services.devices()
-    st.selectbox("Device", devs, key=services.K_DEVICE,
+    devs = state.devices()
+    st.selectbox("Device", devs, key=state.K_DEVICE,
                  help="GPU when there is one, else CPU (rst.device.available_devices).")
-    job = st.session_state.get(services.K_JOB)
+    job = st.session_state.get(state.K_JOB)
     if job is not None and job.running:
         st.caption(f":material/search: a search is running ({100 * job.fraction_done():.0f} %) — see Search")
 

@@ -6,7 +6,6 @@ data, a 256-image stand-in test subset, stored reports) and points ``RST_ZOO_DIR
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ TIMEOUT = 120
 @pytest.fixture(scope="session")
 def tiny_zoo(tmp_path_factory):
     import torch
-    sys.path.insert(0, str(APP))
     from tiny_zoo import build_tiny_zoo
     threads = torch.get_num_threads()
     torch.set_num_threads(1)          # tiny tensors: one thread is faster, and robust on a busy machine

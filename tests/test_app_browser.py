@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -35,8 +34,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "app"))
-from bench import make_driver, start_server, stop_server, wait_healthy, wait_rendered, free_port  # noqa: E402
+from browser import make_driver, start_server, stop_server, wait_healthy, wait_rendered, free_port  # noqa: E402
 
 
 def metric(driver, label: str) -> str:

@@ -2,7 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-import services
+import state
+import store
 
 st.title("RST Explorer")
 st.markdown(
@@ -20,12 +21,12 @@ st.warning(
     "is which.", icon=":material/warning:")
 
 st.subheader("What is loaded")
-index, problem = services.zoo_index()
+index, problem = store.zoo_index()
 if problem:
     st.error(f"The zoo index cannot be used: {problem}")
-entries = services.zoo_entries()
+entries = store.zoo_entries()
 if entries:
-    st.markdown(f"**Zoo** `{services.zoo_dir()}`: {len(entries)} candidate set(s).")
+    st.markdown(f"**Zoo** `{store.zoo_dir()}`: {len(entries)} candidate set(s).")
     st.dataframe(pd.DataFrame([{"id": z["id"], "title": z.get("title", ""), "data set": z.get("dataset", ""),
                                 "architecture": z.get("arch", ""), "ε": z.get("eps"),
                                 "tickets": len(z.get("tickets", [])),
@@ -33,9 +34,9 @@ if entries:
                                 "built with": z.get("built_with", "")} for z in entries]),
                  hide_index=True, width="stretch")
 else:
-    st.markdown(f"**Zoo**: no `index.json` in `{services.zoo_dir()}`.")
+    st.markdown(f"**Zoo**: no `index.json` in `{store.zoo_dir()}`.")
 
-act = services.require_active()
+act = state.require_active()
 if act is not None:
     cs = act.cs
     spec = cs.spec
@@ -46,12 +47,12 @@ if act is not None:
                 f"{spec.granularity}-wise masks  \n"
                 f"**Keep ratios**: {', '.join(f'{t.keep_ratio:g}' for t in cs.tickets)} · weight checksum "
                 f"`{cs.weight_checksum[:16]}…`")
-sub = services.subset_path()
+sub = store.subset_path()
 st.markdown("**Test images**: "
-            + (f"`{sub.name}` (shipped subset)" if services.subset_available()
+            + (f"`{sub.name}` (shipped subset)" if store.subset_available()
                else f"no test subset at `{sub}` (built with the zoo); pages fall back to data found on disk "
                     "or to synthetic data for sets searched on it."))
-st.markdown(f"**Device**: `{services.device()}` (choose in the sidebar).")
+st.markdown(f"**Device**: `{state.device()}` (choose in the sidebar).")
 
 st.subheader("Pages")
 st.markdown(

@@ -5,14 +5,16 @@ import json
 import pandas as pd
 import streamlit as st
 
-import services
+import reports
+import state
+import store
 from rst.masks import MAX_FILE_BYTES, SUFFIX, MaskFileError
 
 
 
 def _use_upload(data: bytes, name: str, digest: str) -> None:
     """Button callback (runs before the rerun, so it may change the sidebar's active set)."""
-    key = services.add_session_set(services.parse_upload(data), name, "upload")
+    key = state.add_session_set(store.parse_upload(data), name, "upload")
     st.session_state["uploaded_digests"] = {**st.session_state.get("uploaded_digests", {}), digest: key}
 
 
@@ -21,25 +23,25 @@ st.caption("A mask file holds 1 bit per weight plus BatchNorm statistics; the we
            "recorded seed and checked against the recorded checksum. safetensors + JSON: never pickle.")
 
 st.subheader("Download")
-act = services.require_active()
+act = state.require_active()
 if act is not None:
     cs = act.cs
     rows = []
     for i, t in enumerate(cs.tickets):
-        rob, cln = services.pick_metric(t.metrics, "robust"), services.pick_metric(t.metrics, "clean")
+        rob, cln = reports.pick_metric(t.metrics, "robust"), reports.pick_metric(t.metrics, "clean")
         rows.append({"#": i, "name": t.name, "keep ratio": t.keep_ratio, "kept weights (%)": 100 * t.kept_fraction(),
-                     "clean (%)": services.as_percent(cln["value"]) if cln else None,
-                     "robust (%)": services.as_percent(rob["value"]) if rob else None,
+                     "clean (%)": reports.as_percent(cln["value"]) if cln else None,
+                     "robust (%)": reports.as_percent(rob["value"]) if rob else None,
                      "robust measured with": f"{rob['attack']} ({rob['split']})" if rob else ""})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.1f")
                                 for c in ("kept weights (%)", "clean (%)", "robust (%)")})
     stem = (act.zoo_id or act.label).replace(" ", "_").replace("/", "_")
-    st.download_button(f"Whole candidate set ({len(cs)} tickets)", services.set_bytes(act.key, cs), icon=":material/download:",
+    st.download_button(f"Whole candidate set ({len(cs)} tickets)", state.set_bytes(act.key, cs), icon=":material/download:",
                        file_name=f"{stem}{SUFFIX}", mime="application/octet-stream", key="dl_set")
     cols = st.columns(min(4, len(cs)))
     for i, t in enumerate(cs.tickets):
-        cols[i % len(cols)].download_button(f"{t.name or f'ticket {i}'}", services.set_bytes(act.key, cs, (i,)),
+        cols[i % len(cols)].download_button(f"{t.name or f'ticket {i}'}", state.set_bytes(act.key, cs, (i,)),
                                             icon=":material/download:",
                                             file_name=f"{stem}_{t.name or i}{SUFFIX}",
                                             mime="application/octet-stream", key=f"dl_ticket_{i}")
@@ -53,25 +55,25 @@ up = st.file_uploader("Mask file", key="mask_upload", accept_multiple_files=Fals
 if up is not None:
     data = up.getvalue()
     try:
-        cs_up = services.parse_upload(data)
+        cs_up = store.parse_upload(data)
     except MaskFileError as e:
         st.error(f"**{up.name}** cannot be used: {e}")
     else:
         st.success(f"**{up.name}**: {len(cs_up)} ticket(s) over {cs_up.spec.arch} ({cs_up.spec.dataset}, "
                    f"width {cs_up.spec.width:g}, seed {cs_up.spec.seed}); weights checksum verified.")
-        meta = services.upload_metadata(data)
+        meta = store.upload_metadata(data)
         with st.expander("File metadata"):
             st.json(json.loads(json.dumps(meta, default=str)), expanded=False)
         done = st.session_state.get("uploaded_digests", {})
         digest = hashlib.sha256(data).hexdigest()
         if digest in done:
             st.caption(f"In this session's candidate sets as "
-                       f"“{services.set_options().get(done[digest], '?')}”; choose it in the sidebar.")
+                       f"“{state.set_options().get(done[digest], '?')}”; choose it in the sidebar.")
         else:
             st.button("Use this candidate set", type="primary", key="use_upload", on_click=_use_upload,
                       args=(data, up.name, digest))
 
-sets = st.session_state.get(services.K_SETS, {})
+sets = st.session_state.get(state.K_SETS, {})
 if sets:
     st.subheader("This session's candidate sets")
     st.dataframe(pd.DataFrame([{"key": k, "source": v["source"], "label": v["label"], "tickets": len(v["cs"]),

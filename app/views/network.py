@@ -3,7 +3,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-import services
+import compute
+import state
+import ui
 from rst.models import DATASET_STATS, NetworkSpec, list_models, model_entry
 from rst.weights import INITS
 
@@ -14,7 +16,7 @@ st.caption("Its weights are a function of (architecture, width, data set geometr
 from rst.masks import MaskFileError  # noqa: E402
 
 try:
-    act = services.active_set()
+    act = state.active_set()
 except MaskFileError as e:
     st.error(f"The active candidate set cannot be loaded: {e}")
     act = None
@@ -40,14 +42,14 @@ except (ValueError, KeyError) as e:
     st.stop()
 
 entry = model_entry(arch)
-summary = services.network_summary(services.spec_json(spec))
+summary = compute.network_summary(compute.spec_json(spec))
 c1, c2, c3 = st.columns(3)
 c1.metric("Masked layers", len(summary["rows"]))
 c2.metric("Weights", f"{summary['total']:,}")
-c3.metric("Device", services.device())
+c3.metric("Device", state.device())
 st.caption(f"{entry.description}. Init: {spec.init}, seed {spec.seed}. Weight checksum (SHA-256 of the regenerated weights): `{summary['checksum']}`. "
            f"{summary['bn_layers']} BatchNorm layers without affine parameters. Available devices: "
-           f"{', '.join(services.devices())} (choose in the sidebar).")
+           f"{', '.join(state.devices())} (choose in the sidebar).")
 if entry.input_size != DATASET_STATS[dataset][2]:
     st.info(f"{arch} was designed for {entry.input_size}×{entry.input_size} images; {dataset} has "
             f"{DATASET_STATS[dataset][2]}×{DATASET_STATS[dataset][2]}.")
@@ -56,7 +58,7 @@ table = pd.DataFrame(summary["rows"])
 matches = act is not None and act.cs.spec == spec
 if matches:
     for i, t in enumerate(act.cs.tickets):
-        stats = services.ticket_layer_stats(act.key, act.cs, i)
+        stats = compute.ticket_layer_stats(act.key, act.cs, i)
         table[f"kept · {t.name or i}"] = [r["kept"] for r in stats]
     st.markdown(f"Kept weights per layer of the **{len(act.cs)} tickets of the active set** "
                 f"({act.label}); the checksum matches the file's: "
@@ -66,7 +68,7 @@ elif act is not None:
             f"width {act.cs.spec.width:g}, {act.cs.spec.init}, seed {act.cs.spec.seed}): set the fields above to "
             "those values to see its tickets' kept weights per layer.")
 else:
-    services.show_guidance()
+    state.show_guidance()
 st.dataframe(table, hide_index=True, width="stretch")
 
 fig = go.Figure(go.Bar(x=table["layer"], y=table["weights"], name="weights", marker_color="#9aa5b1"))
@@ -76,4 +78,4 @@ if matches:
 fig.update_layout(barmode="group", height=360, margin=dict(t=40, b=10), yaxis_title="weights",
                   legend=dict(orientation="h", yanchor="bottom", y=-0.3, x=0),
                   title="Weights per masked layer" + (" and kept by each ticket" if matches else ""))
-services.plot(fig, key="network_bars")
+ui.plot(fig, key="network_bars")

@@ -5,7 +5,12 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-import services
+import compute
+import r2s_eval
+import reports
+import state
+import store
+import ui
 
 K_PARAMS = "r2s_live_params"
 
@@ -13,14 +18,14 @@ st.title("R2S live: attacking the random switch")
 st.caption("R2S answers each query with a randomly drawn ticket of the candidate set. Expected accuracy is exact: "
            "every adversarial example is evaluated on every member (members equally likely). An adaptive "
            "attacker targets the expectation over members; the paper's protocol does not.")
-act = services.require_active()
+act = state.require_active()
 if act is None:
     st.stop()
 cs = act.cs
-default_eps = services.default_eps(act)
-n_max = services.require_eval_images(cs.spec.dataset)
-labels = services.ticket_labels(cs)
-stored = services.stored_r2s(act.zoo_id)
+default_eps = state.default_eps(act)
+n_max = store.require_eval_images(cs.spec.dataset)
+labels = state.ticket_labels(cs)
+stored = reports.stored_r2s(act.zoo_id)
 if stored is not None:
     rows, cfg = stored
     with st.expander(f"Stored zoo report: {cfg.get('n_images', '?')} test images, {cfg.get('steps', '?')} steps, "
@@ -30,13 +35,13 @@ if stored is not None:
         st.dataframe(frame, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(f"{c} (%)", format="%.1f")
                                     for c in ("expected", "worst member")})
-classes = services.CLASSES.get(cs.spec.dataset, tuple(str(i) for i in range(cs.spec.num_classes)))
+classes = ui.CLASSES.get(cs.spec.dataset, tuple(str(i) for i in range(cs.spec.num_classes)))
 
 with st.form("r2s_form"):
     members = st.multiselect("Candidate set members", list(range(len(cs))), default=list(range(len(cs))),
                              format_func=labels.__getitem__, key="r2s_members")
     c1, c2, c3 = st.columns([3, 1, 2])
-    attack = c1.selectbox("Attack", list(services.R2S_ATTACKS), format_func=services.R2S_ATTACKS.get, key="r2s_attack")
+    attack = c1.selectbox("Attack", list(r2s_eval.R2S_ATTACKS), format_func=r2s_eval.R2S_ATTACKS.get, key="r2s_attack")
     switch = c2.selectbox("Switching", ["batch", "call", "example"], key="r2s_switch",
                           help="batch: one member per forward call's batch, call: a new draw every call, "
                                "example: a member per example")
@@ -60,17 +65,17 @@ if run:
         st.error("The source member must be one of the candidate set members.")
         st.stop()
     params = dict(members=tuple(sorted(members)), switch=switch, attack=attack, eps=float(eps), steps=int(steps),
-                  n_images=int(n_images), seed=int(seed), dev=services.device(), source_member=int(source_member),
+                  n_images=int(n_images), seed=int(seed), dev=state.device(), source_member=int(source_member),
                   compare=bool(compare))
     try:
-        live = services.r2s_live(act.key, cs, **params)
+        live = r2s_eval.r2s_live(act.key, cs, **params)
     except ImportError as e:
         st.error(f"This attack needs a package that is not installed here ({e}). AutoAttack comes from "
                  "`pyautoattack`, EOT-PGD from `torchattacks` (see requirements); the other attacks work without.")
         st.stop()
     st.session_state[K_PARAMS] = (act.key, params)
 elif st.session_state.get(K_PARAMS, (None,))[0] == act.key:
-    live = services.r2s_live(act.key, cs, **st.session_state[K_PARAMS][1])
+    live = r2s_eval.r2s_live(act.key, cs, **st.session_state[K_PARAMS][1])
 else:
     st.info("Choose the members and the attack, then **Attack**. Start small: 64-128 images, 10 steps.")
     st.stop()
@@ -106,14 +111,14 @@ fig.add_bar(x=table["what"], y=100 * table["expected"], name="expected accuracy"
 fig.add_bar(x=table["what"], y=100 * table["worst member"], name="worst member", marker_color="#d62728")
 fig.update_layout(barmode="group", yaxis_title="accuracy (%)", yaxis_range=[0, 100], height=380,
                   margin=dict(t=30, b=10), legend=dict(orientation="h", y=1.1))
-services.plot(fig, key="r2s_bars")
+ui.plot(fig, key="r2s_bars")
 pm = pd.DataFrame(live.per_member)
 if len(pm):
     pfig = px.bar(pm, x="member", y=pm["accuracy"] * 100, color="attack", barmode="group",
                   labels={"y": "accuracy (%)"}, title="Every member's accuracy on each attack's examples")
     pfig.update_layout(height=340, margin=dict(t=50, b=10), yaxis_range=[0, 100])
-    services.plot(pfig, key="r2s_member_bars")
-r2s_paper = services.paper_reference()["r2s"]["resnet18_cifar10"]
+    ui.plot(pfig, key="r2s_member_bars")
+r2s_paper = store.paper_reference()["r2s"]["resnet18_cifar10"]
 st.caption(f"Paper (CIFAR-10, ResNet-18, its protocol): R2S {r2s_paper['natural']} % natural / "
            f"{r2s_paper['pgd20']} % PGD-20 — most likely attack-one-member, infer-with-another (non-adaptive). "
            "Only adaptive rows say what an attacker who knows the defence achieves.")
@@ -161,7 +166,7 @@ if explain or st.session_state.get("captum_params"):
     key, idx, meth = st.session_state["captum_params"]
     if key == act.key:
         p = st.session_state[K_PARAMS][1]
-        att = services.attributions(act.key, cs, p["members"], idx, meth, p["n_images"], p["dev"])
+        att = compute.attributions(act.key, cs, p["members"], idx, meth, p["n_images"], p["dev"])
         maps = np.stack(att["maps"])                                              # (K, H, W)
         scale = np.abs(maps).reshape(len(maps), -1).max(1)                        # (K,)
         maps = maps / np.where(scale > 0, scale, 1.0)[:, None, None]             # each map to [-1, 1]
@@ -178,4 +183,4 @@ if explain or st.session_state.get("captum_params"):
         c1.caption("Each map is scaled to its own largest |attribution|; red: evidence for the class, "
                    "blue: against." if meth == "IntegratedGradients" else "Each map scaled to its own maximum.")
         with c2:
-            services.plot(afig, key="captum_maps")
+            ui.plot(afig, key="captum_maps")

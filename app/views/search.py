@@ -4,7 +4,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-import services
+import jobs
+import state
+import store
+import ui
 from rst.masks import CandidateSet, SUFFIX, MaskFileError
 from rst.search import PRESETS, preset
 
@@ -13,25 +16,25 @@ K_LIVE = "search_live_job"     # id of the job the live panel is following (to r
 st.title("Search a robust scratch ticket")
 
 # ---------------------------------------------------------------- the zoo
-entries = services.zoo_entries()
-with st.expander(f"Load tickets from the zoo ({len(entries)} candidate set(s) in `{services.zoo_dir()}`)",
+entries = store.zoo_entries()
+with st.expander(f"Load tickets from the zoo ({len(entries)} candidate set(s) in `{store.zoo_dir()}`)",
                  expanded=not entries):
     if not entries:
-        st.markdown(f"No zoo yet. Build it with `{services.ZOO_BUILD_CMD}` (minutes on a GPU), or search a "
+        st.markdown(f"No zoo yet. Build it with `{store.ZOO_BUILD_CMD}` (minutes on a GPU), or search a "
                     "ticket below (seconds with the `tiny` preset).")
     for z in entries:
         c1, c2 = st.columns([4, 1])
         c1.markdown(f"**{z.get('title') or z['id']}** — {z.get('arch', '?')} on {z.get('dataset', '?')}, "
                     f"ε = {z.get('eps')}, keep ratios {', '.join(str(t['keep_ratio']) for t in z.get('tickets', []))}")
-        c2.button("Use", key=f"use_zoo_{z['id']}", on_click=services.set_active, args=(f"zoo:{z['id']}",),
-                  disabled=st.session_state.get(services.K_ACTIVE) == f"zoo:{z['id']}")
+        c2.button("Use", key=f"use_zoo_{z['id']}", on_click=state.set_active, args=(f"zoo:{z['id']}",),
+                  disabled=st.session_state.get(state.K_ACTIVE) == f"zoo:{z['id']}")
 
 try:
-    act = services.active_set()
+    act = state.active_set()
 except MaskFileError as e:
     st.error(f"The active candidate set cannot be loaded: {e}")
     act = None
-job = st.session_state.get(services.K_JOB)
+job = st.session_state.get(state.K_JOB)
 running = job is not None and job.running
 
 # ---------------------------------------------------------------- the form
@@ -45,7 +48,7 @@ with st.form("search_form"):
     net_choice = c2.radio("Network", net_opts, horizontal=True, key="se_network",
                           format_func={"active": "the active set's (ticket can join it)",
                                        "preset": "the preset's"}.get)
-    sources = ["subset", "synthetic", "train"] if services.subset_available() else ["synthetic", "train"]
+    sources = ["subset", "synthetic", "train"] if store.subset_available() else ["synthetic", "train"]
     source = c3.radio("Data", sources, horizontal=True, key="se_data",
                       format_func={"subset": "shipped test subset (demo)", "synthetic": "synthetic",
                                    "train": "training split on disk"}.get)
@@ -71,15 +74,15 @@ if submitted and not running:
         overrides["seed"] = int(seed)
         # the preset's network on real images: name the images' data set (its normalisation, its test images)
         if base.dataset == "synthetic" and source in ("subset", "train"):
-            overrides["dataset"] = (services.subset_dataset() if source == "subset" else None) or "fashion_mnist"
+            overrides["dataset"] = (store.subset_dataset() if source == "subset" else None) or "fashion_mnist"
     try:
         cfg = preset(preset_name, **overrides)
-        data, data_label = services.search_data(source, cfg, int(n_train))
+        data, data_label = jobs.search_data(source, cfg, int(n_train))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         st.error(f"Cannot start this search: {e}")
     else:
-        job = services.SearchJob(cfg, data, services.device(), data_label).start()
-        st.session_state[services.K_JOB] = job
+        job = jobs.SearchJob(cfg, data, state.device(), data_label).start()
+        st.session_state[state.K_JOB] = job
         running = True
 
 if job is not None:
@@ -115,7 +118,7 @@ def _curves(job) -> go.Figure:
 
 
 def live_panel() -> None:
-    job = st.session_state.get(services.K_JOB)
+    job = st.session_state.get(state.K_JOB)
     if job is None:
         return
     frac = job.fraction_done()
@@ -131,7 +134,7 @@ def live_panel() -> None:
         st.session_state[K_LIVE] = job.id
     else:
         st.progress(1.0, text=f"finished in {job.finished - job.started:.1f} s" + (" (stopped)" if job.result is not None and job.result.stopped else ""))
-    services.plot(_curves(job), key="search_curves")
+    ui.plot(_curves(job), key="search_curves")
     if not job.running and st.session_state.get(K_LIVE) == job.id:
         del st.session_state[K_LIVE]
         st.rerun(scope="app")      # the search ended while we watched it: show its result
@@ -144,13 +147,13 @@ if job is not None:
 # ---------------------------------------------------------------- the result
 def _add_to_active(ticket, job_id: str) -> None:
     """Button callback: a new session set = the active set's tickets + this one (nothing is changed in place)."""
-    act = services.active_set()
-    services.add_session_set(services.with_ticket(act.cs, ticket), f"{act.label} + {ticket.name}", "search")
+    act = state.active_set()
+    state.add_session_set(state.with_ticket(act.cs, ticket), f"{act.label} + {ticket.name}", "search")
     st.session_state["search_kept"] = job_id
 
 
 def _new_set(result, job_id: str) -> None:
-    services.add_session_set(CandidateSet(result.spec, [result.ticket]), f"searched {result.ticket.name}", "search")
+    state.add_session_set(CandidateSet(result.spec, [result.ticket]), f"searched {result.ticket.name}", "search")
     st.session_state["search_kept"] = job_id
 
 
@@ -181,7 +184,7 @@ if job is not None and not job.running:
         c2.button("Keep as a new candidate set", icon=":material/library_add:", on_click=_new_set, args=(res, job.id), key="new_set",
                   disabled=kept)
         if kept:
-            st.caption(f"Kept in this session: the active set is now “{services.set_options().get(st.session_state.get(services.K_ACTIVE), '?')}”.")
-        c3.download_button("Download the ticket", services.set_bytes(f"search:{job.id}", CandidateSet(res.spec, [t])),
+            st.caption(f"Kept in this session: the active set is now “{state.set_options().get(st.session_state.get(state.K_ACTIVE), '?')}”.")
+        c3.download_button("Download the ticket", state.set_bytes(f"search:{job.id}", CandidateSet(res.spec, [t])),
                            file_name=f"{t.name}{SUFFIX}", mime="application/octet-stream", key="dl_search",
                            icon=":material/download:")

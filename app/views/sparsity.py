@@ -5,19 +5,23 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-import services
+import compute
+import reports
+import state
+import store
+import ui
 
 K_PARAMS = "sparsity_live_params"
 
 st.title("Accuracy vs keep ratio")
-act = services.require_active()
+act = state.require_active()
 if act is None:
     st.stop()
 cs = act.cs
-entry = services.zoo_entry(act.zoo_id) if act.zoo_id else None
-default_eps = services.default_eps(act)
+entry = store.zoo_entry(act.zoo_id) if act.zoo_id else None
+default_eps = state.default_eps(act)
 
-stored = services.stored_curve(act.zoo_id, cs)
+stored = reports.stored_curve(act.zoo_id, cs)
 options = (["stored"] if stored else []) + ["live"]
 source = st.radio("Numbers", options, horizontal=True, key="sparsity_source",
                   format_func={"stored": f"stored ({stored[1] if stored else ''})",
@@ -27,21 +31,21 @@ rows, where = None, ""
 if source == "stored":
     rows, where = stored
 else:
-    n_max = services.require_eval_images(cs.spec.dataset)
+    n_max = store.require_eval_images(cs.spec.dataset)
     with st.form("sparsity_form"):
         c1, c2, c3, c4 = st.columns(4)
         n_images = c1.number_input("Test images", 8, n_max, min(256, n_max), 8, key="sp_images")
-        attack = c2.selectbox("Attack", ["pgd", "fgsm", "cw"], format_func=services.ATTACK_LABELS.get, key="sp_attack")
+        attack = c2.selectbox("Attack", ["pgd", "fgsm", "cw"], format_func=compute.ATTACK_LABELS.get, key="sp_attack")
         eps = c3.number_input("ε", 0.0, 1.0, default_eps, 0.01, format="%.4f", key="sp_eps")
         steps = c4.number_input("Steps", 1, 100, 10, 1, key="sp_steps")
         go_live = st.form_submit_button("Compute", type="primary", key="sp_compute")
     if go_live:
         params = dict(n_images=int(n_images), attack_json=json.dumps(
-            services.attack_config(attack, eps, steps).to_dict(), sort_keys=True), dev=services.device())
-        rows = services.sparsity_rows(act.key, cs, **params)
+            compute.attack_config(attack, eps, steps).to_dict(), sort_keys=True), dev=state.device())
+        rows = compute.sparsity_rows(act.key, cs, **params)
         st.session_state[K_PARAMS] = (act.key, params)
     elif st.session_state.get(K_PARAMS, (None,))[0] == act.key:
-        rows = services.sparsity_rows(act.key, cs, **st.session_state[K_PARAMS][1])
+        rows = compute.sparsity_rows(act.key, cs, **st.session_state[K_PARAMS][1])
     if rows is None:
         st.info("Choose the test images and the attack, then **Compute**.")
         st.stop()
@@ -49,7 +53,7 @@ else:
 
 df = pd.DataFrame(rows)
 for col in ("clean", "robust"):
-    df[col] = df[col].map(services.as_percent)
+    df[col] = df[col].map(reports.as_percent)
 # map every row to its ticket (by name, else by keep ratio)
 by_name = {t.name: i for i, t in enumerate(cs.tickets)}
 df["ticket"] = [by_name.get(r.get("name"), next((i for i, t in enumerate(cs.tickets)
@@ -66,8 +70,8 @@ row = df.iloc[sel]
 
 # dense adversarially trained baseline (same network, all weights trained), when the zoo has one
 dense = (entry or {}).get("dense") or {}
-dense_rob = services.pick_metric(dense.get("metrics"), "robust")
-dense_cln = services.pick_metric(dense.get("metrics"), "clean")
+dense_rob = reports.pick_metric(dense.get("metrics"), "robust")
+dense_cln = reports.pick_metric(dense.get("metrics"), "clean")
 
 fig = go.Figure()
 fig.add_scatter(x=df["keep_ratio"], y=df["robust"], mode="lines+markers", name="robust", line=dict(color="#d62728"))
@@ -75,19 +79,19 @@ fig.add_scatter(x=df["keep_ratio"], y=df["clean"], mode="lines+markers", name="n
                 line=dict(color="#1f77b4"))
 fig.add_scatter(x=[row["keep_ratio"]] * 2, y=[row["robust"], row["clean"]], mode="markers", name="highlighted",
                 marker=dict(size=16, symbol="circle-open", line=dict(width=3), color="black"))
-aa = services.stored_autoattack(act.zoo_id) if source == "stored" else None
+aa = reports.stored_autoattack(act.zoo_id) if source == "stored" else None
 if aa is not None and "name" in df and all(n in aa[0] for n in df["name"]):
-    fig.add_scatter(x=df["keep_ratio"], y=[services.as_percent(aa[0][n]) for n in df["name"]], mode="lines+markers",
+    fig.add_scatter(x=df["keep_ratio"], y=[reports.as_percent(aa[0][n]) for n in df["name"]], mode="lines+markers",
                     name="robust (AutoAttack)", line=dict(color="#d62728", dash="dot"))
 if dense_rob:
-    fig.add_hline(y=services.as_percent(dense_rob["value"]), line_dash="dash", line_color="#d62728",
+    fig.add_hline(y=reports.as_percent(dense_rob["value"]), line_dash="dash", line_color="#d62728",
                   annotation_text="dense AT, robust", annotation_position="top right")
 if aa is not None and "dense AT" in aa[0]:   # a legend entry, not a third label crowding the dense lines
-    dense_aa = services.as_percent(aa[0]["dense AT"])
+    dense_aa = reports.as_percent(aa[0]["dense AT"])
     fig.add_scatter(x=[df["keep_ratio"].min(), df["keep_ratio"].max()], y=[dense_aa] * 2, mode="lines",
                     name="dense AT, AutoAttack", line=dict(color="#7f7f7f", dash="dot"))
 if dense_cln:
-    fig.add_hline(y=services.as_percent(dense_cln["value"]), line_dash="dash", line_color="#1f77b4",
+    fig.add_hline(y=reports.as_percent(dense_cln["value"]), line_dash="dash", line_color="#1f77b4",
                   annotation_text="dense AT, natural", annotation_position="top right")
 fig.update_layout(title=f"Ours = {cs.spec.dataset.replace('_', '-')} · {cs.spec.arch} ×{cs.spec.width:g}",
                   xaxis_title="keep ratio (fraction of weights kept per layer)", yaxis_title="accuracy (%)",
@@ -96,7 +100,7 @@ fig.update_xaxes(type="log", tickvals=list(df["keep_ratio"]), ticktext=[f"{k:g}"
 
 c_main, c_side = st.columns([3, 2])
 with c_main:
-    services.plot(fig, key="sparsity_curve")
+    ui.plot(fig, key="sparsity_curve")
     st.caption(f"Numbers: {where}. Robust = {attack_label}. "
                + (f"Dotted: {aa[1]}. " if aa is not None else "")
                + ("Dashed: the dense network with all weights adversarially trained. " if dense_rob else
@@ -108,7 +112,7 @@ with c_side:
     m2.metric("Robust", f"{row['robust']:.1f} %" if pd.notna(row["robust"]) else "—")
     m3.metric("Natural", f"{row['clean']:.1f} %" if pd.notna(row["clean"]) else "—")
     if row["ticket"] >= 0:
-        stats = pd.DataFrame(services.ticket_layer_stats(act.key, cs, int(row["ticket"])))
+        stats = pd.DataFrame(compute.ticket_layer_stats(act.key, cs, int(row["ticket"])))
         bar = go.Figure(go.Bar(x=stats["layer"], y=100 * stats["density"], marker_color="#2ca02c",
                                text=[f"{100 * d:.0f}%" for d in stats["density"]], textposition="outside",
                                customdata=stats[["kept", "weights"]],
@@ -116,7 +120,7 @@ with c_side:
         bar.update_layout(title=f"Per-layer density · {cs.tickets[int(row['ticket'])].name}",
                           yaxis_title="kept weights (%)", yaxis_range=[0, 110], height=330,
                           margin=dict(t=50, b=10))
-        services.plot(bar, key="sparsity_density")
+        ui.plot(bar, key="sparsity_density")
     else:
         st.info("This row of the stored report has no ticket in the active set.")
 
@@ -125,7 +129,7 @@ with st.expander("Table"):
 
 # ------------------------------------------------------------------ the paper (CIFAR-10), for reference
 st.subheader("Reference: the paper (CIFAR-10)")
-paper = services.paper_reference()
+paper = store.paper_reference()
 curves = paper["sparsity_curves"]
 pfig = go.Figure()
 for key, name, color, dash in (("resnet18_cifar10_robust", "ResNet-18 robust", "#d62728", None),
@@ -142,5 +146,5 @@ pfig.update_layout(title="Paper = CIFAR-10 (Fu et al. 2021; values read off plot
                    legend=dict(orientation="h", y=-0.25))
 pfig.update_xaxes(type="log", tickvals=[0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.9],
                   ticktext=["0.01", "0.03", "0.05", "0.1", "0.2", "0.3", "0.5", "0.9"])
-services.plot(pfig, key="paper_curve")
+ui.plot(pfig, key="paper_curve")
 st.caption(f"Attack: {paper['attack']}. A different data set, networks and ε from ours: compare shapes, not levels.")

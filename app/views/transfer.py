@@ -5,7 +5,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-import services
+import compute
+import reports
+import state
+import store
+import ui
 
 K_PARAMS = "transfer_live_params"
 
@@ -13,7 +17,7 @@ st.title("Transferability between tickets")
 st.caption("Tickets of different keep ratios drawn from the *same* random weights. A cell is the accuracy of the "
            "inference ticket (column) on adversarial examples crafted against the attack ticket (row): the "
            "diagonal is white-box robust accuracy, off-diagonal cells are transfer.")
-act = services.require_active()
+act = state.require_active()
 if act is None:
     st.stop()
 cs = act.cs
@@ -21,9 +25,9 @@ if len(cs) < 2:
     st.info("The active set has one ticket: a transfer matrix needs at least two (add one on the Search page, "
             "or upload a set on the Masks page).")
     st.stop()
-default_eps = services.default_eps(act)
+default_eps = state.default_eps(act)
 
-stored = services.stored_transfer(act.zoo_id)
+stored = reports.stored_transfer(act.zoo_id)
 options = (["stored"] if stored else []) + ["live"]
 source = st.radio("Matrix", options, horizontal=True, key="transfer_source",
                   format_func={"stored": "stored zoo report", "live": "compute live on test images"}.get)
@@ -38,11 +42,11 @@ if source == "stored":
     else:
         view = stored[flags[0]]
 else:
-    n_max = services.require_eval_images(cs.spec.dataset)
+    n_max = store.require_eval_images(cs.spec.dataset)
     with st.form("transfer_form"):
         c1, c2, c3, c4, c5 = st.columns(5)
         n_images = c1.number_input("Test images", 8, n_max, min(128, n_max), 8, key="tr_images")
-        attack = c2.selectbox("Attack", ["pgd", "fgsm", "cw"], format_func=services.ATTACK_LABELS.get, key="tr_attack")
+        attack = c2.selectbox("Attack", ["pgd", "fgsm", "cw"], format_func=compute.ATTACK_LABELS.get, key="tr_attack")
         eps = c3.number_input("ε", 0.0, 1.0, default_eps, 0.01, format="%.4f", key="tr_eps")
         steps = c4.number_input("Steps", 1, 100, 10, 1, key="tr_steps")
         early_stop = c5.toggle("Early stop on the source", value=False, key="tr_early_stop",
@@ -50,12 +54,12 @@ else:
                                     "that weakens the examples and inflates transfer accuracy.")
         go_live = st.form_submit_button("Compute", type="primary", key="tr_compute")
     if go_live:
-        params = dict(n_images=int(n_images), early_stop=bool(early_stop), dev=services.device(),
-                      attack_json=json.dumps(services.attack_config(attack, eps, steps).to_dict(), sort_keys=True))
-        view = services.transfer_live(act.key, cs, **params)
+        params = dict(n_images=int(n_images), early_stop=bool(early_stop), dev=state.device(),
+                      attack_json=json.dumps(compute.attack_config(attack, eps, steps).to_dict(), sort_keys=True))
+        view = compute.transfer_live(act.key, cs, **params)
         st.session_state[K_PARAMS] = (act.key, params)
     elif st.session_state.get(K_PARAMS, (None,))[0] == act.key:
-        view = services.transfer_live(act.key, cs, **st.session_state[K_PARAMS][1])
+        view = compute.transfer_live(act.key, cs, **st.session_state[K_PARAMS][1])
     if view is None:
         st.info("Choose the test images and the attack, then **Compute**.")
         st.stop()
@@ -69,7 +73,7 @@ fig = go.Figure(go.Heatmap(z=m, x=ticks, y=ticks, colorscale="Viridis", zmin=0, 
 fig.update_layout(title=view.label, xaxis_title="inference ticket (evaluated)", yaxis_title="attack ticket (source)",
                   height=480, margin=dict(t=60, b=10, r=120))      # colour bar, then the tool bar
 fig.update_yaxes(autorange="reversed")
-services.plot(fig, key="transfer_heatmap")
+ui.plot(fig, key="transfer_heatmap")
 
 k = len(m)
 diag = float(np.mean(np.diag(m)))
@@ -83,7 +87,7 @@ c4.metric("Early stop", {True: "on (inflated)", False: "off", None: "not recorde
 st.caption(f"{view.source} · attack: {view.attack} · {view.n_images or '?'} images · ours = {cs.spec.dataset}.")
 
 with st.expander("Reference: the paper's matrix (ResNet-18, CIFAR-10, PGD-20 ε=8/255, with early stop)"):
-    p = services.paper_reference()["transfer_matrix_resnet18_cifar10"]
+    p = store.paper_reference()["transfer_matrix_resnet18_cifar10"]
     pt = [f"{r:g}" for r in p["keep_ratio"]]
     pm = np.asarray(p["robust_accuracy"])
     pfig = go.Figure(go.Heatmap(z=pm, x=pt, y=pt, colorscale="Viridis", zmin=0, zmax=100,
@@ -91,4 +95,4 @@ with st.expander("Reference: the paper's matrix (ResNet-18, CIFAR-10, PGD-20 ε=
     pfig.update_layout(title="Paper = CIFAR-10 (printed numbers)", xaxis_title="inference RST keep ratio",
                        yaxis_title="attack RST keep ratio", height=420, margin=dict(t=50, b=10, r=120))
     pfig.update_yaxes(autorange="reversed")
-    services.plot(pfig, key="paper_heatmap")
+    ui.plot(pfig, key="paper_heatmap")

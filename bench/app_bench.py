@@ -1,117 +1,33 @@
 """Benchmark of the app (a script, not a test): start-up time and the R2S live evaluation.
 
-    python app/bench.py                 # the shipped zoo (RST_ZOO_DIR / RST_TEST_SUBSET, else the defaults)
-    python app/bench.py --tiny          # a tiny zoo built in a temporary folder (seconds)
+    python bench/app_bench.py                 # the shipped zoo (RST_ZOO_DIR / RST_TEST_SUBSET, else the defaults)
+    python bench/app_bench.py --tiny          # a tiny zoo built in a temporary folder (seconds)
 
 1. ``streamlit run app/main.py`` is started and the home page opened in headless Chromium: the time
    from starting the server to the first page rendered (goal < 5 s). The browser is started first,
    so its own start-up is not counted.
 2. The R2S live evaluation of 128 test images, PGD-10, 5 members (all members when the set has
-   fewer), on the CPU, through ``services.r2s_live`` — the function the R2S live page calls — with
+   fewer), on the CPU, through ``r2s_eval.r2s_live`` — the function the R2S live page calls — with
    the page's default attack (exact expectation PGD, plus the paper's protocol it always shows,
    plus the gallery): goal < 10 s.
 
-Also holds the server / browser helpers the browser test uses.
+The server / browser helpers are in ``tests/browser.py`` (shared with the browser test).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-APP = Path(__file__).resolve().parent
-ROOT = APP.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-WAIT_S = 60
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "app"
+sys.path[:0] = [str(APP), str(ROOT / "tests")]     # the app's modules; the browser helpers and the tiny zoo
 
-
-# --------------------------------------------------------------------------------------------
-# server and browser
-# --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, env: dict, log_path: Path) -> subprocess.Popen:
-    """``streamlit run app/main.py`` headless, in its own process group (stopped as a group)."""
-    log = open(log_path, "w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP / "main.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"streamlit did not answer on port {port} within {timeout} s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def make_driver(width: int = 1400, height: int = 1000):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--window-size={width},{height}"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(WAIT_S)
-    return driver
-
-
-def wait_rendered(driver, title: str | None = None, timeout: float = WAIT_S, settle: float = 0.5) -> None:
-    """Until the app has drawn (``title`` in an h1, when given) and no script run is in progress."""
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    def ready(d):
-        if not d.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"]'):
-            return False
-        if title is not None and not any(title in h.text for h in d.find_elements(By.TAG_NAME, "h1")):
-            return False
-        # the status widget shows an icon (no text) while a script run is in progress
-        if d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidgetRunningIcon"], [data-testid="stSkeleton"]'):
-            return False
-        charts = d.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"]')    # drawn, not placeholders
-        return all(c.find_elements(By.CSS_SELECTOR, ".main-svg") for c in charts)
-    WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)).until(ready)
-    time.sleep(settle)   # let Plotly finish drawing before a screenshot
+from browser import CHROMEDRIVER, CHROMIUM, free_port, make_driver, start_server, stop_server, wait_healthy, wait_rendered  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,16 +60,17 @@ def bench_startup(env: dict) -> dict:
 
 
 def bench_r2s(n_images: int = 128, steps: int = 10, members: int = 5, device: str = "cpu") -> dict:
-    sys.path.insert(0, str(APP))
-    import services
-    act = services.get_set(f"zoo:{services.zoo_entries()[0]['id']}")
+    import r2s_eval
+    import state
+    import store
+    act = state.get_set(f"zoo:{store.zoo_entries()[0]['id']}")
     cs = act.cs
     k = min(members, len(cs))
-    eps = float(services.zoo_entries()[0].get("eps") or 0.1)
+    eps = float(store.zoo_entries()[0].get("eps") or 0.1)
     times = {}
     for compare in (False, True):
         t0 = time.perf_counter()
-        live = services.r2s_live(act.key, cs, tuple(range(k)), "batch", "protocol:expectation", eps, steps, n_images,
+        live = r2s_eval.r2s_live(act.key, cs, tuple(range(k)), "batch", "protocol:expectation", eps, steps, n_images,
                                  0, device, compare=compare, quiet=True)
         times[compare] = time.perf_counter() - t0
     return {"attack_only_s": times[False], "with_comparison_s": times[True], "members": k,
@@ -174,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads for the R2S timing (default: torch's)")
     args = p.parse_args(argv)
     if args.tiny or args.bench_zoo:
-        sys.path.insert(0, str(APP))
         from tiny_zoo import build_tiny_zoo
         kwargs = dict(width=1.0, keep_ratios=(0.05, 0.1, 0.2, 0.3, 0.5), n_test=1000) if args.bench_zoo else {}
         out = build_tiny_zoo(tempfile.mkdtemp(prefix="rst-bench-zoo-"), with_reports=False, **kwargs)

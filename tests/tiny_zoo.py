@@ -1,7 +1,7 @@
 """A tiny zoo for the app's tests and benchmark: seconds on a CPU, same layout as ``pretrained_masks/``.
 
-    python app/tiny_zoo.py /tmp/tiny_zoo      # then RST_ZOO_DIR=/tmp/tiny_zoo/pretrained_masks
-                                              #      RST_TEST_SUBSET=/tmp/tiny_zoo/subset.safetensors
+    python tests/tiny_zoo.py /tmp/tiny_zoo      # then RST_ZOO_DIR=/tmp/tiny_zoo/pretrained_masks
+                                                #      RST_TEST_SUBSET=/tmp/tiny_zoo/subset.safetensors
 
 Three tickets (keep 0.3, 0.5, 0.7) of a quarter-width Conv-4, each from a quick score training
 (``run_search`` for one epoch on 256 synthetic images; no inner attack unless ``adversarial=True``),
@@ -24,7 +24,7 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
     """Write the tiny zoo under ``root``; returns ``{"zoo_dir", "subset"}``.
 
     ``width=1.0, keep_ratios=(0.05, 0.1, 0.2, 0.3, 0.5)`` gives the real zoo's network and number of
-    members (untrained-quality tickets): what ``app/bench.py --bench-zoo`` times."""
+    members (untrained-quality tickets): what ``bench/app_bench.py --bench-zoo`` times."""
     import torch
 
     from rst.attacks import AttackConfig
@@ -78,7 +78,7 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
     index = {"format": "rst-zoo-index", "version": 1, "zoos": [{
         "id": "tiny", "title": f"Tiny test zoo (synthetic, width {width:g})", "preset": "tiny", "dataset": "fashion_mnist",
         "arch": spec.arch, "eps": EPS, "candidate_set": "tiny/tickets.rst.safetensors", "dense_baseline": None,
-        "reports": reports, "tickets": entries, "dense": {"metrics": dense_metrics}, "built_with": "python app/tiny_zoo.py",
+        "reports": reports, "tickets": entries, "dense": {"metrics": dense_metrics}, "built_with": "python tests/tiny_zoo.py",
         "note": "1-epoch tickets on synthetic data: for tests only"}]}
     (zoo / "index.json").write_text(json.dumps(index, indent=1))
     return {"zoo_dir": zoo, "subset": subset}

@@ -1,0 +1,90 @@
+"""Cached live computations of the Network, Sparsity and Transfer pages and the attributions: thin
+``st.cache_data`` wrappers over ``rst`` (keyed by the candidate set's key, never by the set itself)."""
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+import torch
+
+from reports import TransferView, transfer_from_result
+from store import eval_data
+from ui import progress_bar
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def network_summary(spec_json: str) -> dict:
+    """Layers, weight counts, init and checksum of the seeded random network of ``spec_json``."""
+    from rst.masked import masked_layers
+    from rst.models import NetworkSpec, build_network
+    from rst.weights import weight_checksum
+    spec = NetworkSpec.from_dict(json.loads(spec_json))
+    net = build_network(spec)
+    rows = [{"layer": name, "type": type(layer).__name__, "shape": "×".join(map(str, layer.weight.shape)),
+             "weights": layer.weight.numel(), "scores": layer.scores.numel()} for name, layer in masked_layers(net)]
+    return {"rows": rows, "total": sum(r["weights"] for r in rows), "checksum": weight_checksum(net),
+            "bn_layers": sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())}
+
+
+def spec_json(spec) -> str:
+    return json.dumps(spec.to_dict(), sort_keys=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def ticket_layer_stats(set_key: str, _cs, index: int) -> list[dict]:
+    """``rst.layer_stats`` of ticket ``index``: per layer weights, kept weights, density."""
+    from rst.masked import layer_stats
+    return [{**r, "shape": "×".join(map(str, r["shape"]))} for r in layer_stats(_cs.model(index))]
+
+ATTACK_LABELS = {"pgd": "PGD", "fgsm": "FGSM", "cw": "CW-L∞ (PGD on the margin loss)"}
+
+
+def attack_config(name: str, eps: float, steps: int, alpha: float | None = None, early_stop: bool = False):
+    """An ``AttackConfig``; step size ``eps/4`` unless given (the paper: 2/255 for 8/255)."""
+    from rst.attacks import AttackConfig
+    return AttackConfig(name=name, eps=float(eps), alpha=float(alpha if alpha is not None else eps / 4),
+                        steps=int(steps), early_stop=early_stop)
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def sparsity_rows(set_key: str, _cs, n_images: int, attack_json: str, dev: str) -> list[dict]:
+    """``rst.evaluate.sparsity_curve`` of every ticket on the first ``n_images`` test images."""
+    from rst.attacks import AttackConfig
+    from rst.evaluate import sparsity_curve
+    data = eval_data(_cs.spec.dataset, n_images)
+    attack = AttackConfig.from_dict(json.loads(attack_json))
+    with progress_bar("attacking every ticket:") as progress:
+        rows = sparsity_curve(_cs, data.x, data.y, attack, device=dev, progress=progress)
+    return [dict(r) for r in rows]
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def transfer_live(set_key: str, _cs, n_images: int, attack_json: str, early_stop: bool, dev: str) -> TransferView:
+    """``rst.evaluate.transfer_matrix`` on the first ``n_images`` test images."""
+    from rst.attacks import AttackConfig
+    from rst.evaluate import transfer_matrix
+    data = eval_data(_cs.spec.dataset, n_images)
+    attack = AttackConfig.from_dict(json.loads(attack_json))
+    with progress_bar("attacked images:") as progress:
+        res = transfer_matrix(_cs, data.x, data.y, attack, early_stop=early_stop, device=dev, progress=progress)
+    return transfer_from_result(res, f"computed live on {data.description}")
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def attributions(set_key: str, _cs, members: tuple[int, ...], image_index: int, method: str,
+                 n_images: int, dev: str) -> dict:
+    """Captum attributions of test image ``image_index`` for every member (w.r.t. the true class)."""
+    from captum.attr import IntegratedGradients, Saliency
+    data = eval_data(_cs.spec.dataset, n_images)
+    x = data.x[image_index:image_index + 1]
+    y = int(data.y[image_index])
+    maps, preds = [], []
+    for i in members:
+        model = _cs.model(i, device=dev)
+        xi = x.to(dev).clone().requires_grad_(True)          # never flag the cached tensor
+        if method == "IntegratedGradients":
+            attr = IntegratedGradients(model).attribute(xi, baselines=torch.zeros_like(xi), target=y, n_steps=32)
+        else:
+            attr = Saliency(model).attribute(xi, target=y, abs=True)
+        maps.append(attr.detach().cpu()[0].sum(0).numpy())                 # (H, W), channels summed
+        with torch.no_grad():
+            preds.append(int(model(x.to(dev)).argmax(1)))
+    return {"image": x[0].numpy(), "label": y, "maps": maps, "preds": preds,
+            "names": [_cs.tickets[i].name or f"ticket {i}" for i in members]}

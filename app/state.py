@@ -1,0 +1,146 @@
+"""The session: its candidate sets (uploads, search results), the active one, the device.
+
+A candidate set that gains a ticket is a *new* ``CandidateSet`` with a new key: computations cached
+per set key never mix two sets.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from store import guidance_text, load_zoo_set, zoo_entries, zoo_entry
+
+
+# session-state keys (one place, so pages and tests agree)
+
+K_SETS = "session_sets"        # {key: {"label", "source", "cs"}}: uploads and search results
+K_ACTIVE = "active_key"        # key of the active candidate set ("zoo:<id>" or a session key)
+K_DEVICE = "device"            # "cpu", "cuda:0", ...
+K_JOB = "search_job"           # the running / last SearchJob
+
+def show_guidance() -> None:
+    st.info(guidance_text())
+
+@dataclass(frozen=True)
+class ActiveSet:
+    key: str                 # cache key of every computation on this set
+    label: str
+    source: str              # "zoo" | "upload" | "search"
+    cs: Any                  # rst.masks.CandidateSet (never mutated)
+    zoo_id: str | None = None
+
+
+def init_state() -> None:
+    ss = st.session_state
+    ss.setdefault(K_SETS, {})
+    if K_DEVICE not in ss:
+        ss[K_DEVICE] = default_device()
+    keys = set_options()
+    if ss.get(K_ACTIVE) not in keys:
+        ss[K_ACTIVE] = next(iter(keys), None)
+
+
+def set_options() -> dict[str, str]:
+    """``{key: label}`` of every candidate set this session can use: the zoo's, then its own."""
+    out = {f"zoo:{z['id']}": f"zoo · {z.get('title') or z['id']}" for z in zoo_entries()}
+    for key, item in st.session_state.get(K_SETS, {}).items():
+        out[key] = f"{item['source']} · {item['label']}"
+    return out
+
+
+def set_active(key: str) -> None:
+    """Make ``key`` the active set (safe in a widget callback)."""
+    st.session_state[K_ACTIVE] = key
+
+
+def add_session_set(cs, label: str, source: str, activate: bool = True) -> str:
+    """Keep ``cs`` in this session (a new key every time: computations never mix two sets)."""
+    key = f"{source}:{uuid.uuid4().hex[:12]}"
+    sets = dict(st.session_state.get(K_SETS, {}))
+    sets[key] = {"label": label, "source": source, "cs": cs}
+    st.session_state[K_SETS] = sets
+    if activate:
+        st.session_state[K_ACTIVE] = key
+    return key
+
+
+def get_set(key: str | None) -> ActiveSet | None:
+    """The candidate set behind ``key``; raises MaskFileError when a zoo file cannot be loaded."""
+    if not key:
+        return None
+    if key.startswith("zoo:"):
+        zoo_id = key[4:]
+        entry = zoo_entry(zoo_id)
+        if entry is None:
+            return None
+        return ActiveSet(key, entry.get("title") or zoo_id, "zoo", load_zoo_set(zoo_id), zoo_id)
+    item = st.session_state.get(K_SETS, {}).get(key)
+    if item is None:
+        return None
+    return ActiveSet(key, item["label"], item["source"], item["cs"])
+
+
+def active_set() -> ActiveSet | None:
+    return get_set(st.session_state.get(K_ACTIVE))
+
+
+def require_active() -> ActiveSet | None:
+    """The active set, or None after rendering guidance (or the load error) for the page."""
+    from rst.masks import MaskFileError
+    try:
+        act = active_set()
+    except MaskFileError as e:
+        st.error(f"The active candidate set cannot be loaded: {e}")
+        return None
+    if act is None:
+        show_guidance()
+    return act
+
+
+def with_ticket(cs, ticket):
+    """A new candidate set: ``cs``'s tickets plus ``ticket`` (``cs`` is left unchanged)."""
+    from rst.masks import CandidateSet
+    meta = {k: v for k, v in cs.meta.items() if k in ("provenance", "extra")}
+    return CandidateSet(cs.spec, [*cs.tickets, ticket], cs.weight_checksum, meta)
+
+
+def single_ticket_set(cs, index: int):
+    from rst.masks import CandidateSet
+    meta = {k: v for k, v in cs.meta.items() if k in ("provenance", "extra")}
+    return CandidateSet(cs.spec, [cs.tickets[index]], cs.weight_checksum, meta)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def set_bytes(set_key: str, _cs, indices: tuple[int, ...] | None = None) -> bytes:
+    """The mask file of the set (or of the tickets ``indices``), from ``rst.masks.to_bytes``."""
+    from rst.masks import CandidateSet, to_bytes
+    cs = _cs
+    if indices is not None:
+        meta = {k: v for k, v in cs.meta.items() if k in ("provenance", "extra")}
+        cs = CandidateSet(cs.spec, [cs.tickets[i] for i in indices], cs.weight_checksum, meta)
+    return to_bytes(cs)
+
+
+def ticket_labels(cs) -> list[str]:
+    return [f"{t.name or f'ticket {i}'} (keep {t.keep_ratio:g})" for i, t in enumerate(cs.tickets)]
+
+def devices() -> list[str]:
+    from rst.device import available_devices
+    return available_devices()
+
+
+def default_device() -> str:
+    """GPU when there is one, else CPU (the first of ``available_devices()``)."""
+    return devices()[0]
+
+
+def device() -> str:
+    return st.session_state.get(K_DEVICE) or default_device()
+
+def default_eps(act: "ActiveSet") -> float:
+    """The ε the active set was searched (or its zoo built) with; 0.1 when neither says."""
+    entry = zoo_entry(act.zoo_id) if act.zoo_id else None
+    return float((entry or {}).get("eps") or act.cs.tickets[0].search_config.get("eps") or 0.1)

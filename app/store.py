@@ -1,0 +1,256 @@
+"""What the app reads from disk: the zoo (index, candidate sets, stored reports), the shipped test
+subset and the test / training splits, uploaded mask files, the paper's reference numbers.
+
+Cached by hashable ids (file path + mtime, SHA-256 of uploaded bytes): ``st.cache_resource`` for
+candidate sets, ``st.cache_data`` for parsed JSON and tensors. Cached objects are shared by every
+session and never changed in place.
+
+Environment:
+    RST_ZOO_DIR       the zoo folder (default ``<repo>/pretrained_masks``; holds ``index.json``)
+    RST_TEST_SUBSET   the test subset file (default ``<repo>/assets/fashion_mnist_test_subset.safetensors``)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ZOO_ENV, SUBSET_ENV = "RST_ZOO_DIR", "RST_TEST_SUBSET"
+DEFAULT_ZOO = REPO_ROOT / "pretrained_masks"
+DEFAULT_SUBSET = REPO_ROOT / "assets" / "fashion_mnist_test_subset.safetensors"
+PAPER_JSON = REPO_ROOT / "assets" / "paper_cifar10.json"
+ZOO_BUILD_CMD = "python -m rst zoo build fmnist"
+INDEX_FORMAT, INDEX_VERSION = "rst-zoo-index", 1
+
+def zoo_dir() -> Path:
+    return Path(os.environ.get(ZOO_ENV) or DEFAULT_ZOO)
+
+
+def subset_path() -> Path:
+    return Path(os.environ.get(SUBSET_ENV) or DEFAULT_SUBSET)
+
+
+def file_mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def guidance_text() -> str:
+    return (f"**No tickets loaded yet.** Three ways to get some:\n\n"
+            f"1. build the zoo of pre-searched tickets: `{ZOO_BUILD_CMD}` (writes `{zoo_dir()}`), then reload;\n"
+            f"2. upload a mask file (`*.rst.safetensors`) on the **Masks** page;\n"
+            f"3. search a ticket live on the **Search** page (seconds on a CPU with the `tiny` preset).")
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _read_index(path: str, mtime: float) -> tuple[dict | None, str | None]:
+    try:
+        index = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"{path} cannot be read: {e}"
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        return None, f"{path} is not an RST zoo index (format {index.get('format') if isinstance(index, dict) else None!r})"
+    if index.get("version") != INDEX_VERSION:
+        return None, f"{path} has zoo index version {index.get('version')!r}; this app reads version {INDEX_VERSION}"
+    zoos = index.get("zoos")
+    if not isinstance(zoos, list) or not all(isinstance(z, dict) and "id" in z and "candidate_set" in z for z in zoos):
+        return None, f"{path}: 'zoos' must be a list of entries with 'id' and 'candidate_set'"
+    return index, None
+
+
+def zoo_index() -> tuple[dict | None, str | None]:
+    """``(index, problem)``: the parsed ``index.json`` or None, and why not (None when simply absent)."""
+    path = zoo_dir() / "index.json"
+    mtime = file_mtime(path)
+    if mtime is None:
+        return None, None
+    return _read_index(str(path), mtime)
+
+
+def zoo_entries() -> list[dict]:
+    index, _ = zoo_index()
+    return list(index["zoos"]) if index else []
+
+
+def zoo_entry(zoo_id: str) -> dict | None:
+    return next((z for z in zoo_entries() if z["id"] == zoo_id), None)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load_cs_file(path: str, mtime: float):
+    from rst.masks import load_tickets
+    return load_tickets(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load_cs_bytes(digest: str, _data: bytes):
+    from rst.masks import load_tickets
+    return load_tickets(_data)
+
+
+def load_zoo_set(zoo_id: str):
+    """The zoo entry's candidate set (cached by path + mtime); raises MaskFileError / FileNotFoundError."""
+    from rst.masks import MaskFileError
+    entry = zoo_entry(zoo_id)
+    if entry is None:
+        raise MaskFileError(f"no zoo entry {zoo_id!r} in {zoo_dir() / 'index.json'}")
+    path = zoo_dir() / entry["candidate_set"]
+    mtime = file_mtime(path)
+    if mtime is None:
+        raise MaskFileError(f"the zoo index names {path}, which does not exist; rebuild with `{ZOO_BUILD_CMD}`")
+    return _load_cs_file(str(path), mtime)
+
+
+def zoo_report(zoo_id: str, kind: str) -> dict | list | None:
+    """A stored report of a zoo entry (``curve``, ``transfer``, ``r2s``, ``autoattack``), or None."""
+    entry = zoo_entry(zoo_id)
+    rel = ((entry or {}).get("reports") or {}).get(kind)
+    if not rel:
+        return None
+    path = zoo_dir() / rel
+    mtime = file_mtime(path)
+    if mtime is None:
+        return None
+    return _read_json(str(path), mtime)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _read_json(path: str, mtime: float):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def dense_baseline_path(zoo_id: str) -> Path | None:
+    entry = zoo_entry(zoo_id) or {}
+    rel = entry.get("dense_baseline")
+    if not rel:
+        return None
+    path = zoo_dir() / rel
+    return path if path.is_file() else None
+
+
+@st.cache_data(show_spinner=False)
+def paper_reference() -> dict:
+    return json.loads(PAPER_JSON.read_text())
+
+def parse_upload(data: bytes):
+    """Validate and load an uploaded mask file (never unpickled); raises MaskFileError with the reason."""
+    from rst.masks import MAX_FILE_BYTES, MaskFileError
+    if len(data) > MAX_FILE_BYTES:
+        raise MaskFileError(f"the file is {len(data) / 2**20:.1f} MiB, over the {MAX_FILE_BYTES / 2**20:.0f} MiB "
+                            "limit for mask files")
+    return _load_cs_bytes(hashlib.sha256(data).hexdigest(), data)
+
+
+def upload_metadata(data: bytes) -> dict:
+    from rst.masks import read_metadata
+    return read_metadata(data)
+
+@dataclass(frozen=True)
+class EvalData:
+    x: torch.Tensor          # (N, C, H, W) in [0, 1]
+    y: torch.Tensor          # (N,)
+    description: str
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def cached_subset(path: str, mtime: float):
+    from rst.data import load_subset
+    return load_subset(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _test_split(dataset: str):
+    from rst.data import load_dataset
+    return load_dataset(dataset, train=False, download=False)
+
+
+def subset_available() -> bool:
+    return file_mtime(subset_path()) is not None
+
+
+def subset_dataset() -> str | None:
+    """The data set the shipped test subset is of (None when absent or unreadable)."""
+    path = subset_path()
+    mtime = file_mtime(path)
+    if mtime is None:
+        return None
+    try:
+        return cached_subset(str(path), mtime)[2].get("dataset")
+    except ValueError:
+        return None
+
+
+def eval_data(dataset: str, n: int | None = None) -> EvalData:
+    """The first ``n`` test images of ``dataset``: the shipped subset when it is of that data set,
+    else the local test split (``download=False``). Raises ``DataUnavailableError`` with guidance."""
+    from rst.data import DataUnavailableError
+    path = subset_path()
+    mtime = file_mtime(path)
+    if mtime is not None:
+        try:
+            x, y, meta = cached_subset(str(path), mtime)
+        except ValueError as e:       # a corrupt or foreign file: say so, never a traceback
+            raise DataUnavailableError(f"The test subset {path} cannot be read: {e}. Rebuild it with "
+                                       f"`{ZOO_BUILD_CMD}` or point {SUBSET_ENV} at another file.") from None
+        if meta.get("dataset") == dataset:
+            n = len(x) if n is None else min(n, len(x))
+            return EvalData(x[:n], y[:n], f"{n} images of the shipped test subset ({meta.get('source') or path.name})")
+    try:
+        x, y = _test_split(dataset)
+    except DataUnavailableError as e:
+        raise DataUnavailableError(
+            f"No {dataset} test images here: the test subset {path} is "
+            f"{'absent' if mtime is None else 'of another data set'} and the test split is not on disk ({e}). "
+            f"Build the zoo (`{ZOO_BUILD_CMD}` also writes the subset), or set {SUBSET_ENV}.") from None
+    n = len(x) if n is None else min(n, len(x))
+    what = "synthetic test split (seeded)" if dataset == "synthetic" else f"{dataset} test split on disk"
+    return EvalData(x[:n], y[:n], f"first {n} images of the {what}")
+
+
+def max_eval_images(dataset: str) -> int:
+    """How many test images of ``dataset`` there are (0: none; ``eval_data`` then says why)."""
+    from rst.data import DataUnavailableError
+    try:
+        return len(eval_data(dataset).y)
+    except (DataUnavailableError, ValueError):
+        return 0
+
+
+def require_eval_images(dataset: str) -> int:
+    """The number of test images of ``dataset``; when there are none, say why and stop the page."""
+    from rst.data import DataUnavailableError
+    n = max_eval_images(dataset)
+    if n == 0:
+        try:
+            eval_data(dataset, 1)
+        except (DataUnavailableError, ValueError) as e:
+            st.warning(str(e))
+        st.stop()
+    return n
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def train_split(dataset: str):
+    from rst.data import load_dataset
+    return load_dataset(dataset, train=True, download=False)
+
+
+def train_split_available(dataset: str) -> bool:
+    from rst.data import DataUnavailableError
+    if dataset == "synthetic":
+        return True
+    try:
+        train_split(dataset)
+        return True
+    except (DataUnavailableError, ValueError):
+        return False
