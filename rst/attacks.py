@@ -185,14 +185,35 @@ def model_mode(model: nn.Module, train_mode: bool = False) -> Iterator[nn.Module
             module.training = was_training
 
 
-def _check_inputs(x: torch.Tensor, y: torch.Tensor, eps: float, generator: torch.Generator | None) -> None:
+def check_pixel_range(x: torch.Tensor) -> None:
+    """Refuse ``x`` outside [0, 1] pixel space (ValueError): the model normalises its inputs itself.
+
+    It reads x's minimum and maximum, so on a GPU it waits for the device (one synchronisation).
+    Every attack calls it unless told ``check_range=False``: a caller that attacks many batches of
+    one source (a data set, an evaluation's images) checks that source once and passes
+    ``check_range=False`` for its batches (crops with zero padding and flips stay in range).
+
+    Example:
+        >>> check_pixel_range(x_test)                                 # once
+        >>> x_adv = pgd(model, x_test[:512], y_test[:512], 8/255, 2/255, 20, check_range=False)
+    """
+    if x.numel():
+        lo, hi = torch.aminmax(x.detach())
+        lo, hi = torch.stack([lo, hi]).tolist()                   # one read of the device, not two
+        if lo < 0 or hi > 1:
+            raise ValueError("x must be in [0, 1] pixel space (the model normalises its inputs itself); "
+                             f"got values in [{lo:.3g}, {hi:.3g}]")
+
+
+def _check_inputs(x: torch.Tensor, y: torch.Tensor, eps: float, generator: torch.Generator | None,
+                  check_range: bool = True) -> None:
+    """Shapes, eps and the generator's device (no device synchronisation); x's range when ``check_range``."""
     if x.dim() < 2 or y.shape != (x.shape[0],):
         raise ValueError(f"expected x of shape (B, ...) and y of shape (B,), got {tuple(x.shape)} and {tuple(y.shape)}")
     if not (math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0, got {eps}")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError("x must be in [0, 1] pixel space (the model normalises its inputs itself); "
-                         f"got values in [{x.min().item():.3g}, {x.max().item():.3g}]")
+    if check_range:
+        check_pixel_range(x)
     if generator is not None and torch.device(generator.device).type != x.device.type:
         raise ValueError(f"generator is on {generator.device}, x on {x.device}: create it with "
                          f"torch.Generator(device=x.device)")
@@ -226,7 +247,8 @@ def _pgd_once(model, x, y, objective, eps, alpha, steps, norm: _Norm, random_sta
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int, *,
         norm: str = "linf", random_start: bool = True, restarts: int = 1, early_stop: bool = False,
-        loss: Loss = "ce", train_mode: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        loss: Loss = "ce", train_mode: bool = False, generator: torch.Generator | None = None,
+        check_range: bool = True) -> torch.Tensor:
     r"""PGD in the paper 'Towards Deep Learning Models Resistant to Adversarial Attacks'
     [https://arxiv.org/abs/1706.06083] (Madry et al., ICLR 2018).
 
@@ -259,6 +281,8 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
             updated by every forward, including the one that compares restarts). (Default: False)
         generator (torch.Generator | None): RNG for the random starts, on x's device; None uses
             torch's global RNG. (Default: None)
+        check_range (bool): refuse x outside [0, 1] (:func:`check_pixel_range`, one device
+            synchronisation); False when the caller checked x's source once. (Default: True)
 
     Shape:
         - x: :math:`(B, C, H, W)` in [0, 1]. - y: :math:`(B)` class indices. - output: :math:`(B, C, H, W)`.
@@ -277,7 +301,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
     if early_stop and callable(loss):
         raise ValueError("early_stop needs a logit loss ('ce' or 'cw'): with a loss callable, "
                          "'misclassified' is undefined")
-    _check_inputs(x, y, eps, generator)
+    _check_inputs(x, y, eps, generator, check_range)
     objective = _objective(loss)
     threat = NORMS[norm]
     with torch.enable_grad(), attack_mode(model, train_mode):
@@ -302,7 +326,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: f
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, loss: Loss = "ce",
-         train_mode: bool = False) -> torch.Tensor:
+         train_mode: bool = False, check_range: bool = True) -> torch.Tensor:
     r"""FGSM in the paper 'Explaining and Harnessing Adversarial Examples'
     [https://arxiv.org/abs/1412.6572] (Goodfellow et al., ICLR 2015).
 
@@ -313,7 +337,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, loss
         model (nn.Module): model to attack. x, y: inputs in [0, 1] and labels.
         eps (float): maximum perturbation.
         loss (str | callable): as in :func:`pgd`. (Default: "ce")
-        train_mode (bool): as in :func:`pgd`. (Default: False)
+        train_mode, check_range: as in :func:`pgd`.
 
     Shape:
         - x: :math:`(B, C, H, W)` in [0, 1]. - y: :math:`(B)`. - output: :math:`(B, C, H, W)`.
@@ -321,11 +345,13 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, loss
     Examples::
         >>> x_adv = fgsm(model, x, y, eps=8/255)
     """
-    return pgd(model, x, y, eps, alpha=eps, steps=1, random_start=False, loss=loss, train_mode=train_mode)
+    return pgd(model, x, y, eps, alpha=eps, steps=1, random_start=False, loss=loss, train_mode=train_mode,
+               check_range=check_range)
 
 
 def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float | None = None, *,
-            loss: Loss = "ce", train_mode: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+            loss: Loss = "ce", train_mode: bool = False, generator: torch.Generator | None = None,
+            check_range: bool = True) -> torch.Tensor:
     r"""FGSM with random start in the paper 'Fast is better than free: Revisiting adversarial training'
     [https://arxiv.org/abs/2001.03994] (Wong et al., ICLR 2020).
 
@@ -337,7 +363,7 @@ def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alph
         model (nn.Module): model to attack. x, y: inputs in [0, 1] and labels.
         eps (float): maximum perturbation.
         alpha (float | None): step size; None means ``1.25 * eps`` (Wong et al.). (Default: None)
-        loss, train_mode, generator: as in :func:`pgd`.
+        loss, train_mode, generator, check_range: as in :func:`pgd`.
 
     Shape:
         - x: :math:`(B, C, H, W)` in [0, 1]. - y: :math:`(B)`. - output: :math:`(B, C, H, W)`.
@@ -347,12 +373,12 @@ def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alph
     """
     alpha = 1.25 * eps if alpha is None else alpha
     return pgd(model, x, y, eps, alpha=alpha, steps=1, random_start=True, loss=loss,
-               train_mode=train_mode, generator=generator)
+               train_mode=train_mode, generator=generator, check_range=check_range)
 
 
 def cw_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float, steps: int, *,
             random_start: bool = True, restarts: int = 1, early_stop: bool = False, train_mode: bool = False,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+            generator: torch.Generator | None = None, check_range: bool = True) -> torch.Tensor:
     r"""CW-Linf: PGD on the Carlini-Wagner margin loss, from 'Towards Evaluating the Robustness of
     Neural Networks' [https://arxiv.org/abs/1608.04644] (Carlini & Wagner, S&P 2017).
 
@@ -370,7 +396,8 @@ def cw_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alph
         >>> x_adv = cw_linf(model, x, y, eps=8/255, alpha=2/255, steps=20)
     """
     return pgd(model, x, y, eps, alpha, steps, norm="linf", random_start=random_start, restarts=restarts,
-               early_stop=early_stop, loss="cw", train_mode=train_mode, generator=generator)
+               early_stop=early_stop, loss="cw", train_mode=train_mode, generator=generator,
+               check_range=check_range)
 
 
 def no_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -388,7 +415,7 @@ class AttackEntry:
     """How an attack is called from an :class:`AttackConfig`.
 
     ``config_fields``: the config fields passed as keyword arguments; ``runtime_args``: which of
-    ``train_mode`` / ``generator`` / ``loss`` the function accepts; ``norms``: supported threat models.
+    ``train_mode`` / ``generator`` / ``loss`` / ``check_range`` the function accepts; ``norms``: supported threat models.
     """
     fn: Callable[..., torch.Tensor]
     label: str
@@ -401,11 +428,12 @@ class AttackEntry:
 _PGD_FIELDS = ("eps", "alpha", "steps", "random_start", "restarts", "early_stop")
 
 _ENTRIES: dict[str, AttackEntry] = {
-    "fgsm": AttackEntry(fgsm, "FGSM", False, ("eps",), ("train_mode", "loss")),
-    "fgsm_rs": AttackEntry(fgsm_rs, "FGSM-RS", False, ("eps", "alpha"), ("train_mode", "generator", "loss")),
-    "pgd": AttackEntry(pgd, "PGD", True, _PGD_FIELDS + ("norm",), ("train_mode", "generator", "loss"),
+    "fgsm": AttackEntry(fgsm, "FGSM", False, ("eps",), ("train_mode", "loss", "check_range")),
+    "fgsm_rs": AttackEntry(fgsm_rs, "FGSM-RS", False, ("eps", "alpha"),
+                           ("train_mode", "generator", "loss", "check_range")),
+    "pgd": AttackEntry(pgd, "PGD", True, _PGD_FIELDS + ("norm",), ("train_mode", "generator", "loss", "check_range"),
                        norms=("linf", "l2")),
-    "cw": AttackEntry(cw_linf, "CW", True, _PGD_FIELDS, ("train_mode", "generator")),
+    "cw": AttackEntry(cw_linf, "CW", True, _PGD_FIELDS, ("train_mode", "generator", "check_range")),
     "none": AttackEntry(no_attack, "no attack", False, (), ()),
 }
 
@@ -490,24 +518,25 @@ class AttackConfig:
 
 def run_attack(cfg: AttackConfig, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                train_mode: bool = False, generator: torch.Generator | None = None,
-               loss: Loss | None = None) -> torch.Tensor:
+               loss: Loss | None = None, check_range: bool = True) -> torch.Tensor:
     """Run the attack described by ``cfg`` (dispatch through the registry).
 
     ``train_mode`` and ``generator`` go to the attacks that take them (deterministic attacks ignore
     ``generator``); ``loss=None`` keeps the attack's own loss; a loss for an attack that fixes its
-    loss ("cw", "none") is a ValueError.
+    loss ("cw", "none") is a ValueError. ``check_range=False`` skips the [0, 1] check of ``x`` (and
+    its device synchronisation) for a caller that checked x's source once (:func:`check_pixel_range`).
 
     Example:
         >>> x_adv = run_attack(AttackConfig("pgd", steps=20), model, x, y)   # PGD-20, eval mode
     """
     entry = _ENTRIES[cfg.name]
     kwargs = {f: getattr(cfg, f) for f in entry.config_fields}
-    runtime = {"train_mode": train_mode, "generator": generator, "loss": loss}
+    runtime = {"train_mode": train_mode, "generator": generator, "loss": loss, "check_range": check_range}
     if loss is not None and "loss" not in entry.runtime_args:
         raise ValueError(f"attack {cfg.name!r} does not take a loss")
     kwargs.update({k: v for k, v in runtime.items() if k in entry.runtime_args and v is not None})
     return entry.fn(model, x, y, **kwargs)
 
 
-__all__ = ["ATTACKS", "NORMS", "AttackConfig", "AttackEntry", "attack_mode", "cw_linf", "fgsm", "fgsm_rs",
-           "no_attack", "pgd", "run_attack"]
+__all__ = ["ATTACKS", "NORMS", "AttackConfig", "AttackEntry", "attack_mode", "check_pixel_range", "cw_linf", "fgsm",
+           "fgsm_rs", "no_attack", "pgd", "run_attack"]

@@ -411,33 +411,39 @@ def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator | 
 
     Each image is padded by ``pad`` zero pixels on every side and cropped back to ``(H, W)`` at an
     offset drawn uniformly from ``0 .. 2 * pad`` per axis; with ``flip`` it is then mirrored
-    left-right with probability 1/2. The random numbers are drawn from ``generator`` (on its
-    device) in this order: offsets ``(B, 2)`` as (row, column), then flips ``(B,)``; so a CPU
-    generator gives the same batch on any device. No Python loop over examples.
+    left-right with probability 1/2. The random numbers are drawn on x's device from
+    ``generator`` (which must live there: no draw on the host, no copy per batch) in this order:
+    offsets ``(B, 2)`` as (row, column), then flips ``(B,)``. No Python loop over examples, no
+    host-device synchronisation.
 
     Args:
         x: images ``(B, C, H, W)``, in [0, 1].
         pad: padding in pixels (0: no crop).
         flip: random horizontal flips.
-        generator: a ``torch.Generator``; None uses the global RNG of x's device.
+        generator: a ``torch.Generator`` on x's device; None uses the global RNG of x's device.
 
     Returns:
         ``(B, C, H, W)`` on x's device, still in [0, 1] (``x`` itself when pad=0 and not flip).
 
+    Raises:
+        ValueError: ``pad < 0``, or a generator on another device type than x.
+
     Example:
-        >>> xb = augment(xb, pad=4, flip=True, generator=torch.Generator().manual_seed(0))
+        >>> xb = augment(xb, pad=4, flip=True, generator=torch.Generator(device=xb.device).manual_seed(0))
     """
     if pad < 0:
         raise ValueError(f"pad must be >= 0, got {pad}")
     if pad == 0 and not flip:
         return x
+    if generator is not None and torch.device(generator.device).type != x.device.type:
+        raise ValueError(f"generator is on {generator.device}, x on {x.device}: create it with "
+                         f"torch.Generator(device=x.device)")
     b, _, h, w = x.shape
-    gen_device = generator.device if generator is not None else x.device
-    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator, device=gen_device).to(x.device)
+    offsets = torch.randint(0, 2 * pad + 1, (b, 2), generator=generator, device=x.device)
     rows = offsets[:, :1] + torch.arange(h, device=x.device)                       # (B, H)
     cols = offsets[:, 1:] + torch.arange(w, device=x.device)                       # (B, W)
     if flip:
-        mirror = (torch.rand(b, generator=generator, device=gen_device) < 0.5).to(x.device)
+        mirror = torch.rand(b, generator=generator, device=x.device) < 0.5
         cols = torch.where(mirror[:, None], cols.flip(1), cols)
     padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)                   # (B, H+2p, W+2p, C)
     batch = torch.arange(b, device=x.device)[:, None, None]
@@ -452,18 +458,27 @@ def default_augment(name: str) -> tuple[int, bool]:
     return AUGMENT[name]
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """A 63-bit seed for (seed, epoch), the same on every platform and Python version."""
-    digest = hashlib.sha256(f"rst.data:{int(seed)}:{int(epoch)}".encode()).digest()
+def _epoch_seed(seed: int, epoch: int, stream: str = "") -> int:
+    """A 63-bit seed for (seed, epoch[, stream]), the same on every platform and Python version."""
+    digest = hashlib.sha256(f"rst.data:{int(seed)}:{int(epoch)}{stream}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def augment_generator(device: torch.device | str, seed: int) -> torch.Generator:
+    """The generator :func:`augment` draws from: on ``device`` (crop offsets and flips are drawn
+    where the batch lives), seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(int(seed))
 
 
 class DeviceLoader:
     """Batches of an in-memory set, cut, shuffled and augmented on the device.
 
-    The whole set is moved to ``device`` once. Each epoch draws its permutation and augmentation
-    from a CPU ``torch.Generator`` seeded with ``(seed, epoch)``, so an epoch's batches are the same
-    bits on any device and a killed run resumes exactly with :meth:`set_epoch`. Iterating uses
+    The whole set is moved to ``device`` once. Each epoch draws its permutation on the CPU from a
+    generator seeded with ``(seed, epoch)`` (the same order on every device, one copy per epoch),
+    and its augmentation on the device from a device generator seeded with ``(seed, epoch)`` too
+    (:func:`augment_generator`; nothing drawn on the host per batch). So an epoch's batches are a
+    function of ``(seed, epoch)`` and the device type (CPU and CUDA generators differ), and a killed
+    run resumes exactly with :meth:`set_epoch`. Iterating uses
     :attr:`epoch` and then advances it by one (a plain ``for`` over epochs gets a new order each
     time); ``set_epoch(e)`` picks the epoch of the next iteration.
 
@@ -509,15 +524,17 @@ class DeviceLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator(device="cpu").manual_seed(_epoch_seed(self.seed, self.epoch))
+        epoch = self.epoch
         self.epoch += 1
         n = len(self.x)
+        g = torch.Generator(device="cpu").manual_seed(_epoch_seed(self.seed, epoch))
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
+        g_aug = augment_generator(self.device, _epoch_seed(self.seed, epoch, ":augment"))
         pad, flip = self.augment
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield augment(self.x[idx], pad, flip, generator=g), self.y[idx]
+            yield augment(self.x[idx], pad, flip, generator=g_aug), self.y[idx]
 
 
 # --------------------------------------------------------------------------------------------

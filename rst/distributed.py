@@ -51,7 +51,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .data import DeviceLoader, _epoch_seed, augment
+from .data import DeviceLoader, _epoch_seed, augment, augment_generator
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class ShardedLoader:
     Epoch ``e``'s permutation is the one the wrapped loader draws (seed ``(seed, e)``, the same on
     all ranks); this rank takes ``order[rank::world_size]`` of its first ``N - N mod world_size``
     entries and cuts it into batches of ``ceil(batch_size / world_size)``. Augmentation
-    (crop/flip) is drawn from a generator seeded with ``(seed, epoch, rank)``.
+    (crop/flip) is drawn on the data's device from a generator seeded with ``(seed, epoch, rank)``.
     """
 
     def __init__(self, loader: DeviceLoader, rank: int, world_size: int):
@@ -196,7 +196,7 @@ class ShardedLoader:
         n = len(src.x)
         order = torch.randperm(n, generator=g) if src.shuffle else torch.arange(n)
         mine = order[:self.per_rank * self.world_size][self.rank::self.world_size].to(src.device)
-        g_aug = torch.Generator(device="cpu").manual_seed(_rank_seed(src.seed, epoch, self.rank))
+        g_aug = augment_generator(src.device, _rank_seed(src.seed, epoch, self.rank))      # on the device
         pad, flip = src.augment
         for i in range(len(self)):
             idx = mine[i * self.batch_size:(i + 1) * self.batch_size]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .attacks import AttackConfig, run_attack
+from .attacks import AttackConfig, check_pixel_range, run_attack
 from .masked import masked_layers
 
 
@@ -49,14 +49,16 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, att
                          batch_size: int = 512, seed: int = 0, progress=None) -> torch.Tensor:
     """``x_adv`` for every example (on the CPU), attacking in batches on the model's device.
 
-    ``seed`` seeds the attack's random start (one generator for the whole pass).
+    ``seed`` seeds the attack's random start (one generator for the whole pass). ``x`` must be in
+    [0, 1] (ValueError otherwise): checked once here, where it lies, not in every batch's attack.
     """
+    check_pixel_range(x)
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        out.append(run_attack(attack, model, xb, yb, generator=g).cpu())
+        out.append(run_attack(attack, model, xb, yb, generator=g, check_range=False).cpu())
         if progress is not None:
             progress(min(i + batch_size, len(x)), len(x))
     return torch.cat(out)

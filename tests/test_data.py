@@ -169,6 +169,63 @@ def test_loader_reproducible_per_epoch_and_differs_between_epochs():
     assert not torch.equal(torch.cat([yb for _, yb in other_seed]), torch.cat([yb for _, yb in first]))
 
 
+def _record_generators(monkeypatch, module):
+    """Patch ``module.augment`` to record the generator each batch is augmented with."""
+    seen = []
+
+    def spy(x, pad, flip, generator=None):
+        seen.append((generator, x.device))
+        return augment(x, pad, flip, generator)
+    monkeypatch.setattr(module, "augment", spy)
+    return seen
+
+
+def test_loader_draws_augmentation_from_a_generator_on_the_data_device(monkeypatch):
+    from rst import distributed
+    seen = _record_generators(monkeypatch, data)
+    loader, _ = _ids_loader(augment=(1, True), seed=7)
+    batches = [xb for xb, _ in loader]
+    assert len(seen) == len(batches) == 11
+    assert len({id(g) for g, _ in seen}) == 1                        # one generator per epoch, not per batch
+    assert all(g.device == loader.device == dev for g, dev in seen)   # where the batch lives
+    seen_sharded = _record_generators(monkeypatch, distributed)
+    for rank in (0, 1):
+        list(distributed.ShardedLoader(_ids_loader(augment=(1, True), seed=7)[0], rank, 2))
+    assert seen_sharded and all(g.device == dev for g, dev in seen_sharded)
+
+
+def test_loader_augmentation_reproducible_for_a_seed_and_its_own_stream():
+    """Same seed and epoch: the same crops and flips (resume relies on it), another seed other ones; and the
+    augmentation has its own stream, not the permutation's: on all-ones images (a crop shows only as where
+    the zero border lands) the shuffled and the unshuffled loader give the same batches."""
+    n = 40
+    x = torch.rand(n, 1, 6, 6)
+    ids = torch.arange(n)
+    runs = [[xb for xb, _ in DeviceLoader(x, ids, 8, augment=(2, True), seed=3)] for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    other = [xb for xb, _ in DeviceLoader(x, ids, 8, augment=(2, True), seed=4)]
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0], other))
+    ones = torch.ones(n, 1, 6, 6)
+    shuffled = DeviceLoader(ones, ids, 8, augment=(2, True), seed=3)
+    plain = DeviceLoader(ones, ids, 8, augment=(2, True), seed=3, shuffle=False)
+    shuffled.set_epoch(2), plain.set_epoch(2)
+    pairs = list(zip(shuffled, plain))
+    assert not torch.equal(torch.cat([ya for (_, ya), _ in pairs]), ids)          # the order did change
+    assert all(torch.equal(a, b) for (a, _), (b, _) in pairs)                    # the crops did not
+    assert any(not torch.equal(a, ones[:8]) for (a, _), _ in pairs)               # and there are crops
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_augment_on_cuda_refuses_a_host_generator_and_loader_is_reproducible():
+    x = torch.rand(16, 3, 8, 8, device="cuda")
+    with pytest.raises(ValueError, match="generator is on cpu"):
+        augment(x, 2, True, torch.Generator().manual_seed(0))
+    a, b = (augment(x, 2, True, data.augment_generator("cuda", 5)) for _ in range(2))
+    assert torch.equal(a, b) and a.device.type == "cuda"
+    loaders = [DeviceLoader(x, torch.arange(16), 4, augment=(2, True), seed=1, device="cuda") for _ in range(2)]
+    assert all(torch.equal(p, q) for (p, _), (q, _) in zip(*loaders))
+
+
 def test_loader_no_shuffle_drop_last_and_device():
     loader, n = _ids_loader(shuffle=False, drop_last=True, device="cpu")
     assert len(loader) == 10 and loader.device == torch.device("cpu")
