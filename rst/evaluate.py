@@ -202,6 +202,10 @@ def transfer_matrix(cs_or_models, x: torch.Tensor, y: torch.Tensor, attack: Atta
     Each source i is attacked ONCE (K attacks, not K²) with ``attack`` and a fresh generator seeded
     with ``seed`` — so the diagonal equals each ticket's white-box ``robust_accuracy`` under the same
     attack, batch size and seed — and its examples are evaluated on every target j in the same pass.
+    "Equals" holds bit for bit on a CPU. On CUDA some backward kernels are nondeterministic (the
+    adaptive pooling of ``fmnist_conv4``, for one), so there the two agree only up to examples that
+    rounding tips over; :func:`rst.device.deterministic` makes CUDA runs repeatable where every op
+    has a deterministic kernel (and refuses where one has not).
 
     ``early_stop`` overrides the attack's flag. Without it (default) the source keeps pushing every
     example for all steps; with it (the reference code's evaluation) an example freezes as soon as

@@ -79,3 +79,23 @@ def test_which_pooling_has_a_deterministic_backward():
     conv4 = build_network(NetworkSpec("fmnist_conv4", dataset="fashion_mnist", width=0.25), keep_ratio=0.5)
     assert any(isinstance(m, torch.nn.AdaptiveAvgPool2d) and m.output_size not in (1, (1, 1))
                for m in conv4.modules())
+
+
+def test_cli_deterministic_flag_holds_for_the_command_only(clean_state, monkeypatch, tmp_path):
+    import rst.cli as cli
+    seen = []
+
+    def fake_command(args):
+        seen.append((args.command, torch.are_deterministic_algorithms_enabled(),
+                     os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.backends.cudnn.benchmark))
+        return 0
+    for name in ("_cmd_search", "_cmd_train", "_cmd_finetune"):
+        monkeypatch.setattr(cli, name, fake_command)
+    out = ["--out", str(tmp_path)]
+    assert cli.main(["search", *out, "--deterministic"]) == 0
+    assert cli.main(["train", *out, "--deterministic"]) == 0
+    assert cli.main(["finetune", "ticket.rst.safetensors", *out, "--deterministic"]) == 0
+    assert cli.main(["train", *out]) == 0
+    on = (True, CUBLAS_WORKSPACE_CONFIG, False)
+    assert seen == [("search", *on), ("train", *on), ("finetune", *on), ("train", False, None, True)]
+    assert _state() == (False, False, False, True, None)                      # restored after each command

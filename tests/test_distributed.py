@@ -101,3 +101,80 @@ def test_two_process_search_keeps_replicas_identical(tmp_path, repo_root):
     assert len(steps) == steps[0]["steps"] == 2                          # 128 images / global batch 64
     assert h1["events"] == []                                            # only rank 0 reports progress
     assert (tmp_path / "checkpoint.pt").exists()                          # written by rank 0
+
+
+# Run by torchrun in each of the 2 processes: `rst train`, then `rst finetune`, through the CLI's main,
+# recording which rank writes files and evaluates the test set, whether the process group (and so this
+# rank's device) existed before the model was built, and this rank's final weights.
+_CLI_WORKER = textwrap.dedent("""
+    import json, os, sys
+    import torch
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    from pathlib import Path
+    import rst.cli as cli, rst.evaluate as evaluate, rst.masks as masks, rst.train as train
+
+    out, ticket = Path(sys.argv[1]), sys.argv[2]
+    rank = int(os.environ["RANK"])
+    record = {"writes": [], "evaluations": 0, "built_after_init": []}
+
+    def spy(fn, note):
+        def wrapped(*a, **k):
+            note(*a)
+            return fn(*a, **k)
+        return wrapped
+
+    cli._write_json = spy(cli._write_json, lambda path, obj: record["writes"].append(Path(path).name))
+    masks.save_weights = spy(masks.save_weights, lambda path, *a: record["writes"].append(Path(path).name))
+    evaluate.test_metrics = spy(evaluate.test_metrics, lambda *a: record.__setitem__("evaluations",
+                                                                                     record["evaluations"] + 1))
+    train.build_network = spy(train.build_network, lambda *a: record["built_after_init"].append(dist.is_initialized()))
+
+    def keep_weights(fn, kind):
+        def wrapped(*a, **k):
+            result = fn(*a, **k)
+            torch.save(masks.dense_state_dict(result.model), out / f"{kind}_rank{rank}.pt")
+            return result
+        return wrapped
+    train.train_dense, train.finetune = keep_weights(train.train_dense, "dense"), keep_weights(train.finetune, "ft")
+
+    common = ["--preset", "tiny", "--epochs", "1", "--train-subset", "128", "--set", "val_images=32",
+              "--device", "cpu", "--test-images", "32", "--quiet"]
+    assert cli.main(["train", *common, "--out", str(out / "dense")]) == 0
+    assert cli.main(["finetune", ticket, *common, "--out", str(out / "ft")]) == 0
+    (out / f"rank{rank}.json").write_text(json.dumps(record))
+""")
+
+
+def test_two_process_train_and_finetune_cli_one_writer_same_weights(tmp_path, repo_root):
+    from safetensors.torch import load_file
+    from rst.masks import CandidateSet, extract_ticket, save_tickets
+    from rst.models import build_network
+    from rst.search import preset
+
+    spec = preset("tiny").network_spec()
+    ticket = save_tickets(tmp_path / "ticket.rst.safetensors",
+                          CandidateSet(spec, [extract_ticket(build_network(spec, keep_ratio=0.5), name="k0.5")]))
+    script = tmp_path / "cli_worker.py"
+    script.write_text(_CLI_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", str(script), str(tmp_path), str(ticket)]
+    proc = subprocess.run(cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["writes"] == ["dense_at.weights.safetensors", "log.json", "ft_inherit.weights.safetensors", "log.json"]
+    assert r1["writes"] == [] and r1["evaluations"] == 0                # rank 1 neither writes nor evaluates
+    assert r0["evaluations"] == 2                                         # rank 0: one test evaluation per command
+    assert r0["built_after_init"] == r1["built_after_init"] == [True, True]   # device resolved before the model
+    for kind, name in (("dense", "dense_at"), ("ft", "ft_inherit")):
+        w0, w1 = (torch.load(tmp_path / f"{kind}_rank{r}.pt", weights_only=True) for r in (0, 1))
+        written = load_file(tmp_path / kind / f"{name}.weights.safetensors")
+        assert w0.keys() == w1.keys() == written.keys()
+        for key in w0:
+            assert torch.equal(w0[key], w1[key]) and torch.equal(w0[key], written[key]), (kind, key)
+        log = json.loads((tmp_path / kind / "log.json").read_text())
+        assert log["command"] == name and len(log["history"]) == 1
+        assert not list((tmp_path / kind).glob("*.tmp"))
+        assert (tmp_path / kind / "checkpoint.pt").exists()
