@@ -224,22 +224,33 @@ def _save_trained(result, cfg, args, kind: str, extra: dict) -> int:
     return 0
 
 
-def _cmd_train(args) -> int:
+def _rank_device(args):
+    """This process's device, resolved BEFORE any model is built: under torchrun ``cuda:LOCAL_RANK``
+    (made the current device, so no rank opens a context on GPU 0), else ``--device`` as given."""
     from .device import resolve_device
+    from .distributed import init_distributed
+    return init_distributed(resolve_device(args.device)).device
+
+
+def _cmd_train(args) -> int:
+    from .distributed import is_main
     from .train import train_dense
     cfg = _config_from_args(args)
+    device = _rank_device(args)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    bar = _Progress("dense adversarial training", args.quiet)
+    bar = _Progress("dense adversarial training", args.quiet or not is_main())
     try:
-        result = train_dense(cfg, device=resolve_device(args.device), data_dir=args.data_dir, workdir=args.out,
+        result = train_dense(cfg, device=device, data_dir=args.data_dir, workdir=args.out,
                              resume=args.resume, progress=bar)
     finally:
         bar.close()
+    if not is_main():   # every rank holds the same weights; rank 0 evaluates and writes them
+        return 0
     return _save_trained(result, cfg, args, "dense_at", {})
 
 
 def _cmd_finetune(args) -> int:
-    from .device import resolve_device
+    from .distributed import is_main
     from .masks import load_tickets
     from .search import SearchConfig
     from .train import finetune
@@ -248,13 +259,16 @@ def _cmd_finetune(args) -> int:
     # the ticket's own search recipe, unless --preset names another
     recorded = SearchConfig.recipe(ticket.search_config)
     cfg = _config_from_args(args, SearchConfig.from_dict(recorded) if recorded else None)
+    device = _rank_device(args)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    bar = _Progress(f"fine-tune ({args.mode})", args.quiet)
+    bar = _Progress(f"fine-tune ({args.mode})", args.quiet or not is_main())
     try:
-        result = finetune(cs, args.index, args.mode, cfg, device=resolve_device(args.device), data_dir=args.data_dir,
+        result = finetune(cs, args.index, args.mode, cfg, device=device, data_dir=args.data_dir,
                           workdir=args.out, resume=args.resume, progress=bar)
     finally:
         bar.close()
+    if not is_main():   # every rank holds the same weights; rank 0 evaluates and writes them
+        return 0
     return _save_trained(result, cfg, args, f"ft_{args.mode}", {"source_ticket": ticket.name})
 
 
@@ -337,6 +351,9 @@ def _add_run_args(s, preset_default: str | None = "fmnist"):
     s.add_argument("--test-images", dest="test_images", type=int, default=None,
                    help="evaluate on the first N test images afterwards (0: skip; default: all)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--deterministic", action="store_true",
+                   help="PyTorch's deterministic algorithms (rst.device.deterministic): reproducible CUDA runs, "
+                        "slower; refuses ops without a deterministic CUDA kernel (Conv-4's pooling backward)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,8 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .device import deterministic
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    with deterministic(getattr(args, "deterministic", False)):   # search / train / finetune --deterministic
+        return args.func(args)
 
 
 if __name__ == "__main__":
