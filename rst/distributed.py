@@ -89,6 +89,10 @@ def init_distributed(device: torch.device | str | None = None) -> DistInfo:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():     # NCCL cannot put two ranks on one GPU
+            raise RuntimeError(f"rank {rank} has LOCAL_RANK {local_rank}, but this machine has "
+                               f"{torch.cuda.device_count()} CUDA GPU(s): start at most that many processes "
+                               f"per node (torchrun --nproc_per_node)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:

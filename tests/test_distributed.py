@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from rst.data import DeviceLoader
@@ -178,3 +179,15 @@ def test_two_process_train_and_finetune_cli_one_writer_same_weights(tmp_path, re
         assert log["command"] == name and len(log["history"]) == 1
         assert not list((tmp_path / kind).glob("*.tmp"))
         assert (tmp_path / kind / "checkpoint.pt").exists()
+
+
+def test_more_ranks_than_gpus_is_refused_before_touching_a_gpu(monkeypatch):
+    import rst.distributed as distributed
+    monkeypatch.setenv("WORLD_SIZE", "2"), monkeypatch.setenv("RANK", "1"), monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    touched = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: touched.append(d))
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **k: touched.append(k))
+    with pytest.raises(RuntimeError, match=r"LOCAL_RANK 1, but this machine has 1 CUDA GPU.*--nproc_per_node"):
+        init_distributed("cuda")
+    assert touched == []                                                 # no GPU selected, no process group
