@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -83,7 +86,8 @@ class _Progress:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, default=str))
+    from .atomic import atomic_write
+    atomic_write(path, json.dumps(obj, indent=2, default=str))
 
 
 def _test_metrics(model, cfg, args) -> dict:
@@ -426,11 +430,65 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# commands whose --out folder is a run's (checkpoints, files, log.json): checked and locked first
+_RUN_COMMANDS = ("search", "train", "finetune")
+
+
+@contextlib.contextmanager
+def _output_folder(args):
+    """An unwritable ``--out`` is refused before the run starts; one writer per folder (rank 0 takes the lock)."""
+    if getattr(args, "command", None) not in _RUN_COMMANDS or not getattr(args, "out", None):
+        yield
+        return
+    from .atomic import ensure_writable_dir
+    from .runlock import run_lock
+    folder = ensure_writable_dir(args.out)
+    if int(os.environ.get("RANK", "0")) != 0:       # torchrun: the other ranks write nothing there
+        yield
+        return
+    with run_lock(folder):
+        yield
+
+
+def _one_line(e) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _warning_printer(original):
+    """``warnings.showwarning`` that prints a MaskFileWarning as one ``warning: ...`` line on stderr."""
+    from .masks import MaskFileWarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, MaskFileWarning):
+            print(f"warning: {_one_line(message)}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A bad mask file, a full disk, an unwritable or locked output folder: one line
+    ``error: ...`` on stderr and exit code 2 (every command, ``eval ...`` included)."""
+    from .atomic import OutputError, is_no_space
     from .device import deterministic
+    from .masks import MaskFileError, MaskFileWarning
+    from .runlock import RunLockError
     args = build_parser().parse_args(argv)
-    with deterministic(getattr(args, "deterministic", False)):   # search / train / finetune --deterministic
-        return args.func(args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MaskFileWarning)
+        warnings.showwarning = _warning_printer(warnings.showwarning)
+        try:
+            with _output_folder(args), deterministic(getattr(args, "deterministic", False)):
+                return args.func(args)   # search / train / finetune --deterministic
+        except (MaskFileError, OutputError, RunLockError) as e:
+            print(f"error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        except (OSError, RuntimeError) as e:   # a full disk, also when torch.save wraps the failed write
+            if not is_no_space(e):
+                raise
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            print(f"error: no space left on device{where}: {_one_line(e)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -9,8 +9,12 @@ A file holds one ticket or a whole candidate set drawn from the same seeded rand
   (architecture, dataset, width, init, seed, granularity), the SHA-256 of the regenerated weights,
   per ticket its keep ratio, name, metrics (each with the attack that measured it) and search
   config, the provenance (package versions, git revision, time) and a SHA-256 of the tensor payload;
-* a second metadata entry ``rst_sha256``: the SHA-256 of that JSON text (checked when present; files
-  written before it existed load without it).
+* a second metadata entry ``rst_sha256``: the SHA-256 of that JSON text (checked when present; a
+  file without it loads with a :class:`MaskFileWarning`, recorded in ``CandidateSet.warnings``).
+
+Every field read from a file is checked (type, range, limits: :mod:`rst.mask_checks`) before anything
+is built, and a bad file raises :class:`MaskFileError` with one line naming the problem. The digests
+detect accidental corruption, not forgery: anyone can edit a file and recompute them.
 
 The weights are not stored: loading rebuilds them from the seed and refuses the file when their
 checksum differs. A ResNet-18 ticket is ~1.4 MB (1 bit per weight), against ~100 MB for the
@@ -27,6 +31,7 @@ import hashlib
 import json
 import os
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -35,6 +40,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import mask_checks as checks
+from .atomic import atomic_write
+from .mask_checks import MaskFileError, MaskFileWarning
 from .masked import masked_layers
 from .models import NetworkSpec, build_network
 from .provenance import provenance
@@ -46,10 +54,6 @@ MAX_FILE_BYTES = 64 * 1024 * 1024          # files above this are refused before
 SUFFIX = ".rst.safetensors"
 
 PathOrBytes = Union[str, os.PathLike, bytes]
-
-
-class MaskFileError(ValueError):
-    """A mask file that cannot be used; the message names the problem."""
 
 
 @dataclass
@@ -69,11 +73,16 @@ class Ticket:
 
 @dataclass
 class CandidateSet:
-    """Tickets over the same seeded random network (``spec``), plus the file's metadata."""
+    """Tickets over the same seeded random network (``spec``), plus the file's metadata.
+
+    ``warnings``: what loading could not verify (one line each, e.g. metadata without its digest);
+    the CLI and the app show them.
+    """
     spec: NetworkSpec
     tickets: list[Ticket]
     weight_checksum: str = ""
     meta: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def model(self, index: int = 0, device: torch.device | str | None = None) -> nn.Module:
         """A fresh network with ticket ``index`` applied, in eval mode."""
@@ -170,7 +179,7 @@ def _payload_digest(tensors: dict[str, torch.Tensor]) -> str:
         t = tensors[k].contiguous()
         h.update(k.encode())
         h.update(str(t.dtype).encode())
-        h.update(t.numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())   # raw bytes: any dtype (bf16 too)
     return h.hexdigest()
 
 
@@ -190,12 +199,13 @@ def to_bytes(cs: CandidateSet) -> bytes:
     for i, t in enumerate(cs.tickets):
         for lname, m in t.masks.items():
             tensors[f"t{i}/mask/{lname}"] = _pack(m.cpu().bool())
-        for key, v in t.bn_stats.items():
-            tensors[f"t{i}/bn/{key}"] = v.detach().cpu().to(torch.float32).contiguous()
+        for key, v in t.bn_stats.items():     # a copy: one ticket twice in a set must not share memory
+            tensors[f"t{i}/bn/{key}"] = v.detach().cpu().to(torch.float32).contiguous().clone()
         tickets_meta.append({
             "name": t.name or f"keep{t.keep_ratio:g}", "keep_ratio": t.keep_ratio,
             "kept_fraction": t.kept_fraction(), "metrics": t.metrics, "search_config": t.search_config,
             "shapes": {lname: list(m.shape) for lname, m in t.masks.items()},
+            "kept": {lname: int(m.sum()) for lname, m in t.masks.items()},
         })
     meta = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "network": cs.spec.to_dict(),
@@ -208,19 +218,23 @@ def to_bytes(cs: CandidateSet) -> bytes:
 
 
 def save_tickets(path: str | os.PathLike, cs: CandidateSet) -> Path:
-    """Write ``cs`` atomically (temporary file, then rename); returns the path."""
-    path = Path(path)
-    data = to_bytes(cs)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    """Write ``cs`` atomically (:func:`rst.atomic.atomic_write`); returns the path."""
+    return atomic_write(path, to_bytes(cs))
 
 
 def read_metadata(source: PathOrBytes, max_bytes: int = MAX_FILE_BYTES) -> dict:
-    """The JSON metadata of a mask file, validated; the tensors are not decoded."""
+    """The JSON metadata of a mask file, validated; the tensors are not decoded.
+
+    The header, the network spec (and its size), the tickets' metadata and the tensors' names,
+    dtypes and byte ranges are checked as :func:`load_tickets` checks them; a missing metadata
+    digest gives a :class:`MaskFileWarning`.
+    """
     data = _read(source, max_bytes)
-    return _parse_header(data)[1]
+    header, meta, notes = _parse_header(data)
+    _check_mask_metadata(header, meta)
+    for note in notes:
+        warnings.warn(note, MaskFileWarning, stacklevel=2)
+    return meta
 
 
 def _read(source: PathOrBytes, max_bytes: int) -> bytes:
@@ -243,7 +257,8 @@ def _read(source: PathOrBytes, max_bytes: int) -> bytes:
     return data
 
 
-def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[int, dict]:
+def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[dict, dict, list[str]]:
+    """(safetensors header, rst metadata, warnings) of a file, checked up to the tensor data."""
     if len(data) < 8:
         raise MaskFileError(f"not a mask file: {len(data)} bytes is too short for a safetensors header (truncated?)")
     (n,) = struct.unpack("<Q", data[:8])
@@ -253,43 +268,63 @@ def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[int, dict]:
         raise MaskFileError(f"truncated file: the header says {n} bytes, only {len(data) - 8} follow")
     try:
         header = json.loads(data[8:8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except RecursionError:
+        raise MaskFileError("corrupted file: its safetensors header is nested too deeply") from None
+    except (UnicodeDecodeError, ValueError):
         raise MaskFileError("not a safetensors file: its header is not JSON") from None
     if not isinstance(header, dict):
         raise MaskFileError("not a safetensors file: its header is not a JSON object")
+    checks.check_depth(header, "the safetensors header")
     block = header.get("__metadata__") or {}
     if not isinstance(block, dict):
         raise MaskFileError("not a safetensors file: its '__metadata__' is not a JSON object")
     raw = block.get("rst")
     if raw is None:
         raise MaskFileError("a safetensors file, but not an RST mask file (no 'rst' metadata)")
-    digest = block.get("rst_sha256")           # absent in files written before it was added
-    if digest is not None and digest != hashlib.sha256(str(raw).encode()).hexdigest():
+    if not isinstance(raw, str):
+        raise MaskFileError("corrupted mask file: its 'rst' metadata is not a JSON string")
+    digest = block.get("rst_sha256")
+    notes = []
+    if digest is None:
+        notes.append("unverified metadata: the file has no 'rst_sha256' digest (written before rst recorded "
+                     "one, or edited and the digest removed): its names, metrics and recipe are not checked")
+    elif digest != hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest():
         raise MaskFileError("corrupted mask file: its 'rst' metadata does not match its recorded SHA-256")
     try:
         meta = json.loads(raw)
-    except (json.JSONDecodeError, TypeError):
+    except RecursionError:
+        raise MaskFileError("corrupted mask file: its 'rst' metadata is nested too deeply") from None
+    except ValueError:
         raise MaskFileError("corrupted mask file: its 'rst' metadata is not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         found = meta.get("format") if isinstance(meta, dict) else None
-        raise MaskFileError(f"not an {fmt!r} file: its metadata 'format' is {found!r}")
+        raise MaskFileError(f"not an {fmt!r} file: its metadata 'format' is {checks.show(found, 40)}")
+    checks.check_depth(meta, "the 'rst' metadata")
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise MaskFileError(f"unsupported mask file format version {version!r}; this rst reads version "
-                            f"{FORMAT_VERSION} (upgrade rst, or re-export the file)")
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise MaskFileError(f"unsupported mask file format version {checks.show(version, 20)}; this rst reads "
+                            f"version {FORMAT_VERSION} (upgrade rst, or re-export the file)")
     required = ("network", "weight_checksum", "tickets", "payload_sha256") if fmt == FORMAT_NAME else ("network", "payload_sha256")
     for key in required:
         if key not in meta:
             raise MaskFileError(f"corrupted mask file: metadata has no {key!r}")
-    # offsets must cover exactly the data that follows the header
-    try:
-        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    except (KeyError, IndexError, TypeError, ValueError):
-        raise MaskFileError("corrupted file: a tensor entry of its safetensors header has no valid "
-                            "'data_offsets'") from None
+    checks.sha256_hex(meta["payload_sha256"], "its 'payload_sha256'")
+    if fmt == FORMAT_NAME:
+        checks.sha256_hex(meta["weight_checksum"], "its 'weight_checksum'")
+    # offsets must be integers that cover exactly the data that follows the header
+    dtypes = checks.mask_file_dtype if fmt == FORMAT_NAME else (lambda name: ("F32", "I64"))
+    end = checks.tensor_entries(header, dtypes, len(data) - 8 - n)
     if 8 + n + end != len(data):
         raise MaskFileError(f"truncated or padded file: tensors end at byte {8 + n + end}, the file has {len(data)}")
-    return n, meta
+    return header, meta, notes
+
+
+def _check_mask_metadata(header: dict, meta: dict) -> tuple[NetworkSpec, dict]:
+    """The network spec (bounded in size), the tickets' metadata and the tensor names; nothing is built."""
+    spec = checks.network_spec(meta["network"])
+    checks.tickets_meta(meta["tickets"])
+    groups = checks.ticket_tensor_names((k for k in header if k != "__metadata__"), len(meta["tickets"]))
+    return spec, groups
 
 
 def load_tickets(source: PathOrBytes, device: torch.device | str | None = None,
@@ -305,33 +340,17 @@ def load_tickets(source: PathOrBytes, device: torch.device | str | None = None,
     from safetensors.torch import load
 
     data = _read(source, max_bytes)
-    _, meta = _parse_header(data)
-    try:
-        spec = NetworkSpec.from_dict(meta["network"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise MaskFileError(f"mask file for a network this rst cannot build: {e}") from None
+    header, meta, notes = _parse_header(data)
+    spec, groups = _check_mask_metadata(header, meta)
     tickets_meta = meta["tickets"]
-    if not (isinstance(tickets_meta, list) and tickets_meta and all(isinstance(t, dict) for t in tickets_meta)):
-        raise MaskFileError("corrupted mask file: metadata 'tickets' is not a non-empty list of objects")
-    for i, tm in enumerate(tickets_meta):
-        kr = tm.get("keep_ratio")
-        if isinstance(kr, bool) or not isinstance(kr, (int, float)) or not 0.0 < kr <= 1.0:
-            raise MaskFileError(f"corrupted mask file: ticket {i} has keep_ratio {kr!r}, not a number in (0, 1]")
-        if not (isinstance(tm.get("name", ""), str) and isinstance(tm.get("metrics", {}), dict)
-                and isinstance(tm.get("search_config", {}), dict)):
-            raise MaskFileError(f"corrupted mask file: ticket {i} has a malformed name, metrics or search_config")
     try:
         tensors = load(data)
-    except (SafetensorError, ValueError, RuntimeError) as e:
-        raise MaskFileError(f"corrupted mask file: {e}") from None
+    except (SafetensorError, ValueError, RuntimeError, TypeError, OverflowError) as e:
+        raise MaskFileError(f"corrupted mask file: {checks.show(str(e), 200)}") from None
     if _payload_digest(tensors) != meta["payload_sha256"]:
         raise MaskFileError("corrupted mask file: the tensor data does not match its recorded SHA-256")
-    known = tuple(f"t{i}/{kind}/" for i in range(len(tickets_meta)) for kind in ("mask", "bn"))
-    stray = sorted(k for k in tensors if not k.startswith(known))
-    if stray:
-        raise MaskFileError(f"corrupted mask file: tensors that belong to no ticket: {stray[:3]}")
 
-    net = build_network(spec)
+    net = build_network(spec)                  # bounded: checks.network_spec refused oversized networks
     shapes = {name: tuple(layer.scores.shape) for name, layer in masked_layers(net)}
     bn_shapes = {key: tuple(getattr(m, b).shape) for key, m, b in _bn_buffers(net)}
     if verify_weights:
@@ -341,25 +360,32 @@ def load_tickets(source: PathOrBytes, device: torch.device | str | None = None,
                 f"the weights regenerated from seed {spec.seed} ({spec.arch}, {spec.init}) have checksum "
                 f"{checksum[:12]}…, the file records {meta['weight_checksum'][:12]}…: this file was made "
                 "with a different random network (or a different rst version's generator)")
+    del net
     tickets = []
     for i, tm in enumerate(tickets_meta):
+        names = groups[i]
         masks = {}
         for lname, shape in shapes.items():
-            key = f"t{i}/mask/{lname}"
-            if key not in tensors:
+            if lname not in names["mask"]:
                 raise MaskFileError(f"ticket {i} has no mask for layer {lname!r} of {spec.arch}")
-            masks[lname] = _unpack(tensors[key], shape)
-        extra = [k for k in tensors if k.startswith(f"t{i}/mask/") and k[len(f't{i}/mask/'):] not in shapes]
+            masks[lname] = _unpack(tensors[names["mask"][lname]], shape)
+        extra = [names["mask"][k] for k in names["mask"] if k not in shapes]
         if extra:
-            raise MaskFileError(f"ticket {i} has masks for layers {spec.arch} does not have: {extra[:3]}")
-        bn = {k[len(f"t{i}/bn/"):]: v for k, v in tensors.items() if k.startswith(f"t{i}/bn/")}
+            raise MaskFileError(f"ticket {i} has masks for layers {spec.arch} does not have: "
+                                f"{checks.show(extra[:3], 120)}")
+        bn = {k: tensors[name] for k, name in names["bn"].items()}
         unfit = sorted(set(bn) ^ set(bn_shapes)) or sorted(k for k, v in bn.items() if tuple(v.shape) != bn_shapes[k])
         if unfit:
-            raise MaskFileError(f"ticket {i} has BatchNorm statistics that do not fit {spec.arch}: {unfit[:3]}")
+            raise MaskFileError(f"ticket {i} has BatchNorm statistics that do not fit {spec.arch}: "
+                                f"{checks.show(unfit[:3], 120)}")
+        checks.bn_statistics(f"ticket {i} ({checks.show(tm.get('name', ''), 40)})", bn)
+        checks.kept_counts(i, tm, masks, spec.granularity)
         tickets.append(Ticket(keep_ratio=float(tm["keep_ratio"]), masks=masks, bn_stats=bn,
                               name=tm.get("name", ""), metrics=tm.get("metrics", {}),
                               search_config=tm.get("search_config", {})))
-    cs = CandidateSet(spec, tickets, meta["weight_checksum"], meta)
+    cs = CandidateSet(spec, tickets, meta["weight_checksum"], meta, list(notes))
+    for note in notes:
+        warnings.warn(note, MaskFileWarning, stacklevel=2)
     if device is not None:
         for t in cs.tickets:
             t.masks = {k: v.to(device) for k, v in t.masks.items()}
@@ -421,11 +447,7 @@ def save_weights(path: str | os.PathLike, model: nn.Module, spec: NetworkSpec, m
     tensors = {k: v.detach().cpu().contiguous() for k, v in dense_state_dict(model).items()}
     header = {"format": WEIGHTS_FORMAT, "format_version": FORMAT_VERSION, "network": spec.to_dict(),
               "provenance": provenance(), **(meta or {}), "payload_sha256": _payload_digest(tensors)}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(save(tensors, metadata=_metadata_block(header)))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, save(tensors, metadata=_metadata_block(header)))
 
 
 def load_weights(source: PathOrBytes, device: torch.device | str | None = None,
@@ -436,14 +458,20 @@ def load_weights(source: PathOrBytes, device: torch.device | str | None = None,
 
     from .masked import set_dense
     data = _read(source, max_bytes)
-    _, meta = _parse_header(data, fmt=WEIGHTS_FORMAT)
+    _, meta, notes = _parse_header(data, fmt=WEIGHTS_FORMAT)
+    spec = checks.network_spec(meta["network"])
     try:
-        spec = NetworkSpec.from_dict(meta["network"])
         tensors = load(data)
-    except (KeyError, ValueError, TypeError, SafetensorError, RuntimeError) as e:
-        raise MaskFileError(f"corrupted weights file: {e}") from None
+    except (SafetensorError, ValueError, RuntimeError, TypeError, OverflowError) as e:
+        raise MaskFileError(f"corrupted weights file: {checks.show(str(e), 200)}") from None
     if _payload_digest(tensors) != meta["payload_sha256"]:
         raise MaskFileError("corrupted weights file: the tensor data does not match its recorded SHA-256")
+    checks.bn_statistics("weights file", {k: v for k, v in tensors.items() if "running_" in k or "num_batches" in k})
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise MaskFileError(f"weights file: tensor {checks.show(bad, 50)} has NaN or infinite values")
+    for note in notes:
+        warnings.warn(note, MaskFileWarning, stacklevel=2)
     model = build_network(spec)
     set_dense(model, True)
     expected = {k for k in model.state_dict() if not k.endswith(".scores")}

@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from .atomic import atomic_write
 from .masks import CandidateSet, load_tickets, save_tickets
 from .search import SearchConfig, preset, run_search, search_data, validation_metrics
 
@@ -128,7 +129,7 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         model = CandidateSet(result.spec, [result.ticket]).model(0, device=device)
         result.ticket.metrics.update(test_metrics(model, x_test, y_test, base.eps))
         save_tickets(wdir / "ticket.rst.safetensors", CandidateSet(result.spec, [result.ticket]))
-        (wdir / "history.json").write_text(json.dumps(result.history, indent=2))
+        atomic_write(wdir / "history.json", json.dumps(result.history, indent=2))
         found[r] = result.ticket
 
     if batched and len(missing) > 1:
@@ -298,8 +299,7 @@ def update_index(root: str | Path, entry: dict) -> Path:
     else:
         zoos.append(entry)
     index["zoos"] = zoos
-    path.write_text(json.dumps(index, indent=2, default=str))
-    return path
+    return atomic_write(path, json.dumps(index, indent=2, default=str))   # readers never see half an index
 
 
 def read_index(root: str | Path = "pretrained_masks") -> dict:

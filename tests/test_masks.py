@@ -14,7 +14,7 @@ import torch.nn as nn
 
 import rst
 from rst.masked import MASKED_TYPES, masked_layers, n_keep, set_keep_ratio
-from rst.masks import (CandidateSet, MaskFileError, Ticket, apply_ticket, clear_ticket, dense_state_dict,
+from rst.masks import (CandidateSet, MaskFileError, MaskFileWarning, Ticket, apply_ticket, clear_ticket, dense_state_dict,
                        extract_ticket, load_tickets, read_metadata, save_tickets, to_bytes, to_dense)
 from rst.models import NetworkSpec, build_network
 from rst.provenance import git_revision, package_versions
@@ -275,55 +275,24 @@ def test_good_corpus_file_still_loads(tiny_batch):
     assert _logits(cs.model(1), x).shape == (4, 10)
 
 
-# file -> a word the error message must contain
-BAD_FILES = {
-    "empty.rst.safetensors": "too short",
-    "truncated_header.rst.safetensors": "truncated",
-    "truncated_half.rst.safetensors": "truncated",
-    "truncated_last_byte.rst.safetensors": "truncated",
-    "padded.rst.safetensors": "padded",
-    "header_length_huge.rst.safetensors": "header length",
-    "header_length_past_end.rst.safetensors": "truncated",
-    "flipped_payload.rst.safetensors": "SHA-256",
-    "metadata_digit_flipped.rst.safetensors": "metadata does not match",
-    "broken_header_json.rst.safetensors": "not JSON",
-    "header_not_object.rst.safetensors": "not a JSON object",
-    "header_metadata_not_object.rst.safetensors": "__metadata__",
-    "header_entry_without_offsets.rst.safetensors": "data_offsets",
-    "broken_metadata_json.rst.safetensors": "not valid JSON",
-    "format_version_99.rst.safetensors": "version",
-    "format_rst_weights.rst.safetensors": "format",
-    "missing_weight_checksum.rst.safetensors": "weight_checksum",
-    "no_tickets.rst.safetensors": "tickets",
-    "ticket_without_keep_ratio.rst.safetensors": "keep_ratio",
-    "keep_ratio_out_of_range.rst.safetensors": "keep_ratio",
-    "unknown_architecture.rst.safetensors": "unknown architecture",
-    "unknown_dataset.rst.safetensors": "unknown dataset",
-    "unknown_spec_field.rst.safetensors": "prune_rate",
-    "masks_of_another_arch.rst.safetensors": "no mask for layer",
-    "masks_of_another_width.rst.safetensors": "packed mask",
-    "extra_mask_layer.rst.safetensors": "does not have",
-    "missing_mask_layer.rst.safetensors": "no mask for layer",
-    "bn_stat_wrong_shape.rst.safetensors": "BatchNorm",
-    "bn_stat_missing.rst.safetensors": "BatchNorm",
-    "stray_tensor.rst.safetensors": "no ticket",
-    "checksum_wrong_seed.rst.safetensors": "checksum",
-    "checksum_wrong_init.rst.safetensors": "checksum",
-    "checksum_tampered.rst.safetensors": "checksum",
-    "reference_checkpoint.pth": "not a safetensors file",
-    "pickle_payload.pkl": "not a safetensors file",
-    "png_header.png": "not a safetensors file",
-    "random_bytes.bin": "not a safetensors file",
-    "json_text.json": "not a safetensors file",
-    "plain_safetensors.safetensors": "no 'rst' metadata",
-    "foreign_metadata.safetensors": "no 'rst' metadata",
-}
+# file -> {"expect": "error" | "warning", "keyword": a word the message must contain, "class": ...},
+# written by tests/bad_masks/make_corpus.py beside the files
+EXPECTED = json.loads((BAD_MASKS / "expected.json").read_text())
+BAD_FILES = {name: e["keyword"] for name, e in EXPECTED.items() if e["expect"] == "error"}
+WARNING_FILES = {name: e["keyword"] for name, e in EXPECTED.items() if e["expect"] == "warning"}
+GOOD_FILES = ("good.rst.safetensors", "good_global.rst.safetensors")
 
 
 def test_corpus_is_complete():
-    on_disk = {p.name for p in BAD_MASKS.iterdir() if p.is_file()} - {"make_corpus.py", "good.rst.safetensors"}
-    assert on_disk == set(BAD_FILES)
+    on_disk = {p.name for p in BAD_MASKS.iterdir() if p.is_file()} - {"make_corpus.py", "expected.json", *GOOD_FILES}
+    assert on_disk == set(BAD_FILES) | set(WARNING_FILES)
     assert all((BAD_MASKS / name).stat().st_size < 100_000 for name in on_disk)
+    # every hostile class of issue 13 has at least three files
+    classes: dict[str, int] = {}
+    for e in EXPECTED.values():
+        classes[e["class"]] = classes.get(e["class"], 0) + 1
+    assert set(classes) >= {"nested", "range", "dtype", "types", "size", "count", "bn", "kept", "digest"}
+    assert min(classes.values()) >= 3, classes
 
 
 def _digest(path: Path) -> str:
@@ -344,6 +313,26 @@ def test_bad_file_raises_mask_file_error(name, tiny_model):
     assert _digest(path) == before_file                 # the file is not modified
     assert sorted(p.name for p in BAD_MASKS.iterdir()) == listing   # nothing written beside it
     _assert_same_state(before_model, _state(tiny_model))
+
+
+@pytest.mark.parametrize("name", sorted(WARNING_FILES))
+def test_file_without_metadata_digest_loads_with_a_named_warning(name, tiny_batch):
+    with pytest.warns(MaskFileWarning, match=WARNING_FILES[name]):
+        cs = load_tickets(BAD_MASKS / name)
+    assert len(cs.warnings) == 1 and WARNING_FILES[name] in cs.warnings[0]
+    assert "\n" not in cs.warnings[0]
+    assert _logits(cs.model(0), tiny_batch[0]).isfinite().all()
+    with pytest.warns(MaskFileWarning, match=WARNING_FILES[name]):
+        read_metadata(BAD_MASKS / name)
+
+
+def test_good_files_load_without_warnings():
+    import warnings
+    for name in GOOD_FILES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            cs = load_tickets(BAD_MASKS / name)
+        assert cs.warnings == []
 
 
 def test_checksum_check_can_be_skipped():
@@ -385,7 +374,8 @@ def test_metadata_digest_is_written_checked_and_optional_for_older_files():
     # a file written before the digest existed: same metadata, no digest -> loads
     older = dict(header, __metadata__={"rst": raw})
     blob = json.dumps(older).encode()
-    assert len(load_tickets(struct.pack("<Q", len(blob)) + blob + good[8 + n:])) == 2
+    with pytest.warns(MaskFileWarning, match="rst_sha256"):
+        assert len(load_tickets(struct.pack("<Q", len(blob)) + blob + good[8 + n:])) == 2
     # the same change to a number with the digest kept -> refused
     changed = dict(header, __metadata__={**header["__metadata__"], "rst": raw.replace('"epochs": 0', '"epochs": 9')})
     blob = json.dumps(changed).encode()
