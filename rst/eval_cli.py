@@ -13,6 +13,9 @@ one entry point).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
 
 _DATASET_EPS = {"cifar10": 8 / 255, "cifar100": 8 / 255, "svhn": 8 / 255}   # else 0.1 (Fashion-MNIST, synthetic)
 
@@ -252,6 +255,149 @@ def cmd_autoattack(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# eval accuracy: every ticket's clean and robust accuracy, offline by default
+# --------------------------------------------------------------------------------------------
+
+DEFAULT_IMAGES = 1000          # the shipped subset's size: the same images as the test split's first 1000
+SUBSET_ENV = "RST_TEST_SUBSET"
+
+
+def default_subset_path() -> Path:
+    """``$RST_TEST_SUBSET``, else the repository's ``assets/fashion_mnist_test_subset.safetensors``."""
+    env = os.environ.get(SUBSET_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "assets" / "fashion_mnist_test_subset.safetensors"
+
+
+def _images_arg(text: str) -> int | None:
+    if text.strip().lower() in ("all", "0"):
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images or 'all', got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("the number of images must be positive")
+    return n
+
+
+def evaluation_images(cs, n: int | None, subset: str | os.PathLike | None = None, data_dir=None):
+    """``(x, y, description)``: the first ``n`` test images of the set's data set (``None``: all of them).
+
+    From the subset file (``subset``, else :func:`default_subset_path`) when it is of that data set and
+    holds ``n`` images — a subset written by ``zoo build --subset`` holds the test split's first images,
+    so the numbers are the same and no data set is needed — else from the test split
+    (:func:`rst.data.test_split`, which raises ``DataUnavailableError`` saying why)."""
+    from .data import DataUnavailableError, load_subset, test_split
+    dataset = cs.spec.dataset
+    path = Path(subset) if subset else default_subset_path()
+    why = ""
+    if n is not None and dataset != "synthetic":
+        if not path.is_file():
+            why = f"no test subset at {path}"
+        else:
+            try:
+                xs, ys, meta = load_subset(path)
+            except ValueError as e:
+                why = str(e)
+            else:
+                if meta.get("dataset") != dataset:
+                    why = f"the test subset {path} is of {meta.get('dataset')}, not {dataset}"
+                elif len(ys) < n:
+                    why = f"the test subset {path} has {len(ys)} images, fewer than {n}"
+                else:
+                    return xs[:n], ys[:n], f"the first {n} test images, from the shipped subset {path.name}"
+    try:
+        x, y = test_split(dataset, cs.spec.seed, data_dir, n)
+    except DataUnavailableError as e:
+        raise DataUnavailableError(f"{why + '; ' if why else ''}{e}".strip()) from None
+    where = "seeded synthetic test draw" if dataset == "synthetic" else f"{dataset} test split on disk"
+    return x, y, f"{'all' if n is None else 'the first'} {len(y)} test images of the {where}"
+
+
+def _write_rows(path: Path, payload: dict) -> None:
+    """Atomically (a killed run leaves the previous complete file, never half a JSON)."""
+    import json
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def cmd_accuracy(args) -> int:
+    """Clean and robust accuracy of every ticket; each ticket's row is written as soon as it is done."""
+    from .attacks import AttackConfig
+    from .data import DataUnavailableError
+    from .device import resolve_device
+    from .evaluate import accuracy, adversarial_examples
+    from .masks import MaskFileError, load_tickets
+
+    try:
+        cs = load_tickets(args.file)
+    except (MaskFileError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        x, y, where = evaluation_images(cs, args.images, args.subset, args.data_dir)
+    except DataUnavailableError as e:
+        print(f"error: no test images: {e}", file=sys.stderr)
+        return 2
+    eps = args.eps if args.eps is not None else default_eps(cs)
+    attack = AttackConfig(args.attack, eps=eps, alpha=args.alpha if args.alpha is not None else eps / 4,
+                          steps=args.steps)
+    device = resolve_device(args.device)
+    indices = _int_list(args.tickets) or list(range(len(cs)))
+    out = Path(args.out)
+    chosen = "the default" if args.images == DEFAULT_IMAGES else "chosen with"
+    print(f"{len(indices)} ticket(s) of {args.file} on {where} ({chosen} --images {args.images or 'all'}; "
+          f"--images N or 'all' to change); {attack.describe()}; device {device}; each ticket's row is written "
+          f"to {out} when it finishes", flush=True)
+    payload = {"command": "eval accuracy", "file": str(args.file), "network": cs.spec.to_dict(),
+               "weight_checksum": cs.weight_checksum, "data": where, "n_images": len(y),
+               "attack": attack.to_dict(), "attack_description": attack.describe(), "seed": args.seed,
+               "device": str(device), "complete": False, "rows": []}
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(indices) * len(y), unit="img", desc="attacking", dynamic_ncols=True)
+    try:
+        for k, i in enumerate(indices):
+            t = cs.tickets[i]
+            model = cs.model(i, device=device)
+            if bar is not None:
+                bar.set_postfix_str(f"ticket {k + 1}/{len(indices)} {t.name}")
+            done0 = k * len(y)
+
+            def step(done, total, _d=done0):
+                if bar is not None:
+                    bar.n = _d + done
+                    bar.refresh()
+            clean = accuracy(model, x, y, args.batch_size)
+            if attack.name == "none":
+                robust = clean
+                step(len(y), len(y))
+            else:
+                x_adv = adversarial_examples(model, x, y, attack, args.batch_size, args.seed, progress=step)
+                robust = accuracy(model, x_adv, y, args.batch_size)
+            payload["rows"].append({"ticket": t.name, "index": i, "keep_ratio": t.keep_ratio, "clean": clean,
+                                    "robust": robust, "attack": attack.describe(), "images": len(y)})
+            _write_rows(out, payload)
+            line = (f"{t.name or i:12} keep {t.keep_ratio:<6g} clean {clean:.4f}  robust {robust:.4f}  "
+                    f"({attack.describe()}, {len(y)} images)")
+            (bar.write if bar is not None else print)(line)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        print(f"\ninterrupted: {len(payload['rows'])} of {len(indices)} tickets done, kept in {out}", file=sys.stderr)
+        return 130
+    if bar is not None:
+        bar.close()
+    payload["complete"] = True
+    _write_rows(out, payload)
+    print(f"written: {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # parser
 # --------------------------------------------------------------------------------------------
 
@@ -273,7 +419,30 @@ def _common(s: argparse.ArgumentParser) -> None:
 
 
 def add_eval_commands(eval_subparsers) -> None:
-    """Register ``curve``, ``transfer``, ``r2s`` and ``autoattack`` on the ``eval`` subparser group."""
+    """Register ``accuracy``, ``curve``, ``transfer``, ``r2s`` and ``autoattack`` on the ``eval`` subparser group."""
+    s = eval_subparsers.add_parser("accuracy", help="clean and robust test accuracy of every ticket in a file")
+    s.add_argument("file", help="mask file (.rst.safetensors) with one or more tickets")
+    s.add_argument("--attack", default="pgd", choices=("fgsm", "fgsm_rs", "pgd", "cw", "none"))
+    s.add_argument("--eps", type=float, default=None,
+                   help="L-inf radius in [0, 1] pixel units (default: the tickets' search eps, else 8/255 for "
+                        "CIFAR/SVHN, 0.1 otherwise)")
+    s.add_argument("--alpha", type=float, default=None, help="step size (default eps/4)")
+    s.add_argument("--steps", type=int, default=20, help="attack steps (default 20)")
+    s.add_argument("--images", type=_images_arg, default=DEFAULT_IMAGES,
+                   help=f"the first N test images (default {DEFAULT_IMAGES}: the shipped test subset, offline); "
+                        "'all' for the whole test split (needs the data set)")
+    s.add_argument("--subset", help=f"test subset file (default ${SUBSET_ENV}, else assets/fashion_mnist_test_subset"
+                                    ".safetensors); used when it is of the tickets' data set and has N images")
+    s.add_argument("--tickets", help="ticket indices, e.g. 0,2 (default: all)")
+    s.add_argument("--batch-size", dest="batch_size", type=int, default=250)
+    s.add_argument("--seed", type=int, default=0, help="seed of the attack's random start")
+    s.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, ...")
+    s.add_argument("--data-dir", dest="data_dir", help="data folder (else $RST_DATA_DIR, then defaults)")
+    s.add_argument("--out", default="runs/eval/accuracy.json",
+                   help="JSON file, rewritten after every ticket (default runs/eval/accuracy.json)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_accuracy)
+
     s = eval_subparsers.add_parser("curve", help="clean and robust accuracy of every ticket against keep ratio")
     _common(s)
     s.set_defaults(func=cmd_curve)
