@@ -143,18 +143,46 @@ def dense_baseline_path(zoo_id: str) -> Path | None:
 def paper_reference() -> dict:
     return json.loads(PAPER_JSON.read_text())
 
+# An upload may ask for at most this network (ResNet-18 has 11.2 M weights): with the file checks'
+# linear, capped validation this bounds the time one upload takes. Larger networks: use the CLI.
+UPLOAD_MAX_WEIGHTS = 12_000_000
+
+
 def parse_upload(data: bytes):
-    """Validate and load an uploaded mask file (never unpickled); raises MaskFileError with the reason."""
+    """Validate and load an uploaded mask file (never unpickled); raises MaskFileError with the reason.
+
+    Every failure is a one-line MaskFileError (an unexpected exception too); the metadata is checked
+    first, and a network over ``UPLOAD_MAX_WEIGHTS`` is refused before anything is built.
+    The loaded set's ``warnings`` say what could not be verified (the page shows them).
+    """
+    from rst.mask_checks import network_weights
     from rst.masks import MAX_FILE_BYTES, MaskFileError
     if len(data) > MAX_FILE_BYTES:
         raise MaskFileError(f"the file is {len(data) / 2**20:.1f} MiB, over the {MAX_FILE_BYTES / 2**20:.0f} MiB "
                             "limit for mask files")
-    return _load_cs_bytes(hashlib.sha256(data).hexdigest(), data)
+    try:
+        from rst.models import NetworkSpec
+        spec = NetworkSpec.from_dict(upload_metadata(data)["network"])   # read_metadata checked it
+        n = network_weights(spec)
+        if n > UPLOAD_MAX_WEIGHTS:
+            raise MaskFileError(f"the file's network ({spec.arch} ×{spec.width:g}) has {n / 1e6:.1f} M weights, over "
+                                f"the {UPLOAD_MAX_WEIGHTS / 1e6:g} M the app loads; use the CLI "
+                                "(python -m rst eval accuracy FILE)")
+        return _load_cs_bytes(hashlib.sha256(data).hexdigest(), data)
+    except MaskFileError:
+        raise
+    except Exception as e:        # noqa: BLE001 - never a raw exception box for a user's file
+        raise MaskFileError(f"the file could not be read ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
 
 
 def upload_metadata(data: bytes) -> dict:
-    from rst.masks import read_metadata
-    return read_metadata(data)
+    """The checked metadata of an uploaded file (its warnings are on the loaded set: not repeated here)."""
+    import warnings
+
+    from rst.masks import MaskFileWarning, read_metadata
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaskFileWarning)
+        return read_metadata(data)
 
 @dataclass(frozen=True)
 class EvalData:

@@ -196,7 +196,7 @@ def _cmd_search(args) -> int:
     bar = _Progress(f"search keep_ratio={cfg.keep_ratio:g}", args.quiet or not is_main())
     try:
         result = run_search(cfg, device=device, data_dir=args.data_dir, workdir=out, resume=args.resume,
-                            progress=bar)
+                            progress=bar, allow_changes=tuple(args.allow_changes))
     finally:
         bar.close()
     if not is_main():   # every rank holds the same ticket; rank 0 evaluates and writes it
@@ -227,7 +227,7 @@ def _search_batched(cfg, args) -> int:
     bar = _Progress(f"search {len(ratios)} tickets in one pass", args.quiet)
     try:
         results = search_tickets(cfg, ratios, device=device, data_dir=args.data_dir, workdir=out,
-                                 resume=args.resume, progress=bar)
+                                 resume=args.resume, progress=bar, allow_changes=tuple(args.allow_changes))
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     finally:
@@ -380,7 +380,9 @@ def _add_run_args(s, preset_default: str | None = "fmnist"):
     s.add_argument("--train-subset", dest="train_subset", type=int, help="use only N training images")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any SearchConfig field")
     s.add_argument("--out", required=True, help="output folder (checkpoint, files, log.json)")
-    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (refused if its recipe differs)")
+    s.add_argument("--allow-change", dest="allow_changes", action="append", default=[], metavar="FIELD",
+                   help="with --resume: accept a checkpoint whose recorded FIELD differs (e.g. epochs); repeatable")
     s.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, cuda:1, ...")
     s.add_argument("--data-dir", dest="data_dir", help="data folder (else $RST_DATA_DIR, then defaults)")
     s.add_argument("--test-images", dest="test_images", type=int, default=None,
@@ -478,10 +480,13 @@ def _one_line(e) -> str:
 def _warning_printer(original):
     """``warnings.showwarning`` that prints a MaskFileWarning as one ``warning: ...`` line on stderr."""
     from .masks import MaskFileWarning
+    shown = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, MaskFileWarning):
-            print(f"warning: {_one_line(message)}", file=sys.stderr)
+            if str(message) not in shown:          # once per command, however often the file is read
+                shown.add(str(message))
+                print(f"warning: {_one_line(message)}", file=sys.stderr)
         else:
             original(message, category, filename, lineno, file, line)
     return show
@@ -491,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. A bad mask file, a full disk, an unwritable or locked output folder: one line
     ``error: ...`` on stderr and exit code 2 (every command, ``eval ...`` included)."""
     from .atomic import OutputError, is_no_space
+    from .checkpoint import ResumeMismatchError
     from .device import deterministic
     from .masks import MaskFileError, MaskFileWarning
     from .runlock import RunLockError
@@ -501,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with _output_folder(args), deterministic(getattr(args, "deterministic", False)):
                 return args.func(args)   # search / train / finetune --deterministic
-        except (MaskFileError, OutputError, RunLockError) as e:
+        except (MaskFileError, OutputError, RunLockError, ResumeMismatchError) as e:
             print(f"error: {_one_line(e)}", file=sys.stderr)
             return 2
         except (OSError, RuntimeError) as e:   # a full disk, also when torch.save wraps the failed write

@@ -60,7 +60,10 @@ if up is not None:
         st.error(f"**{up.name}** cannot be used: {e}")
     else:
         st.success(f"**{up.name}**: {len(cs_up)} ticket(s) over {cs_up.spec.arch} ({cs_up.spec.dataset}, "
-                   f"width {cs_up.spec.width:g}, seed {cs_up.spec.seed}); weights checksum verified.")
+                   f"width {cs_up.spec.width:g}, seed {cs_up.spec.seed}); weights checksum verified"
+                   + ("; metadata not verified (see below)." if cs_up.warnings else "."))
+        for warning in cs_up.warnings:           # e.g. the metadata digest was removed: names and metrics unchecked
+            st.warning(f"**{up.name}**: {warning}")
         meta = store.upload_metadata(data)
         with st.expander("File metadata"):
             st.json(json.loads(json.dumps(meta, default=str)), expanded=False)
