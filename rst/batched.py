@@ -34,7 +34,20 @@ from .masked import TopKMask, masked_layers, n_keep, set_dense, set_keep_ratio
 from .masks import extract_ticket
 from .models import build_network
 from .provenance import provenance
-from .search import SearchResult, adversarial_fit, checkpoint_in, search_data, validation_metrics
+from .checkpoint import checkpoint_in
+from .search import SearchResult, adversarial_fit, search_data, validation_metrics
+
+
+def _bn_input_in_fp32(module: nn.Module, args: tuple) -> tuple:
+    """BatchNorm under vmap with bf16 autocast: run it on an fp32 input.
+
+    vmap's batch-norm rule makes stand-in weight/bias tensors (our BN has no affine parameters) in
+    the INPUT's dtype while the running statistics stay fp32; a bf16 input then fails ("expected
+    scalar type BFloat16 but found Float") in the forward on a CPU and in the backward on CUDA.
+    Normalising in fp32 is what BN does internally anyway; the next conv autocasts back to bf16.
+    """
+    x = args[0]
+    return (x.float(),) + args[1:] if x.dtype in (torch.bfloat16, torch.float16) else args
 
 
 class TicketBatch(nn.Module):
@@ -71,6 +84,9 @@ class TicketBatch(nn.Module):
         for i in range(len(self._buffers_of_network)):
             self.register_buffer(f"best_stat{i}", getattr(self, f"stat{i}").clone())
         set_dense(network, True)                                  # layers use the weight handed to them
+        for m in network.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.register_forward_pre_hook(_bn_input_in_fp32)
         self._cached: list[torch.Tensor] | None = None
 
     @property
@@ -204,7 +220,7 @@ class TicketBatch(nn.Module):
 
 def search_tickets(cfg, keep_ratios: Sequence[float], *, device=None, data=None, data_dir=None, workdir=None,
                    resume: bool = False, progress: Callable[[dict], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> list:
+                   should_stop: Callable[[], bool] | None = None, allow_changes: tuple[str, ...] = ()) -> list:
     """Search one ticket per ``keep_ratios`` entry from ``cfg``'s network in ONE batched pass.
 
     Same recipe, same data order and same selection rule as K calls of :func:`rst.search.run_search`
@@ -221,7 +237,7 @@ def search_tickets(cfg, keep_ratios: Sequence[float], *, device=None, data=None,
     data = data if data is not None else search_data(cfg, data_dir)
     ckpt = checkpoint_in(workdir)
     fit = adversarial_fit(batch, list(batch.scores), cfg, data, device, checkpoint=ckpt, resume=resume,
-                          progress=progress, should_stop=should_stop)
+                          progress=progress, should_stop=should_stop, allow_changes=allow_changes)
     results = []
     for k, r in enumerate(batch.keep_ratios):
         member_cfg = cfg.replace(keep_ratio=r)
@@ -233,7 +249,7 @@ def search_tickets(cfg, keep_ratios: Sequence[float], *, device=None, data=None,
         record = next((h for h in history if h["epoch"] == best), {})
         ticket = extract_ticket(batch.member_network(k), name=f"keep{r:g}",
                                 metrics=validation_metrics(record, member_cfg),
-                                search_config={**member_cfg.to_dict(), "best_epoch": best,
+                                search_config={**member_cfg.to_dict(), "best_epoch": best, "speed": fit.speed,
                                                "batched_with": list(batch.keep_ratios)})
         batch.release()
         results.append(SearchResult(ticket, spec, member_cfg, history, best, fit.stopped,

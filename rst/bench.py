@@ -252,7 +252,7 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
 
     # (a) the reference recipe: host batches, full sort at every forward, score grads in the attack
     model = build_network(spec, device=device, keep_ratio=keep_ratio)
-    ref = ReferenceStep(model, cfg.inner_attack_config(), lr=cfg.lr, momentum=cfg.momentum,
+    ref = ReferenceStep(model, AttackConfig("pgd", eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps), lr=cfg.lr, momentum=cfg.momentum,
                         weight_decay=cfg.weight_decay, seed=seed)
     batches = [(x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size])
                for i in range(n_steps)]
@@ -277,7 +277,7 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
         "device": device_name(device), "torch": torch.__version__,
         "config": {"arch": arch, "dataset_shape": [spec.in_channels, spec.image_size, spec.image_size],
                    "width": width, "keep_ratio": keep_ratio, "batch_size": batch_size, "timed_steps": steps,
-                   "warmup_steps": warmup, "inner_attack": cfg.inner_attack_config().describe(),
+                   "warmup_steps": warmup, "inner_attack": cfg.describe_inner_attack(),
                    "attack_bn_mode": "train"},
         "reference": {"images_per_s": images / ref_seconds, "seconds": ref_seconds, "steps": steps,
                       "recipe": "fp32, full sort of |scores| at every forward, loss.backward() in every "
@@ -334,7 +334,7 @@ def bench_tickets(*, arch: str = "fmnist_conv4", width: float | None = None, k: 
         "device": device_name(device), "torch": torch.__version__,
         "config": {"arch": arch, "width": width, "k": k, "keep_ratios": ratios, "batch_size": batch_size,
                    "timed_steps": steps, "warmup_steps": warmup, "precision": cfg.precision,
-                   "inner_attack": cfg.inner_attack_config().describe()},
+                   "inner_attack": cfg.describe_inner_attack()},
         "sequential": {"ticket_images_per_s": images / one_seconds, "seconds_per_step": one_seconds / steps,
                        "what": "one ticket per adversarial_fit (K searches: K times this)"},
         "batched": {"ticket_images_per_s": k * images / batch_seconds, "seconds_per_step": batch_seconds / steps,

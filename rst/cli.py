@@ -72,7 +72,8 @@ class _Progress:
                 self.bar = tqdm(total=event["steps"] * event["epochs"], desc=self.label, unit="step",
                                 dynamic_ncols=True)
             self.bar.n = event["epoch"] * event["steps"] + event["step"]
-            self.bar.set_postfix(epoch=event["epoch"] + 1, loss=f"{event['loss']:.3f}", refresh=False)
+            if "loss" in event:                   # reported every few steps (each report is a device sync)
+                self.bar.set_postfix(epoch=event["epoch"] + 1, loss=f"{event['loss']:.3f}", refresh=False)
             self.bar.refresh()
         elif event["event"] == "epoch" and self.bar is not None:
             msg = f"epoch {event['epoch'] + 1}/{event['epochs']}: adv loss {event['train_adv_loss']:.3f}"
@@ -297,7 +298,8 @@ def _cmd_train(args) -> int:
     bar = _Progress("dense adversarial training", args.quiet or not is_main())
     try:
         result = train_dense(cfg, device=device, data_dir=args.data_dir, workdir=args.out,
-                             resume=args.resume, progress=bar)
+                             resume=args.resume, progress=bar,
+                             allow_changes=tuple(args.allow_changes))
     finally:
         bar.close()
     if not is_main():   # every rank holds the same weights; rank 0 evaluates and writes them
@@ -320,7 +322,8 @@ def _cmd_finetune(args) -> int:
     bar = _Progress(f"fine-tune ({args.mode})", args.quiet or not is_main())
     try:
         result = finetune(cs, args.index, args.mode, cfg, device=device, data_dir=args.data_dir,
-                          workdir=args.out, resume=args.resume, progress=bar)
+                          workdir=args.out, resume=args.resume, progress=bar,
+                             allow_changes=tuple(args.allow_changes))
     finally:
         bar.close()
     if not is_main():   # every rank holds the same weights; rank 0 evaluates and writes them

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import AttackConfig, check_pixel_range, run_attack
+from .speed import resolve_speed
 from .masked import masked_layers
 
 
@@ -46,29 +47,37 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackConfig,
-                         batch_size: int = 512, seed: int = 0, progress=None) -> torch.Tensor:
+                         batch_size: int = 512, seed: int = 0, progress=None, precision: str = "fp32") -> torch.Tensor:
     """``x_adv`` for every example (on the CPU), attacking in batches on the model's device.
 
     ``seed`` seeds the attack's random start (one generator for the whole pass). ``x`` must be in
     [0, 1] (ValueError otherwise): checked once here, where it lies, not in every batch's attack.
+    ``precision``: the attack's gradients in "fp32" (default: evaluation stays exact), "bf16"
+    (autocast where the device has it natively) or "auto" (:mod:`rst.speed`).
     """
     check_pixel_range(x)
     device = next(model.parameters()).device
+    speed = resolve_speed(precision, channels_last=False, compile=False, device=device)
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        out.append(run_attack(attack, model, xb, yb, generator=g, check_range=False).cpu())
+        with speed.autocast(device):
+            x_adv = run_attack(attack, model, xb, yb, generator=g, check_range=False)
+        out.append(x_adv.float().cpu())
         if progress is not None:
             progress(min(i + batch_size, len(x)), len(x))
     return torch.cat(out)
 
 
 def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackConfig,
-                    batch_size: int = 512, seed: int = 0) -> float:
-    """Accuracy on ``attack``'s adversarial examples of ``x`` (the model is attacked in eval mode)."""
+                    batch_size: int = 512, seed: int = 0, precision: str = "fp32") -> float:
+    """Accuracy on ``attack``'s adversarial examples of ``x`` (the model is attacked in eval mode).
+
+    ``precision`` is the attack's (see :func:`adversarial_examples`); the accuracy itself is fp32.
+    """
     _warn_if_training(model)
-    x_adv = adversarial_examples(model, x, y, attack, batch_size, seed)
+    x_adv = adversarial_examples(model, x, y, attack, batch_size, seed, precision=precision)
     return accuracy(model, x_adv, y, batch_size)
 
 

@@ -174,10 +174,12 @@ def set_global_keep(model: nn.Module, keep_ratio: float) -> dict[str, int]:
         mags = torch.cat([layer.scores.abs().flatten() for _, layer in layers])
         k_total = n_keep(mags.numel(), keep_ratio)
         threshold = torch.topk(mags, k_total, sorted=False).values.min()
+        # one device sync for all layers (not one .item() per layer per step)
+        kept = torch.stack([(layer.scores.abs() >= threshold).sum() for _, layer in layers]).tolist()
         counts = {}
-        for name, layer in layers:
+        for (name, layer), k in zip(layers, kept):
             # topk needs k >= 1 (an empty layer would zero the network's output): keep one group at least
-            layer.k_override = max(1, int((layer.scores.abs() >= threshold).sum().item()))
+            layer.k_override = max(1, int(k))
             counts[name] = layer.k_override
     return counts
 

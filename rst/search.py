@@ -3,12 +3,19 @@
 Edge-popup with adversarial examples in the loop: the frozen random weights never change, only
 the scores are learned, so that the subnetwork ``f(x; w * top-k(|s|))`` minimises the adversarial
 loss. The same loop (:func:`adversarial_fit`) trains whatever tensors are trainable, so the dense
-adversarial-training baseline and the fine-tuning variants (``rst.train``) reuse it unchanged.
+adversarial-training baseline and the fine-tuning variants (``rst.train``) and the batched search
+of several tickets (``rst.batched``) reuse it unchanged:
 
-    for x, y in loader:                               # batches cut on the device
-        x_adv = inner_attack(model, x, y)             # masks cached, input gradient only
-        loss = cross_entropy(model(x_adv), y)         # BN in train mode
-        loss.backward(); optimizer.step()             # gradient reaches the scores through |s|
+    for epoch in range(epochs):
+        for x, y in loader:                                  # train_epoch: batches cut on the device
+            x_adv = inner_attack(model, x, y)                # rst.inner: PGD-7, N-FGSM, free, ...
+            loss = cross_entropy(model(x_adv), y)            # BN in train mode, bf16 autocast (rst.speed)
+            loss.backward(); optimizer.step()                # the gradient reaches the scores through |s|
+        record = validate(model, x_val, y_val)               # rst.selection: never the test set
+        selection.observe(epoch, record, model)              # best validation robust accuracy, or last
+        guard.after_epoch(fit, record)                       # rst.guard: catastrophic overfitting
+        save_checkpoint(...)                                 # rst.checkpoint: resume after a kill
+    selection.restore(model)
 
     >>> cfg = rst.search.preset("tiny")
     >>> result = rst.search.run_search(cfg, device="cpu")
@@ -27,15 +34,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import AttackConfig, run_attack
+from . import distributed
+from .attacks import AttackConfig, check_pixel_range
+from .checkpoint import check_same_recipe, checkpoint_in, load_checkpoint, save_checkpoint
 from .data import DeviceLoader, default_augment, load_dataset, split_train_val, synthetic_dataset
-from .evaluate import accuracy, robust_accuracy
+from .guard import GUARDS, Guard, build_guard
+from .inner import INNER_ATTACKS, InnerAttack, build_inner_attack
 from .masked import masked_layers, set_global_keep
 from .masks import Ticket, extract_ticket
 from .models import NetworkSpec, build_network
 from .provenance import provenance
-
-INNER_ATTACKS = ("pgd", "fgsm", "fgsm_rs", "free", "none")
+from .selection import LastEpoch, selection_for, validate
+from .speed import PRECISIONS, Speed, resolve_speed
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ class SearchConfig:
     lr_milestones: tuple[float, ...] = (0.5, 0.75)   # fractions of `epochs` where lr *= lr_gamma
     lr_gamma: float = 0.1
     # inner attack (pixel space [0, 1])
-    inner_attack: str = "pgd"            # pgd | fgsm | fgsm_rs | free | none (natural search)
+    inner_attack: str = "pgd"            # a key of rst.inner.INNER_ATTACKS: pgd | fgsm | fgsm_rs | n_fgsm | free | none
     eps: float = 8 / 255
     alpha: float = 2 / 255               # step size
     steps: int = 7                       # PGD steps; replays per batch for "free"
@@ -79,9 +89,13 @@ class SearchConfig:
     selection: str = "val"               # "val": best robust accuracy on the validation split | "last"
     val_steps: int = 10                  # PGD steps of the validation attack
     val_images: int = 1000               # validation images attacked per epoch
-    # speed knobs (no effect on the maths beyond numerics)
-    precision: str = "fp32"              # "fp32" | "bf16" (autocast, CUDA only)
-    channels_last: bool = False
+    # catastrophic-overfitting guard (rst.guard): after each validation
+    guard: str = "collapse"              # a key of rst.guard.GUARDS: "collapse" | "none"
+    guard_drop: float = 0.15             # val robust accuracy this far (fraction) under its best = collapse
+    guard_fallback: str = "pgd"          # the inner attack to go on with after a collapse
+    # speed knobs (no effect on the maths beyond numerics): rst.speed
+    precision: str = "auto"              # "auto" (per device: bf16 + channels_last where native) | "fp32" | "bf16"
+    channels_last: bool = False          # with precision "fp32"/"bf16" ("auto" decides itself)
     compile: bool = False                # torch.compile the network for the attack and the update
 
     def __post_init__(self):
@@ -89,12 +103,16 @@ class SearchConfig:
         checks = [
             (0 < self.keep_ratio <= 1, f"keep_ratio must be in (0, 1], got {self.keep_ratio}"),
             (self.scope in ("layer", "global"), f"scope must be 'layer' or 'global', got {self.scope!r}"),
-            (self.inner_attack in INNER_ATTACKS, f"inner_attack must be one of {INNER_ATTACKS}"),
+            (self.inner_attack in INNER_ATTACKS, f"inner_attack must be one of {tuple(INNER_ATTACKS)}, "
+                                                 f"got {self.inner_attack!r}"),
+            (self.guard in GUARDS, f"guard must be one of {tuple(GUARDS)}, got {self.guard!r}"),
+            (self.guard_fallback in INNER_ATTACKS, f"guard_fallback must be one of {tuple(INNER_ATTACKS)}"),
+            (0 < self.guard_drop <= 1, f"guard_drop must be in (0, 1], got {self.guard_drop}"),
             (self.attack_bn_mode in ("train", "eval"), "attack_bn_mode must be 'train' or 'eval'"),
             (self.selection in ("val", "last"), "selection must be 'val' or 'last'"),
             (self.epochs >= 1 and self.batch_size >= 1 and self.steps >= 1, "epochs, batch_size, steps must be >= 1"),
             (self.eps >= 0 and self.alpha >= 0, "eps and alpha must be >= 0"),
-            (self.precision in ("fp32", "bf16"), "precision must be 'fp32' or 'bf16'"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
             (self.selection == "last" or self.val_size > 0, "selection='val' needs val_size > 0"),
         ]
         for ok, msg in checks:
@@ -105,10 +123,9 @@ class SearchConfig:
         return NetworkSpec(self.arch, dataset=self.dataset, width=self.width, init=self.init,
                            seed=self.seed, granularity=self.granularity)
 
-    def inner_attack_config(self) -> AttackConfig:
-        name = {"free": "none"}.get(self.inner_attack, self.inner_attack)
-        alpha = 1.25 * self.eps if name == "fgsm_rs" else self.alpha
-        return AttackConfig(name=name, eps=self.eps, alpha=alpha, steps=self.steps)
+    def describe_inner_attack(self) -> str:
+        """e.g. ``'PGD-7 Linf eps=0.1 alpha=0.025, 1 restart, no early stop'``."""
+        return build_inner_attack(self).describe()
 
     def val_attack_config(self) -> AttackConfig:
         return AttackConfig(name="pgd", eps=self.eps, alpha=self.eps / 4, steps=self.val_steps)
@@ -209,160 +226,215 @@ class FitResult:
     best_epoch: int
     best_metrics: dict
     stopped: bool = False
+    speed: dict = field(default_factory=dict)       # what rst.speed resolved (precision, ...)
 
 
-def _autocast(cfg: SearchConfig, device: torch.device):
-    enabled = cfg.precision == "bf16" and device.type == "cuda"
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+@dataclass
+class Fit:
+    """What one adversarial fit carries from step to step (the pieces below read and change it).
+
+    ``model`` is trained, attacked and validated; ``update_model`` runs the update step (``model``,
+    or its DDP / compiled wrapper); ``attack_model`` runs the inner attack (``model`` or compiled).
+    ``members`` is K for a ``rst.batched.TicketBatch`` (each batch goes in as K stacked copies, the
+    loss is scaled by K so each member's gradient is its own search's), else 1.
+    """
+    cfg: SearchConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loader: DeviceLoader
+    inner: InnerAttack
+    selection: LastEpoch
+    guard: Guard
+    speed: Speed
+    device: torch.device
+    dist: distributed.DistInfo | None = None
+    members: int = 1
+    after_step: Callable[[], None] = lambda: None
+    update_model: nn.Module | None = None
+    attack_model: nn.Module | None = None
+    history: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+
+    def stack(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.stack(x, y) if self.members > 1 else (x, y)
 
 
 def _milestones(cfg: SearchConfig) -> list[int]:
     return [int(round(f * cfg.epochs)) for f in cfg.lr_milestones]
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def start_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchConfig, data: SearchData,
+              device: torch.device, after_step: Callable[[], None] | None = None) -> Fit:
+    """Optimiser, schedule, loader, inner attack, selection, guard and speed settings of a new fit.
+
+    Under ``torchrun`` (rst.distributed): this rank's device and a shard of every global batch;
+    every distributed call is a no-op in a single process.
+    """
+    dist_info = distributed.init_distributed(device)
+    if dist_info.enabled:
+        device = dist_info.device
+        model.to(device)
+    check_pixel_range(data.x_train)                         # once: the inner attacks skip it per call
+    members = getattr(model, "n_members", 1)
+    if members > 1 and dist_info.enabled:
+        raise ValueError("a TicketBatch runs in one process; under torchrun, search one ticket per run")
+    opt = torch.optim.SGD(params, lr=cfg.effective_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=_milestones(cfg), gamma=cfg.lr_gamma)
+    loader = DeviceLoader(data.x_train, data.y_train, cfg.batch_size, shuffle=True, device=device, seed=cfg.seed,
+                          augment=default_augment(cfg.dataset) if cfg.augment else None)
+    speed = resolve_speed(cfg.precision, channels_last=cfg.channels_last, compile=cfg.compile, device=device,
+                          allow_channels_last=not hasattr(model, "n_members"))
+    return Fit(cfg, model, opt, sched, distributed.shard(loader), build_inner_attack(cfg),
+               selection_for(cfg, model), build_guard(cfg), speed, device, dist_info, members,
+               after_step or (lambda: None), update_model=model, attack_model=model)
+
+
+def resume_fit(fit: Fit, path: Path, allow_changes: tuple[str, ...] = ()) -> None:
+    """Continue ``fit`` from the checkpoint at ``path``; refused if it was written by another recipe."""
+    ck = load_checkpoint(path, fit.device)
+    recorded = SearchConfig.from_dict(SearchConfig.recipe(ck.get("config", {}))).to_dict()  # new fields: defaults
+    check_same_recipe(path, recorded, fit.cfg.to_dict(), allow_changes)
+    fit.model.load_state_dict(ck["model"])
+    fit.optimizer.load_state_dict(ck["optimizer"])
+    fit.scheduler.load_state_dict(ck["scheduler"])
+    fit.history, fit.start_epoch = ck["history"], ck["epoch"] + 1
+    fit.selection.load_state_dict(ck["best"])
+    if "guard" in ck:
+        fit.guard.load_state_dict(ck["guard"])
+        fit.guard.resumed(fit)
+    fit.after_step()
+
+
+def save_fit(fit: Fit, path: Path, epoch: int) -> None:
+    """Checkpoint a complete epoch (rank 0 only writes)."""
+    if distributed.is_main():
+        save_checkpoint(path, {"model": fit.model.state_dict(), "optimizer": fit.optimizer.state_dict(),
+                               "scheduler": fit.scheduler.state_dict(), "history": fit.history,
+                               "best": fit.selection.state_dict(), "guard": fit.guard.state_dict(),
+                               "epoch": epoch, "config": fit.cfg.to_dict()})
+
+
+def prepare_models(fit: Fit) -> None:
+    """Memory format, DDP for the update step (attacks use the bare model), ``torch.compile``."""
+    if fit.speed.channels_last:
+        fit.model.to(memory_format=torch.channels_last)
+    fit.update_model = distributed.wrap_ddp(fit.model, fit.dist)
+    fit.attack_model = fit.model
+    if fit.speed.compile:   # two graphs: input gradients only (attack), score gradients (update)
+        fit.attack_model, fit.update_model = torch.compile(fit.model), torch.compile(fit.update_model)
+
+
+def train_step(fit: Fit, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
+    """Attack, forward, loss, backward, step (``replays`` times: free AT); the last logits and loss."""
+    for _ in range(fit.inner.replays):
+        with fit.speed.autocast(fit.device):
+            x_adv = fit.inner(fit.attack_model, x, y, generator=generator)
+            logits = fit.update_model(x_adv)
+            loss = F.cross_entropy(logits.float(), y)
+        fit.optimizer.zero_grad(set_to_none=True)
+        (loss * fit.members).backward()
+        fit.optimizer.step()
+        fit.inner.after_update()
+        fit.after_step()
+    return logits.detach().float(), loss
+
+
+def train_epoch(fit: Fit, epoch: int, progress: Callable[[dict], None] | None = None,
+                should_stop: Callable[[], bool] | None = None, log_every: int = 20) -> dict:
+    """One pass over the training batches; the epoch's training record (``complete=False`` if stopped).
+
+    Progress events every step; the loss (a device sync) only every ``log_every`` steps and at the last.
+    """
+    cfg, k = fit.cfg, fit.members
+    fit.loader.set_epoch(epoch)
+    g = torch.Generator(device=fit.device).manual_seed(cfg.seed * 100_003 + epoch   # attack random starts
+                                                       + (fit.dist.rank << 40))          # (per rank; 0: unchanged)
+    fit.model.train()
+    fit.inner.start_epoch()
+    sums = torch.zeros(k, 3, device=fit.device)           # per member: loss * n, correct, n
+    complete, n_steps = True, len(fit.loader)
+    for step, (x, y) in enumerate(fit.loader):
+        x, y = fit.stack(x.contiguous(memory_format=torch.channels_last) if fit.speed.channels_last else x, y)
+        logits, loss = train_step(fit, x, y, g)
+        per_example = F.cross_entropy(logits, y, reduction="none").view(k, -1)
+        sums += torch.stack([per_example.sum(1), (logits.argmax(1) == y).view(k, -1).sum(1).float(),
+                             torch.full((k,), float(per_example.shape[1]), device=fit.device)], 1)
+        if progress is not None:
+            event = {"event": "step", "epoch": epoch, "epochs": cfg.epochs, "step": step + 1, "steps": n_steps}
+            if (step + 1) % log_every == 0 or step + 1 == n_steps:
+                event["loss"] = loss.item()
+            progress(event)
+        if should_stop is not None and distributed.any_rank(should_stop()):
+            complete = False
+            break
+    fit.scheduler.step()
+    distributed.average_bn_stats(fit.model)                # ranks tracked BN statistics on their shards
+    sums = distributed.all_reduce_sum(sums)
+    fit.model.eval()
+    loss_sum, correct, n = sums.sum(0).tolist()
+    record = {"epoch": epoch, "lr": fit.optimizer.param_groups[0]["lr"], "train_adv_loss": loss_sum / max(n, 1),
+              "train_adv_acc": correct / max(n, 1), "seconds": 0.0, "complete": complete}
+    if k > 1:
+        record["members"] = [{"train_adv_loss": ls / max(m, 1), "train_adv_acc": c / max(m, 1)}
+                             for ls, c, m in sums.tolist()]
+    return record
 
 
 def adversarial_fit(model: nn.Module, params: list[torch.Tensor], cfg: SearchConfig, data: SearchData,
                     device: torch.device, *, checkpoint: Path | None = None, resume: bool = False,
                     progress: Callable[[dict], None] | None = None,
                     should_stop: Callable[[], bool] | None = None,
-                    after_step: Callable[[], None] | None = None) -> FitResult:
+                    after_step: Callable[[], None] | None = None,
+                    allow_changes: tuple[str, ...] = ()) -> FitResult:
     """Adversarially train ``params`` (scores for a search, weights for the baselines) of ``model``.
 
     Selection: with ``cfg.selection == "val"`` the model is left in the state of the epoch with the
     best robust accuracy on the validation split; with "last", the last epoch's state.
-    ``checkpoint`` is written at the end of every epoch; ``resume=True`` continues from it and ends
-    with the same state as an uninterrupted run (same device, same seed).
-
-    Under ``torchrun`` (several processes) it runs data-parallel: see :mod:`rst.distributed`.
+    ``checkpoint`` is written at the end of every complete epoch; ``resume=True`` continues from it
+    (refused if the checkpoint's recipe differs, except in the fields ``allow_changes`` names) and
+    ends with the same state as an uninterrupted run (same device, same seed; on a CPU: CUDA
+    kernels are not all deterministic). Under ``torchrun`` it runs data-parallel (rst.distributed).
     """
-    # Multi-GPU (rst.distributed): every call below is a no-op in a single process. Under torchrun:
-    # this rank's device, a shard of every batch, DDP for the update step only, metrics over ranks.
-    from . import distributed
-    dist_info = distributed.init_distributed(device)
-    if dist_info.enabled:
-        device = dist_info.device
-        model.to(device)
+    fit = start_fit(model, params, cfg, data, device, after_step)
     if not distributed.is_main():
-        progress = None                                      # rank 0 reports and writes
-    # K tickets in one pass (rst.batched.TicketBatch): each batch goes in as K stacked copies,
-    # the loss is scaled by K (each member's gradient is its own search's), metrics are per member
-    copies = getattr(model, "n_members", 1)
-    if copies > 1 and dist_info.enabled:
-        raise ValueError("a TicketBatch runs in one process; under torchrun, search one ticket per run")
-    opt = torch.optim.SGD(params, lr=cfg.effective_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=_milestones(cfg), gamma=cfg.lr_gamma)
-    loader = DeviceLoader(data.x_train, data.y_train, cfg.batch_size, shuffle=True, device=device, seed=cfg.seed,
-                          augment=default_augment(cfg.dataset) if cfg.augment else None)
-    loader = distributed.shard(loader)                       # this rank's part of each global batch
-    x_val, y_val = data.x_val[:cfg.val_images], data.y_val[:cfg.val_images]
-    inner, val_attack = cfg.inner_attack_config(), cfg.val_attack_config()
-    history, best, start_epoch = [], {"epoch": -1, "val_robust": -1.0, "state": None}, 0
+        progress = None                                    # rank 0 reports and writes
     if resume and checkpoint is not None and checkpoint.exists():
-        ck = torch.load(checkpoint, map_location=device, weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        history, best, start_epoch = ck["history"], ck["best"], ck["epoch"] + 1
-        if after_step is not None:
-            after_step()
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    update_model = distributed.wrap_ddp(model, dist_info)   # DDP for the update; attacks use `model`
-    attack_model = model
-    if cfg.compile:                      # two graphs: input gradients only (attack), score gradients (update)
-        attack_model, update_model = torch.compile(model), torch.compile(update_model)
-    stopped = False
-    for epoch in range(start_epoch, cfg.epochs):
+        resume_fit(fit, checkpoint, allow_changes)
+    prepare_models(fit)
+    x_val, y_val = data.x_val[:cfg.val_images], data.y_val[:cfg.val_images]
+    for epoch in range(fit.start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        loader.set_epoch(epoch)
-        g = torch.Generator(device=device).manual_seed(cfg.seed * 100_003 + epoch   # attack random starts
-                                                       + (dist_info.rank << 40))   # (per rank; 0: unchanged)
-        model.train()
-        sums = torch.zeros(copies, 3, device=device)   # per member: loss * n, correct, n
-        delta = None                           # "free" AT: perturbation carried across batches
-        for step, (x, y) in enumerate(loader):
-            if copies > 1:
-                x, y = model.stack(x, y)
-            replays = cfg.steps if cfg.inner_attack == "free" else 1
-            for _ in range(replays):
-                with _autocast(cfg, device):
-                    if cfg.inner_attack == "free":
-                        if delta is None or delta.shape != x.shape:
-                            delta = torch.zeros_like(x)
-                        d = delta.clone().requires_grad_(True)
-                        x_adv = (x + d).clamp(0, 1)
-                    else:
-                        x_adv = run_attack(inner, attack_model, x, y, train_mode=cfg.attack_bn_mode == "train",
-                                           generator=g)
-                    logits = update_model(x_adv)
-                    loss = F.cross_entropy(logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                (loss * copies).backward()
-                opt.step()
-                if cfg.inner_attack == "free":
-                    delta = (d + cfg.eps * d.grad.sign()).clamp(-cfg.eps, cfg.eps).detach()
-                if after_step is not None:
-                    after_step()
-            per_example = F.cross_entropy(logits.detach().float(), y, reduction="none").view(copies, -1)
-            sums += torch.stack([per_example.sum(1), (logits.argmax(1) == y).view(copies, -1).sum(1).float(),
-                                 torch.full((copies,), float(per_example.shape[1]), device=device)], 1)
-            if progress is not None:
-                progress({"event": "step", "epoch": epoch, "epochs": cfg.epochs, "step": step + 1,
-                          "steps": len(loader), "loss": loss.item()})
-            if should_stop is not None and distributed.any_rank(should_stop()):
-                stopped = True
-                break
-        sched.step()
-        distributed.average_bn_stats(model)                  # ranks tracked BN statistics on their shards
-        sums = distributed.all_reduce_sum(sums)
-        model.eval()
-        loss_sum, correct, n = sums.sum(0).tolist()
-        record = {"epoch": epoch, "lr": opt.param_groups[0]["lr"], "train_adv_loss": loss_sum / max(n, 1),
-                  "train_adv_acc": correct / max(n, 1), "seconds": 0.0, "complete": not stopped}
-        if copies > 1:
-            record["members"] = [{"train_adv_loss": ls / max(m, 1), "train_adv_acc": c / max(m, 1)}
-                                 for ls, c, m in sums.tolist()]
-            if len(x_val):
-                clean = model.member_accuracies(x_val, y_val)
-                robust = model.member_accuracies(x_val, y_val, val_attack, seed=cfg.seed)
-                for m, c, r in zip(record["members"], clean, robust):
-                    m.update(val_clean=c, val_robust=r)
-                record["val_clean"], record["val_robust"] = sum(clean) / copies, sum(robust) / copies
-                if cfg.selection == "val":
-                    model.select(epoch, robust)                  # each member keeps its own best epoch
-        elif len(x_val):
-            # each rank evaluates x_val[rank::world_size]; all get the same weighted mean
-            record["val_clean"] = distributed.sharded_mean(lambda xs, ys: accuracy(model, xs, ys), x_val, y_val)
-            record["val_robust"] = distributed.sharded_mean(
-                lambda xs, ys: robust_accuracy(model, xs, ys, val_attack, seed=cfg.seed), x_val, y_val)
+        record = train_epoch(fit, epoch, progress, should_stop)
+        _merge_validation(record, validate(fit.model, x_val, y_val, cfg.val_attack_config(), cfg.seed))
         record["seconds"] = time.perf_counter() - t0
-        history.append(record)
-        if cfg.selection == "last" or copies > 1 or record.get("val_robust", -1.0) > best["val_robust"]:
-            best = {"epoch": epoch, "val_robust": record.get("val_robust", float("nan")),
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        fit.history.append(record)
+        fit.selection.observe(epoch, record, fit.model)
+        fit.guard.after_epoch(fit, record)
         if progress is not None:
             progress({"event": "epoch", **record, "epochs": cfg.epochs})
-        # a stopped epoch is incomplete: keep the last full one; only rank 0 writes
-        if checkpoint is not None and not stopped and distributed.is_main():
-            _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                          "scheduler": sched.state_dict(), "history": history, "best": best,
-                                          "epoch": epoch, "config": cfg.to_dict()})
-        if stopped:
+        if not record["complete"]:                         # a stopped epoch is incomplete: keep the last full one
             break
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-        if copies > 1 and cfg.selection == "val":
-            model.load_best()
-        if after_step is not None:
-            after_step()
-    model.eval()
-    best_metrics = next((dict(h) for h in history if h["epoch"] == best["epoch"]), {})
-    return FitResult(history, best["epoch"], best_metrics, stopped)
+        if checkpoint is not None:
+            save_fit(fit, checkpoint, epoch)
+    return finish_fit(fit)
+
+
+def _merge_validation(record: dict, val: dict) -> None:
+    for member, v in zip(record.get("members", ()), val.pop("members", ())):
+        member.update(v)
+    record.update(val)
+
+
+def finish_fit(fit: Fit) -> FitResult:
+    """Restore the selected state; the fit's result."""
+    if fit.selection.restore(fit.model):
+        fit.after_step()
+    fit.model.eval()
+    best = fit.selection.epoch
+    best_metrics = next((dict(h) for h in fit.history if h["epoch"] == best), {})
+    stopped = bool(fit.history) and not fit.history[-1]["complete"]
+    return FitResult(fit.history, best, best_metrics, stopped, fit.speed.to_dict())
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,14 +462,6 @@ def validation_metrics(record: dict, cfg: SearchConfig) -> dict:
                            "attack": cfg.val_attack_config().describe()}}
 
 
-def checkpoint_in(workdir: str | os.PathLike | None) -> Path | None:
-    """``workdir/checkpoint.pt`` (the folder created), or None without a workdir: where a fit checkpoints."""
-    if workdir is None:
-        return None
-    Path(workdir).mkdir(parents=True, exist_ok=True)
-    return Path(workdir) / "checkpoint.pt"
-
-
 def score_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [layer.scores for _, layer in masked_layers(model)]
 
@@ -405,10 +469,12 @@ def score_parameters(model: nn.Module) -> list[nn.Parameter]:
 def run_search(cfg: SearchConfig, *, device: torch.device | str | None = None, data: SearchData | None = None,
                data_dir: str | None = None, workdir: str | os.PathLike | None = None, resume: bool = False,
                progress: Callable[[dict], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> SearchResult:
+               should_stop: Callable[[], bool] | None = None, allow_changes: tuple[str, ...] = ()) -> SearchResult:
     """Search one robust scratch ticket with ``cfg``; returns the ticket and its curves.
 
-    ``workdir`` receives ``checkpoint.pt`` after every epoch (``resume=True`` continues from it).
+    ``workdir`` receives ``checkpoint.pt`` after every epoch (``resume=True`` continues from it; a
+    checkpoint of another recipe is refused unless ``allow_changes`` names the differing fields).
+    The speed settings the search ran with (``rst.speed``) are recorded in the ticket's ``search_config``.
     The returned ticket's metrics are measured on the *validation* split with the attack named
     beside each number; test-set numbers come from ``rst.evaluate`` after the search.
     """
@@ -421,8 +487,9 @@ def run_search(cfg: SearchConfig, *, device: torch.device | str | None = None, d
         after_step()
     ckpt = checkpoint_in(workdir)
     fit = adversarial_fit(model, score_parameters(model), cfg, data, device, checkpoint=ckpt, resume=resume,
-                          progress=progress, should_stop=should_stop, after_step=after_step)
+                          progress=progress, should_stop=should_stop, after_step=after_step,
+                          allow_changes=allow_changes)
     ticket = extract_ticket(model, name=f"keep{cfg.keep_ratio:g}",
                             metrics=validation_metrics(fit.best_metrics, cfg),
-                            search_config={**cfg.to_dict(), "best_epoch": fit.best_epoch})
+                            search_config={**cfg.to_dict(), "best_epoch": fit.best_epoch, "speed": fit.speed})
     return SearchResult(ticket, spec, cfg, fit.history, fit.best_epoch, fit.stopped, provenance(str(device)))

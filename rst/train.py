@@ -18,7 +18,8 @@ import torch.nn as nn
 from .masked import masked_layers, set_dense
 from .masks import CandidateSet, apply_ticket
 from .models import build_network
-from .search import SearchConfig, SearchData, adversarial_fit, checkpoint_in, search_data
+from .checkpoint import checkpoint_in
+from .search import SearchConfig, SearchData, adversarial_fit, search_data
 from .weights import init_weights
 
 FINETUNE_MODES = ("inherit", "reinit")
@@ -41,27 +42,29 @@ def _weights(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def _fit(model, cfg, device, data, data_dir, workdir, resume, progress, should_stop) -> TrainResult:
+def _fit(model, cfg, device, data, data_dir, workdir, resume, progress, should_stop, allow_changes) -> TrainResult:
     data = data if data is not None else search_data(cfg, data_dir)
     ckpt = checkpoint_in(workdir)
     fit = adversarial_fit(model, _weights(model), cfg, data, device, checkpoint=ckpt, resume=resume,
-                          progress=progress, should_stop=should_stop)
+                          progress=progress, should_stop=should_stop, allow_changes=allow_changes)
     return TrainResult(model, fit.history, fit.best_epoch, fit.stopped)
 
 
 def train_dense(cfg: SearchConfig, *, device=None, data: SearchData | None = None, data_dir=None, workdir=None,
                 resume: bool = False, progress: Callable | None = None,
-                should_stop: Callable | None = None) -> TrainResult:
-    """Dense adversarial training of ``cfg``'s network (all weights kept), with ``cfg``'s recipe."""
+                should_stop: Callable | None = None, allow_changes: tuple[str, ...] = ()) -> TrainResult:
+    """Dense adversarial training of ``cfg``'s network (all weights kept), with ``cfg``'s recipe
+    (its speed settings too: ``cfg.precision``, see :mod:`rst.speed`)."""
     device = torch.device(device or "cpu")
     model = build_network(cfg.network_spec(), device=device)
     set_dense(model, True)
-    return _fit(model, cfg, device, data, data_dir, workdir, resume, progress, should_stop)
+    return _fit(model, cfg, device, data, data_dir, workdir, resume, progress, should_stop, allow_changes)
 
 
 def finetune(cs: CandidateSet, index: int, mode: str, cfg: SearchConfig, *, device=None,
              data: SearchData | None = None, data_dir=None, workdir=None, resume: bool = False,
-             progress: Callable | None = None, should_stop: Callable | None = None) -> TrainResult:
+             progress: Callable | None = None, should_stop: Callable | None = None,
+             allow_changes: tuple[str, ...] = ()) -> TrainResult:
     """Adversarially train the weights of ticket ``index`` of ``cs`` under its frozen mask."""
     if mode not in FINETUNE_MODES:
         raise ValueError(f"mode must be one of {FINETUNE_MODES}, got {mode!r}")
@@ -73,4 +76,4 @@ def finetune(cs: CandidateSet, index: int, mode: str, cfg: SearchConfig, *, devi
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.reset_running_stats()
-    return _fit(model, cfg, device, data, data_dir, workdir, resume, progress, should_stop)
+    return _fit(model, cfg, device, data, data_dir, workdir, resume, progress, should_stop, allow_changes)

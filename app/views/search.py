@@ -87,7 +87,7 @@ if submitted and not running:
 
 if job is not None:
     st.caption(f"{job.cfg.arch} ×{job.cfg.width:g} on {job.cfg.dataset} geometry · keep {job.cfg.keep_ratio:g} · "
-               f"{job.cfg.epochs} epoch(s) · inner {job.cfg.inner_attack_config().describe()} · "
+               f"{job.cfg.epochs} epoch(s) · inner {job.cfg.describe_inner_attack()} · "
                f"{job.data_label} · device {job.device}")
     if source == "subset" and "subset" in job.data_label:
         st.caption(":material/warning: Searched on the test subset: the other pages' numbers for this ticket are then on images "
@@ -98,9 +98,10 @@ if job is not None:
 def _curves(job) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("adversarial training loss per step",
                                                         "accuracy per epoch (validation split)"))
-    if job.steps:
-        n = job.steps[-1]["steps"]
-        fig.add_scatter(x=[e["epoch"] + e["step"] / n for e in job.steps], y=[e["loss"] for e in job.steps],
+    losses = [e for e in job.steps if "loss" in e]          # the loop reports it every few steps
+    if losses:
+        n = losses[-1]["steps"]
+        fig.add_scatter(x=[e["epoch"] + e["step"] / n for e in losses], y=[e["loss"] for e in losses],
                         mode="lines", name="loss", row=1, col=1)
     if job.epochs:
         ep = [e["epoch"] + 1 for e in job.epochs]
@@ -124,7 +125,8 @@ def live_panel() -> None:
     frac = job.fraction_done()
     if job.steps:
         e = job.steps[-1]
-        text = f"epoch {e['epoch'] + 1}/{e['epochs']} · step {e['step']}/{e['steps']} · loss {e['loss']:.3f}"
+        loss = next((f" · loss {s['loss']:.3f}" for s in reversed(job.steps) if "loss" in s), "")
+        text = f"epoch {e['epoch'] + 1}/{e['epochs']} · step {e['step']}/{e['steps']}{loss}"
     else:
         text = "starting…"
     if job.running:

@@ -1,0 +1,98 @@
+"""The search's inner attacks behind one interface (rst.inner), and a new one plugged in from outside."""
+import pytest
+import torch
+
+from rst.inner import INNER_ATTACKS, NFGSM, InnerAttack, build_inner_attack, register_inner_attack
+from rst.models import NetworkSpec, build_network
+from rst.search import SearchConfig, SearchData, adversarial_fit, preset, run_search, score_parameters
+
+SPEC = NetworkSpec("fmnist_conv4", dataset="synthetic", width=0.25, seed=0)
+
+
+def _data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return SearchData(x, y, x[:0], y[:0])
+
+
+class Spy(InnerAttack):
+    """Counts its calls and the optimiser steps after them; perturbs by a fixed +eps/2."""
+
+    def __init__(self, eps):
+        self.eps, self.calls, self.updates, self.epochs = eps, 0, 0, 0
+
+    def __call__(self, model, x, y, *, generator=None):
+        self.calls += 1
+        return (x + self.eps / 2).clamp(0, 1)
+
+    def after_update(self):
+        self.updates += 1
+
+    def start_epoch(self):
+        self.epochs += 1
+
+
+def test_an_inner_attack_registered_outside_the_library_runs_a_search():
+    spies = []
+
+    @register_inner_attack("test_spy")
+    def make(cfg):
+        spies.append(Spy(cfg.eps))
+        return spies[-1]
+    try:
+        cfg = preset("tiny", epochs=2, inner_attack="test_spy", val_size=64, val_images=32, batch_size=32)
+        data = _data(128)
+        result = run_search(cfg, device="cpu", data=SearchData(data.x_train, data.y_train,
+                                                              data.x_train[:32], data.y_train[:32]))
+        (spy,) = spies
+        assert spy.calls == spy.updates == 2 * 4                      # 2 epochs of 4 batches
+        assert spy.epochs == 2
+        assert result.ticket.search_config["inner_attack"] == "test_spy"
+    finally:
+        INNER_ATTACKS.pop("test_spy")
+
+
+def test_config_refuses_an_unknown_inner_attack():
+    with pytest.raises(ValueError, match="inner_attack must be one of"):
+        SearchConfig(inner_attack="pgdd")
+
+
+def test_n_fgsm_is_noise_plus_one_unprojected_step():
+    model = build_network(SPEC, keep_ratio=0.5)
+    x, y = torch.rand(32, 1, 28, 28) * 0.5 + 0.25, torch.randint(0, 10, (32,))
+    eps = 0.05
+    g = lambda: torch.Generator().manual_seed(1)
+    a, b = NFGSM(eps)(model, x, y, generator=g()), NFGSM(eps)(model, x, y, generator=g())
+    assert torch.equal(a, b)                                           # seeded
+    dist = (a - x).abs().amax()
+    assert dist <= 3 * eps + 1e-6                                      # k eps noise + alpha = eps step
+    assert dist > eps                                                  # not projected onto the eps-ball
+    assert a.min() >= 0 and a.max() <= 1
+
+
+def test_free_at_replays_each_batch_and_carries_its_perturbation():
+    cfg = preset("tiny", epochs=1, inner_attack="free", steps=3, selection="last", val_size=0, val_images=0,
+                 batch_size=32, augment=False)
+    attack = build_inner_attack(cfg)
+    assert attack.replays == 3
+    model = build_network(SPEC, keep_ratio=0.5)
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    x_adv = attack(model, x, y)
+    torch.nn.functional.cross_entropy(model(x_adv), y).backward()
+    attack.after_update()
+    second = attack(model, x, y)
+    assert 0 < (second - x).abs().amax() <= cfg.eps + 1e-6             # moved by eps * sign(grad), clipped
+    attack.start_epoch()
+    assert torch.equal(attack(model, x, y).detach(), x)                # delta restarts at zero
+
+
+@pytest.mark.parametrize("name", sorted(INNER_ATTACKS))
+def test_every_registered_inner_attack_trains(name):
+    cfg = preset("tiny", epochs=1, inner_attack=name, selection="last", val_size=0, val_images=0, batch_size=32,
+                 steps=2)
+    model = build_network(SPEC, keep_ratio=0.5)
+    before = [p.detach().clone() for p in score_parameters(model)]
+    fit = adversarial_fit(model, score_parameters(model), cfg, _data(64), torch.device("cpu"))
+    assert fit.history[0]["complete"]
+    assert any(not torch.equal(b, p) for b, p in zip(before, score_parameters(model)))
+    assert build_inner_attack(cfg).describe()

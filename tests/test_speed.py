@@ -1,0 +1,78 @@
+"""Speed settings (rst.speed): bf16 autocast and channels_last chosen per device, never silently ignored."""
+import pytest
+import torch
+
+import rst.speed
+from rst.batched import TicketBatch
+from rst.evaluate import robust_accuracy
+from rst.attacks import AttackConfig
+from rst.models import NetworkSpec, build_network
+from rst.search import SearchData, adversarial_fit, preset, run_search, score_parameters
+from rst.speed import bf16_supported, resolve_speed
+
+CPU = torch.device("cpu")
+SPEC = NetworkSpec("fmnist_conv4", dataset="synthetic", width=0.25, seed=0)
+needs_bf16 = pytest.mark.skipif(not bf16_supported(CPU), reason="this CPU has no native bf16")
+
+
+def test_auto_on_this_cpu_follows_its_bf16_support():
+    s = resolve_speed("auto", channels_last=False, compile=False, device=CPU)
+    assert s.precision == ("bf16" if bf16_supported(CPU) else "fp32")
+    assert s.channels_last and not s.compile
+    assert "auto on cpu" in s.reason
+
+
+def test_auto_without_native_bf16_falls_back_and_explicit_bf16_is_refused(monkeypatch):
+    monkeypatch.setattr(rst.speed, "_cpu_bf16_native", lambda: False)
+    assert resolve_speed("auto", channels_last=False, compile=False, device=CPU).precision == "fp32"
+    with pytest.raises(ValueError, match="no native bf16"):
+        resolve_speed("bf16", channels_last=False, compile=False, device=CPU)
+
+
+def test_a_ticket_batch_gets_no_channels_last():
+    s = resolve_speed("auto", channels_last=False, compile=False, device=CPU, allow_channels_last=False)
+    assert not s.channels_last
+    with pytest.raises(ValueError, match="channels_last"):
+        resolve_speed("fp32", channels_last=True, compile=False, device=CPU, allow_channels_last=False)
+
+
+def _conv_dtypes(precision):
+    model = build_network(SPEC, keep_ratio=0.5)
+    seen = set()
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+    cfg = preset("tiny", epochs=1, selection="last", val_size=0, val_images=0, batch_size=16, precision=precision)
+    x, y = torch.rand(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    fit = adversarial_fit(model, score_parameters(model), cfg, SearchData(x, y, x[:0], y[:0]), CPU)
+    return seen, fit, model
+
+
+@needs_bf16
+def test_bf16_really_runs_the_convolutions_in_bf16_and_keeps_the_learned_tensors_fp32():
+    seen, fit, model = _conv_dtypes("bf16")
+    assert seen == {torch.bfloat16}
+    assert fit.speed["precision"] == "bf16"
+    assert all(p.dtype == torch.float32 for p in score_parameters(model))
+    seen32, fit32, _ = _conv_dtypes("fp32")
+    assert seen32 == {torch.float32} and fit32.speed["precision"] == "fp32"
+
+
+def test_the_resolved_settings_are_recorded_in_the_ticket():
+    result = run_search(preset("tiny", epochs=1), device="cpu")
+    speed = result.ticket.search_config["speed"]
+    assert speed == resolve_speed("auto", channels_last=False, compile=False, device=CPU).to_dict()
+
+
+@needs_bf16
+def test_evaluation_attacks_are_fp32_unless_asked():
+    model = build_network(SPEC, keep_ratio=0.5).eval()
+    seen = []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    attack = AttackConfig("pgd", eps=0.1, alpha=0.05, steps=2)
+    robust_accuracy(model, x, y, attack)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    robust_accuracy(model, x, y, attack, precision="bf16")
+    assert torch.bfloat16 in seen and torch.float32 in seen       # attack in bf16, the accuracy in fp32
