@@ -55,12 +55,13 @@ def _captured_log(buffer: io.StringIO):
 
 def autoattack_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "Linf",
                         version: str = "standard", batch_size: int = 256, seed: int = 0,
-                        attacks: Sequence[str] | None = None, n_queries: int | None = None
-                        ) -> tuple[torch.Tensor, str]:
+                        attacks: Sequence[str] | None = None, n_queries: int | None = None,
+                        n_target_classes: int | None = None) -> tuple[torch.Tensor, str]:
     """AutoAttack's adversarial examples ``(x_adv on x's device, log text)``.
 
     As AutoAttack does, an example is replaced only where one of its attacks fooled the model
-    (for a randomised model: on the draw it saw). ``n_queries`` overrides Square's query budget.
+    (for a randomised model: on the draw it saw). ``n_queries`` overrides Square's query budget;
+    ``n_target_classes`` the number of target classes of APGD-T (AutoAttack standard: 9).
     """
     from pyautoattack import AutoAttack
 
@@ -82,6 +83,8 @@ def autoattack_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
                                attacks=attacks if version == "custom" else None)
         if n_queries is not None:
             adversary.square.n_queries = int(n_queries)
+        if n_target_classes is not None:
+            adversary.apgd_targeted.n_target_classes = int(n_target_classes)
         x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
     return x_adv.detach(), buffer.getvalue()
 

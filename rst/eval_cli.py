@@ -172,10 +172,72 @@ def _print_matrix(tr) -> None:
           f"{100 * (d['off_diagonal_mean'] or float('nan')):.2f}%, all cells {100 * d['mean']:.2f}%")
 
 
+def cmd_r2s_all(args) -> int:
+    """``eval r2s --protocols all``: the like-with-like table (rst.compare): R2S under every attack on
+    the random switch, each member and dense AT under PGD-20 / PGD-100 with restarts / APGD-T, per-image
+    worst cases on the same images, standard errors and the paired R2S - best member interval."""
+    import argparse as _argparse
+    from pathlib import Path
+
+    from .compare import SuiteConfig, compare_like_with_like, format_report
+    from .reports import write_report
+    r2s_images = args.images or 500
+    single_images = args.single_images or 1000
+    cs, x, y, device, attack = _setup(_argparse.Namespace(**{**vars(args), "images": max(r2s_images, single_images)}))
+    dense = None
+    dense_path = Path(args.dense) if args.dense else Path(args.file).with_name("dense_at.weights.safetensors")
+    if dense_path.exists():
+        from .masks import load_weights
+        dense = load_weights(dense_path, device=device)[0]
+    elif args.dense:
+        raise SystemExit(f"--dense {args.dense}: no such file")
+    cfg = SuiteConfig(eps=attack.eps, alpha=attack.alpha, steps=attack.steps, long_steps=args.long_steps,
+                      long_restarts=args.long_restarts, apgd_t_targets=args.apgd_t_targets,
+                      eot_samples=args.eot_samples, batch_size=args.batch_size, seed=args.seed)
+    members = _int_list(args.members)
+    n_single = 1 + len(members or cs.tickets) + (dense is not None)
+    print(f"like-with-like: R2S on the first {min(r2s_images, len(x))} test images, {n_single - 1} single models "
+          f"on the first {min(single_images, len(x))}; eps={attack.eps:.4g}"
+          + ("" if dense is not None else "; no dense baseline found"), flush=True)
+    bar = _Bar("like-with-like (model x attack)", args.quiet)
+    base = _base_payload(args, cs, x[:max(r2s_images, single_images)], device, attack)
+
+    def write(rep):
+        bar.close()
+        r = rep.rows[-1]
+        print(f"  {r.name:18s} clean {100 * r.clean:6.2f}%  worst case {100 * r.worst_case:6.2f}% "
+              f"± {100 * r.se:.2f} ({r.n_images} images)", flush=True)
+        write_report(args.out, "r2s_compare", {**base, "command": "eval r2s --protocols all",
+                                               "compare": rep.to_dict(), "complete": False},
+                     rep.to_frame(), device=str(device))
+
+    reuse = []
+    for path in args.reuse or []:
+        import json
+
+        from .compare import CompareReport
+        reuse.append(CompareReport.from_dict(json.loads(Path(path).read_text())["compare"]))
+    rows = _str_list(args.rows) or ["r2s", "members", "dense"]
+    try:
+        report = compare_like_with_like(cs, x, y, eps=attack.eps, dense=dense, r2s_images=r2s_images,
+                                        single_images=single_images, members=members, cfg=cfg, device=device,
+                                        progress=bar, on_row=write, rows=rows, reuse=reuse)
+    finally:
+        bar.close()
+    print(format_report(report))
+    paths = write_report(args.out, "r2s_compare", {**base, "command": "eval r2s --protocols all",
+                                                   "compare": report.to_dict(), "complete": True},
+                         report.to_frame(), device=str(device))
+    _print_written(paths)
+    return 0
+
+
 def cmd_r2s(args) -> int:
     """R2S under the paper's protocol and adaptive attacks, with sanity checks."""
     from .r2s import PROTOCOLS, R2S, evaluate_r2s
     from .reports import r2s_figure, write_report
+    if _str_list(args.protocols) == ["all"]:
+        return cmd_r2s_all(args)
     cs, x, y, device, attack = _setup(args)
     protocols = _str_list(args.protocols) or list(PROTOCOLS)
     unknown = [p for p in protocols if p not in PROTOCOLS]
@@ -456,8 +518,24 @@ def add_eval_commands(eval_subparsers) -> None:
     s = eval_subparsers.add_parser("r2s", help="R2S: paper's protocol and adaptive attacks, exact expectation")
     _common(s)
     s.add_argument("--members", help="ticket indices, e.g. 0,1,2 (default: all)")
-    s.add_argument("--protocols", help="comma-separated subset of paper,expectation,ensemble,eot,autoattack_rand "
-                                       "(default: all; autoattack_rand is slow on a CPU)")
+    s.add_argument("--protocols", help="comma-separated subset of paper,expectation,ensemble,eot,apgd_ce,apgd_dlr,"
+                                       "arc,autoattack_rand (default: each of them; autoattack_rand is slow on a "
+                                       "CPU), or 'all': the like-with-like table of R2S, every member and dense AT "
+                                       "(--images for R2S, default 500; --single-images, default 1000)")
+    s.add_argument("--single-images", dest="single_images", type=int, default=None,
+                   help="with --protocols all: first N test images for each single model (default 1000)")
+    s.add_argument("--dense", help="with --protocols all: the dense baseline's weights (default: "
+                                   "dense_at.weights.safetensors beside the tickets file, when present)")
+    s.add_argument("--long-steps", dest="long_steps", type=int, default=100,
+                   help="with --protocols all: steps of the single models' long PGD (default 100)")
+    s.add_argument("--long-restarts", dest="long_restarts", type=int, default=2,
+                   help="with --protocols all: restarts of the long PGD (default 2)")
+    s.add_argument("--apgd-t-targets", dest="apgd_t_targets", type=int, default=9,
+                   help="with --protocols all: APGD-T target classes (default 9, AutoAttack standard)")
+    s.add_argument("--rows", help="with --protocols all: rows to compute, a subset of r2s,members,dense "
+                                  "(default: all; run parts in parallel and join them with --reuse)")
+    s.add_argument("--reuse", nargs="*", help="with --protocols all: earlier r2s_compare.json files whose rows "
+                                              "(same images, radius, suite) are taken instead of recomputed")
     s.add_argument("--eot-samples", dest="eot_samples", type=int, default=10, help="EOT samples per step (eot)")
     s.add_argument("--switch", choices=("call", "batch", "example"), default="batch",
                    help="how R2S draws members (eot / autoattack_rand attack this switching)")

@@ -31,23 +31,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .attacks import AttackConfig, pgd
 from .masked import masked_layers
-from .masks import CandidateSet, _bn_buffers
+from .masks import CandidateSet, _bn_buffers, bit_shift_table, pack_bits, unpack_bits
 from .models import build_network
 from .sanity import SanityCheck
 
 SWITCHES = ("call", "batch", "example")
-PROTOCOLS = ("paper", "expectation", "ensemble", "eot", "autoattack_rand")
+PROTOCOLS = ("paper", "expectation", "ensemble", "eot", "apgd_ce", "apgd_dlr", "arc", "autoattack_rand")
+#: the adaptive attacks on the random switch, each a function of (r2s, x, y) (see adaptive_examples)
+ADAPTIVE = tuple(p for p in PROTOCOLS if p != "paper")
 
 THREAT_MODELS = {
     "paper": "non-adaptive: attacker targets one random member, defender answers with another "
@@ -56,24 +56,15 @@ THREAT_MODELS = {
                    "(exact EOT over the random switch)",
     "ensemble": "adaptive white-box: PGD on the cross-entropy of the members' mean logits",
     "eot": "adaptive white-box: EOT-PGD against the randomly switching model (sampled switches)",
+    "apgd_ce": "adaptive white-box: APGD-CE on the mean cross-entropy over all members (Croce & Hein's "
+               "loop), keeping per example the iterate with the lowest expected accuracy",
+    "apgd_dlr": "adaptive white-box: APGD-DLR on the mean DLR loss over all members, keeping per example "
+                "the iterate with the lowest expected accuracy",
+    "arc": "adaptive white-box: ARC (Dbouk & Shanbhag 2022), steps toward each member's closest "
+           "decision boundary, keeping steps that lower the expected accuracy",
     "autoattack_rand": "adaptive white-box: AutoAttack version='rand' (APGD-CE + APGD-DLR, EOT=20) "
                        "against the randomly switching model",
 }
-
-_BIT_SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)          # MSB first, as np.packbits
-
-
-def _pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """Bool tensor -> uint8 (ceil(n / 8),), MSB first (the mask file's layout)."""
-    return torch.from_numpy(np.packbits(mask.detach().cpu().flatten().numpy().astype(np.uint8)))
-
-
-def _unpack_bits(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """uint8 (ceil(n / 8),) on any device -> bool tensor of ``shape`` on the same device."""
-    n = math.prod(shape)
-    bits = (packed.unsqueeze(-1) >> _BIT_SHIFTS.to(packed.device)) & 1          # (nbytes, 8)
-    return bits.flatten()[:n].view(shape).bool()
-
 
 class R2S(nn.Module):
     """Random RST Switch: one copy of the frozen random weights, K bit-packed masks, K BN statistics.
@@ -134,8 +125,10 @@ class R2S(nn.Module):
         for layer in self._layers.values():
             layer.scores = nn.Parameter(torch.zeros((), device=dev).expand(layer.scores.shape), requires_grad=False)
 
-        # K masks per layer, bit-packed: (K, ceil(n / 8)) uint8
-        # (non-persistent buffers, so that .to(device) moves them)
+        # K masks per layer, bit-packed: (K, ceil(n / 8)) uint8, and the bit-shift table that unpacks
+        # them (non-persistent buffers, so that .to(device) moves them and a member switch never
+        # copies anything from the host)
+        self.register_buffer("bit_shifts", bit_shift_table(dev), persistent=False)
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._mask_buffers: dict[str, str] = {}
         for i, (name, layer) in enumerate(self._layers.items()):
@@ -146,7 +139,7 @@ class R2S(nn.Module):
                 if mask is None or tuple(mask.shape) != shape:
                     got = None if mask is None else tuple(mask.shape)
                     raise ValueError(f"ticket {m} has mask shape {got} for layer {name!r}, expected {shape}")
-                rows.append(_pack_bits(mask.bool()))
+                rows.append(pack_bits(mask.bool()))
             self._shapes[name] = shape
             self._mask_buffers[name] = f"packed_mask_{i}"
             self.register_buffer(f"packed_mask_{i}", torch.stack(rows).to(dev), persistent=False)
@@ -216,7 +209,7 @@ class R2S(nn.Module):
         if k == self._active:
             return
         for name, layer in self._layers.items():
-            mask = _unpack_bits(getattr(self, self._mask_buffers[name])[k], self._shapes[name])
+            mask = unpack_bits(getattr(self, self._mask_buffers[name])[k], self._shapes[name], self.bit_shifts)
             layer.fixed_mask = mask
             # the same expression as MaskedMixin.effective_weight: bitwise equal to plain inference
             self._weights[name] = (layer.weight * mask.to(layer.weight.dtype)).detach()
@@ -395,6 +388,48 @@ def _eot_examples(r2s: R2S, x, y, eps, alpha, steps, eot_samples, seed) -> torch
         return atk(x, y).detach()
 
 
+def adaptive_examples(protocol: str, r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,
+                      steps: int = 20, eot_samples: int = 10, apgd_steps: int = 100, arc_steps: int = 10,
+                      generator: torch.Generator | None = None, seed: int = 0) -> tuple[torch.Tensor, str]:
+    """One adaptive attack of :data:`ADAPTIVE` on a batch: ``(x_adv, log text)``.
+
+    "expectation" / "ensemble": PGD-``steps`` (step ``alpha``, random start from ``generator``);
+    "eot": torchattacks EOTPGD (``eot_samples`` switches per step; global RNG seeded with ``seed``);
+    "apgd_ce" / "apgd_dlr": :func:`rst.ensemble_attacks.apgd_expectation`, ``apgd_steps`` iterations;
+    "arc": :func:`rst.ensemble_attacks.arc`, ``arc_steps`` iterations of step ``alpha``;
+    "autoattack_rand": AutoAttack version='rand'.
+    """
+    from .ensemble_attacks import apgd_expectation, arc
+    if protocol == "expectation":
+        return pgd(r2s, x, y, eps, alpha, steps, loss=expectation_loss, generator=generator), ""
+    if protocol == "ensemble":
+        return pgd(r2s, x, y, eps, alpha, steps, loss=ensemble_loss, generator=generator), ""
+    if protocol == "eot":
+        return _eot_examples(r2s, x, y, eps, alpha, steps, eot_samples, seed), ""
+    if protocol in ("apgd_ce", "apgd_dlr"):
+        return apgd_expectation(r2s, x, y, eps, loss=protocol[5:], steps=apgd_steps, seed=seed), ""
+    if protocol == "arc":
+        return arc(r2s, x, y, eps, steps=arc_steps, step_size=alpha), ""
+    if protocol == "autoattack_rand":
+        from .autoattack import autoattack_examples
+        r2s.reseed(seed)
+        return autoattack_examples(r2s, x, y, eps=eps, version="rand", batch_size=len(x), seed=seed)
+    raise ValueError(f"unknown adaptive protocol {protocol!r}; known: {ADAPTIVE}")
+
+
+def describe_adaptive(protocol: str, *, K: int, eps: float, alpha: float, steps: int = 20, eot_samples: int = 10,
+                      apgd_steps: int = 100, arc_steps: int = 10, switch: str = "batch") -> str:
+    """A one-line description of an adaptive attack with its budget, e.g. for report rows."""
+    tail = f" Linf eps={eps:.4g} alpha={alpha:.4g}, 1 restart, no early stop"
+    return {"expectation": f"PGD-{steps} on mean CE over {K} members" + tail,
+            "ensemble": f"PGD-{steps} on CE of mean logits over {K} members" + tail,
+            "eot": f"EOT-PGD-{steps} ({eot_samples} samples/step, switch={switch})" + tail,
+            "apgd_ce": f"APGD-CE-{apgd_steps} on mean CE over {K} members, Linf eps={eps:.4g}, 1 restart",
+            "apgd_dlr": f"APGD-DLR-{apgd_steps} on mean DLR over {K} members, Linf eps={eps:.4g}, 1 restart",
+            "arc": f"ARC-{arc_steps} (step {alpha:.4g}, all class boundaries) over {K} members, Linf eps={eps:.4g}",
+            "autoattack_rand": f"AutoAttack rand (APGD-CE, APGD-DLR; EOT=20) Linf eps={eps:.4g}"}[protocol]
+
+
 def evaluate_r2s(r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 20,
                  alpha: float | None = None, eot_samples: int = 10, protocols: Sequence[str] = PROTOCOLS,
                  batch_size: int = 256, seed: int = 0,
@@ -482,30 +517,16 @@ def evaluate_r2s(r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
             log = []
             for bi, (a, b) in enumerate(batches):
                 xb, yb = x[a:b].to(device), y[a:b].to(device)
-                if proto == "expectation":
-                    x_adv = pgd(r2s, xb, yb, eps, alpha, steps, loss=expectation_loss, generator=g)
-                elif proto == "ensemble":
-                    x_adv = pgd(r2s, xb, yb, eps, alpha, steps, loss=ensemble_loss, generator=g)
-                elif proto == "eot":
-                    x_adv = _eot_examples(r2s, xb, yb, eps, alpha, steps, eot_samples, seed + bi)
-                else:   # autoattack_rand
-                    from .autoattack import autoattack_examples
-                    r2s.reseed(seed + bi)
-                    x_adv, text = autoattack_examples(r2s, xb, yb, eps=eps, version="rand",
-                                                      batch_size=batch_size, seed=seed + bi)
+                x_adv, text = adaptive_examples(proto, r2s, xb, yb, eps=eps, alpha=alpha, steps=steps,
+                                                eot_samples=eot_samples, generator=g, seed=seed + bi)
+                if text:
                     log.append(text)
                 ok[:, a:b] = member_correct(r2s, x_adv, yb).cpu()
                 tick()
             correct[proto] = ok
             per_member = ok.float().mean(1).tolist()
-            desc = {"expectation": f"PGD-{steps} on mean CE over {K} members",
-                    "ensemble": f"PGD-{steps} on CE of mean logits over {K} members",
-                    "eot": f"EOT-PGD-{steps} ({eot_samples} samples/step, switch={r2s.switch})",
-                    "autoattack_rand": "AutoAttack rand (APGD-CE, APGD-DLR; EOT=20)"}[proto]
-            if proto != "autoattack_rand":
-                desc += f" Linf eps={eps:.4g} alpha={alpha:.4g}, 1 restart, no early stop"
-            else:
-                desc += f" Linf eps={eps:.4g}"
+            desc = describe_adaptive(proto, K=K, eps=eps, alpha=alpha, steps=steps, eot_samples=eot_samples,
+                                     switch=r2s.switch)
             extra = {"log": "\n".join(log)} if log else {}
             results.append(R2SResult(proto, THREAT_MODELS[proto], True, desc, float(ok.float().mean()),
                                      float(min(per_member)), per_member, N, extra))
@@ -562,5 +583,5 @@ def _report_checks(report: R2SReport, clean: torch.Tensor, correct: dict, n: int
     return checks
 
 
-__all__ = ["R2S", "R2SResult", "R2SReport", "evaluate_r2s", "expectation_loss", "ensemble_loss",
+__all__ = ["ADAPTIVE", "R2S", "R2SResult", "R2SReport", "adaptive_examples", "describe_adaptive", "evaluate_r2s", "expectation_loss", "ensemble_loss",
            "member_correct", "PROTOCOLS", "SWITCHES", "THREAT_MODELS"]

@@ -244,3 +244,60 @@ def test_sanity_checks_on_r2s(tiny_cs, test_images):
     assert by_name["eps_to_zero"].passed, by_name["eps_to_zero"].detail
     assert by_name["more_steps"].passed, by_name["more_steps"].detail
     assert not r2s.training and not r2s.net.training
+
+
+# --------------------------------------------------------------------------------------------
+# the bit format: rst.masks owns pack and unpack; R2S keeps the shift table on its device
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (8,), (9,), (3, 5, 2), (16, 1, 3, 3)])
+def test_pack_unpack_round_trip_and_layout(shape):
+    import numpy as np
+
+    from rst.masks import bit_shift_table, pack_bits, unpack_bits
+    g = torch.Generator().manual_seed(sum(shape))
+    mask = torch.rand(shape, generator=g) < 0.4
+    packed = pack_bits(mask)
+    assert packed.dtype == torch.uint8 and packed.shape == ((mask.numel() + 7) // 8,)
+    assert packed.tolist() == np.packbits(mask.flatten().numpy()).tolist()          # MSB first, the file layout
+    for shifts in (None, bit_shift_table()):
+        out = unpack_bits(packed, shape, shifts)
+        assert out.dtype == torch.bool and torch.equal(out, mask)
+
+
+def test_bit_shift_table_is_a_buffer_used_on_every_switch(tiny_cs, test_images):
+    """No per-switch table: every unpack shifts by the module's own buffer, which moves with .to()."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    r2s = R2S(tiny_cs)
+    buffers = dict(r2s.named_buffers())
+    assert "bit_shifts" in buffers and "bit_shifts" not in r2s.state_dict()
+    table = buffers["bit_shifts"]
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.shift_operands, self.factories = [], []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if "rshift" in name:
+                self.shift_operands.append(args[1])
+            if name in ("arange", "scalar_tensor", "lift_fresh"):
+                self.factories.append(name)
+            if name == "_to_copy" and (kwargs or {}).get("device") is not None:
+                self.factories.append("device copy")
+            return func(*args, **(kwargs or {}))
+
+    x, _ = test_images
+    rec = Record()
+    with torch.no_grad(), rec:
+        r2s.member_logits(x[:2])                 # K member switches
+    n_layers = len(r2s._shapes)
+    assert len(rec.shift_operands) == r2s.K * n_layers - n_layers   # member 0 was active already
+    assert all(op.data_ptr() == table.data_ptr() for op in rec.shift_operands)
+    assert rec.factories == []          # no table built, no tensor lifted from the host, no device copy
+    # the table follows the module (a device move, shown with the meta device on a CPU)
+    moved = R2S(tiny_cs).to("meta")
+    assert moved.bit_shifts.device.type == "meta" and moved.packed_mask_0.device.type == "meta"
