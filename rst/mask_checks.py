@@ -66,14 +66,19 @@ def show(value, n: int = 60) -> str:
 
 
 def check_depth(obj, what: str, limit: int = MAX_JSON_DEPTH) -> None:
-    """Refuse JSON nested deeper than ``limit`` (iterative: no recursion on file content)."""
-    stack = [(obj, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > limit:
-                raise MaskFileError(f"{what} is nested more than {limit} levels deep")
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    """Refuse parsed JSON nested deeper than ``limit``: one pass per level over the containers, no recursion.
+
+    (``json.loads`` itself raises RecursionError past ~1000 levels; the callers turn that into a
+    MaskFileError.) Linear in the number of containers and their elements.
+    """
+    level, depth = [obj] if isinstance(obj, (dict, list)) else [], 1
+    while level:
+        if depth > limit:
+            raise MaskFileError(f"{what} is nested more than {limit} levels deep")
+        nxt = []
+        for item in level:
+            nxt += [v for v in (item.values() if type(item) is dict else item) if isinstance(v, (dict, list))]
+        level, depth = nxt, depth + 1
 
 
 def real(value, what: str, lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> float:

@@ -327,6 +327,8 @@ def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[dict, dict, list
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise MaskFileError(f"not an {fmt!r} file: its metadata 'format' is {checks.show(found, 40)}")
+    if isinstance(meta.get("tickets"), list) and len(meta["tickets"]) > checks.MAX_TICKETS:
+        checks.tickets_meta(meta["tickets"])      # the count is refused before anything walks the list
     checks.check_depth(meta, "the 'rst' metadata")
     version = meta.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:

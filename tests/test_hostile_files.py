@@ -4,7 +4,7 @@
 The corpus (``tests/bad_masks``, expectations in ``expected.json``) is loaded in two worker
 processes. Each worker imports rst, loads the control file once, then for every file sets
 ``RLIMIT_AS`` to its current address space + 1 GiB and a 5 s interval timer, and runs
-``load_tickets(path).model(0)``.
+``load_tickets(path).model(0)``. Times are CPU seconds (the test machine may be busy).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from rst.mask_checks import MAX_TICKETS
-from rst.masks import (CandidateSet, MaskFileError, MaskFileWarning, extract_ticket, load_tickets, load_weights,
+from rst.masks import (CandidateSet, MaskFileError, extract_ticket, load_tickets, load_weights,
                        save_tickets, save_weights, to_bytes)
 from rst.models import build_network
 
@@ -47,18 +47,18 @@ class Timeout(BaseException):
 def on_alarm(*_):
     raise Timeout()
 
-signal.signal(signal.SIGALRM, on_alarm)
+signal.signal(signal.SIGPROF, on_alarm)
 seconds, memory = float(sys.argv[1]), int(sys.argv[2])
 load_tickets(sys.argv[3]).model(0)                      # warm up (lazy imports, allocator pools)
 hard = resource.getrlimit(resource.RLIMIT_AS)[1]
 
 def limited(fn):
     resource.setrlimit(resource.RLIMIT_AS, (vm_size() + memory, hard))
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_PROF, seconds)      # CPU seconds: a busy machine does not count
     try:
         return fn()
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
         resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
 
 # the limit is real: allocating more than it under it fails
@@ -70,7 +70,7 @@ except MemoryError:
 
 for path in sys.argv[4:]:
     rec = {"file": path.rsplit("/", 1)[-1], "message": "", "warnings": []}
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -84,7 +84,7 @@ for path in sys.argv[4:]:
             rec["outcome"] = "memory"
         except BaseException as e:
             rec["outcome"], rec["message"] = "crash", f"{type(e).__name__}: {e}"[:300]
-    rec["seconds"] = time.perf_counter() - t
+    rec["seconds"], rec["cpu_seconds"] = time.perf_counter() - t, time.process_time() - cpu
     rec["warnings"] = [str(w.message) for w in caught if issubclass(w.category, MaskFileWarning)]
     print(json.dumps(rec), flush=True)
 '''
@@ -118,8 +118,8 @@ def test_every_corpus_file_is_refused_or_warned_within_time_and_memory_limits():
     failures = []
     for name in names:
         rec = results[name]
-        if rec["seconds"] >= SECONDS:
-            failures.append(f"{name}: {rec['seconds']:.1f} s")
+        if rec["cpu_seconds"] >= SECONDS:
+            failures.append(f"{name}: {rec['cpu_seconds']:.1f} CPU s")
         if name in GOOD_FILES:
             ok = rec["outcome"] == "loaded" and not rec["warnings"]
         elif EXPECTED[name]["expect"] == "error":
@@ -141,7 +141,7 @@ def _tiny_ticket(tiny_spec, keep_ratio=0.3, seed=0):
     return extract_ticket(model.eval(), name=f"k{keep_ratio}")
 
 
-def test_validation_is_linear_a_million_tickets_and_5000_stray_tensors_refused_fast(tiny_spec):
+def test_validation_is_linear_a_million_tickets_and_5000_stray_tensors_refused_fast():
     """The file of the issue (72 s before): the ticket count is capped before anything else is read."""
     import struct
     from safetensors.torch import save
@@ -152,26 +152,26 @@ def test_validation_is_linear_a_million_tickets_and_5000_stray_tensors_refused_f
     stray = {f"x{i}": torch.zeros(1, dtype=torch.uint8) for i in range(5000)}
     raw = json.dumps(meta)
     data = save(stray, metadata={"rst": raw})
-    t = time.perf_counter()
+    t = time.process_time()                 # CPU time: the machine may be busy with other work
     with pytest.raises(MaskFileError, match="limit of 256"):
         load_tickets(data)
-    assert time.perf_counter() - t < SECONDS
+    assert time.process_time() - t < SECONDS
     # under the cap, the 5000 stray tensors are found in one linear pass
     meta["tickets"] = meta["tickets"][:2]
     data = save(stray, metadata={"rst": json.dumps(meta)})
-    t = time.perf_counter()
+    t = time.process_time()
     with pytest.raises(MaskFileError, match="no ticket"):
         load_tickets(data)
-    assert time.perf_counter() - t < SECONDS
+    assert time.process_time() - t < SECONDS
 
 
 def test_the_maximum_number_of_tickets_loads_and_one_more_is_refused(tiny_spec):
     ticket = _tiny_ticket(tiny_spec)
     cs = CandidateSet(tiny_spec, [ticket] * MAX_TICKETS)     # one ticket many times: tensors cloned on save
     data = to_bytes(cs)
-    t = time.perf_counter()
+    t = time.process_time()
     loaded = load_tickets(data)
-    seconds = time.perf_counter() - t
+    seconds = time.process_time() - t
     assert len(loaded) == MAX_TICKETS and seconds < 30, seconds
     assert all(torch.equal(loaded.tickets[-1].masks[k], ticket.masks[k]) for k in ticket.masks)
     with pytest.raises(MaskFileError, match="limit"):
