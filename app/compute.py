@@ -20,10 +20,38 @@ def network_summary(spec_json: str) -> dict:
     from rst.weights import weight_checksum
     spec = NetworkSpec.from_dict(json.loads(spec_json))
     net = build_network(spec)
-    rows = [{"layer": name, "type": type(layer).__name__, "shape": "×".join(map(str, layer.weight.shape)),
-             "weights": layer.weight.numel(), "scores": layer.scores.numel()} for name, layer in masked_layers(net)]
+    layers = list(masked_layers(net))
+    names = layer_names([name for name, _ in layers])
+    rows = [{"layer": short, "type": "conv" if layer.weight.dim() == 4 else "linear",
+             "shape": "×".join(map(str, layer.weight.shape)), "weights": layer.weight.numel()}
+            for short, (_, layer) in zip(names, layers)]
     return {"rows": rows, "total": sum(r["weights"] for r in rows), "checksum": weight_checksum(net),
-            "bn_layers": sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())}
+            "bn_layers": sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules()),
+            "out_features": [int(layer.weight.shape[0]) for _, layer in layers]}
+
+
+def layer_names(names: list[str]) -> list[str]:
+    """Layer names as the model defines them: the input normaliser wraps every network as
+    ``Sequential(normalise, net)``, so masked layers are named ``1.features.0``; the shared ``1.`` goes."""
+    prefixes = {n.split(".", 1)[0] for n in names}
+    if len(prefixes) == 1 and all("." in n for n in names) and next(iter(prefixes)).isdigit():
+        return [n.split(".", 1)[1] for n in names]
+    return list(names)
+
+
+def describe_network(description: str, spec, summary: dict) -> str:
+    """What the network *is* at this width, from its layers (not the registry's width-1 description)."""
+    import re
+    family = re.split(r"[:(]", description, maxsplit=1)[0].strip()
+    kinds = [r["type"] for r in summary["rows"]]
+    def sizes(kind):
+        outs = [o for o, k in zip(summary["out_features"], kinds) if k == kind]
+        if not outs:
+            return ""
+        shown = "-".join(map(str, outs)) if len(outs) <= 6 else f"{outs[0]} … {max(outs)}"
+        return f"{len(outs)} {kind} layer{'s' if len(outs) > 1 else ''} ({shown})"
+    parts = ", ".join(s for s in (sizes("conv"), sizes("linear")) if s)
+    return f"{family} at width ×{spec.width:g}: {parts}; {summary['total']:,} weights"
 
 
 def spec_json(spec) -> str:
@@ -34,7 +62,9 @@ def spec_json(spec) -> str:
 def ticket_layer_stats(set_key: str, _cs, index: int) -> list[dict]:
     """``rst.layer_stats`` of ticket ``index``: per layer weights, kept weights, density."""
     from rst.masked import layer_stats
-    return [{**r, "shape": "×".join(map(str, r["shape"]))} for r in layer_stats(_cs.model(index))]
+    stats = layer_stats(_cs.model(index))
+    names = layer_names([r["layer"] for r in stats])
+    return [{**r, "layer": n, "shape": "×".join(map(str, r["shape"]))} for n, r in zip(names, stats)]
 
 ATTACK_LABELS = {"pgd": "PGD", "fgsm": "FGSM", "cw": "CW-L∞ (PGD on the margin loss)"}
 

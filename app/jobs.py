@@ -110,3 +110,17 @@ def search_data(source: str, cfg, n_train: int):
     val = min(cfg.val_size, max(1, len(y) // 5))
     x_tr, y_tr, x_val, y_val = split_train_val(x, y, val, seed=cfg.seed)
     return SearchData(x_tr, y_tr, x_val, y_val), label
+
+
+def result_summary(res) -> str:
+    """The page's one-line summary of a finished search (epochs counted from 1, as the chart counts them);
+    it says when the best epoch is one the Stop button cut short."""
+    best = next((h for h in res.history if h["epoch"] == res.best_epoch), {})
+    n_complete = sum(bool(h.get("complete", True)) for h in res.history)
+    text = (f"Ticket **{res.ticket.name}** found{' (stopped early)' if res.stopped else ''}: best epoch "
+            f"{res.best_epoch + 1} of {len(res.history)} run"
+            + (f" ({n_complete} complete)" if n_complete < len(res.history) else "") + ".")
+    if not best.get("complete", True):
+        text += (f" Epoch {res.best_epoch + 1} was stopped part-way: its numbers are of a partly trained "
+                 "epoch (validated after the last step it ran).")
+    return text

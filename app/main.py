@@ -23,7 +23,8 @@ if str(APP_DIR) not in sys.path:          # `import state` etc. from every page,
 
 import state  # noqa: E402
 
-st.set_page_config(page_title="RST Explorer", page_icon=":material/confirmation_number:", layout="wide")
+FAVICON = APP_DIR.parent / "assets" / "favicon.png"      # shipped: no font CDN is asked for the page icon
+st.set_page_config(page_title="RST Explorer", page_icon=str(FAVICON) if FAVICON.is_file() else None, layout="wide")
 
 PAGES = [
     st.Page("views/home.py", title="Home", icon=":material/home:", default=True),

@@ -18,6 +18,10 @@ from ui import progress_bar
 # attack choice -> (label, how it is computed). "protocol:*" go to rst.r2s.evaluate_r2s;
 # "deployed:*" attack the switching model as served (a gradient query sees whichever member the
 # switch draws); "member" attacks one member and transfers (glue below).
+# what the R2S live page starts with (the benchmark times exactly this): every member of the active set
+PAGE_DEFAULTS = {"attack": "protocol:expectation", "switch": "batch", "steps": 10, "n_images": 128, "seed": 0,
+                 "compare": True}
+
 R2S_ATTACKS = {
     "protocol:expectation": "Expectation PGD: mean loss over all members (adaptive)",
     "protocol:ensemble": "Ensemble PGD: mean logits of all members (adaptive)",

@@ -40,8 +40,9 @@ def stored_curve(zoo_id: str | None, cs) -> tuple[list[dict], str] | None:
         rep = zoo_report(zoo_id, "curve")
         rows = rep.get("rows") if isinstance(rep, dict) else rep
         if isinstance(rows, list) and rows and all(isinstance(r, dict) and "keep_ratio" in r for r in rows):
-            extra = f", {rep.get('n_images')} test images" if isinstance(rep, dict) and rep.get("n_images") else ""
-            return [dict(r) for r in rows], f"stored zoo report{extra}"
+            n = rep.get("n_images") if isinstance(rep, dict) else None
+            extra = f", {n} test images" if n else ""
+            return [{"n_images": n, **r} for r in rows], f"stored zoo report{extra}"
     rows = []
     metas = {t["name"]: t for t in (zoo_entry(zoo_id) or {}).get("tickets", [])} if zoo_id else {}
     for t in cs.tickets:
@@ -50,13 +51,27 @@ def stored_curve(zoo_id: str | None, cs) -> tuple[list[dict], str] | None:
         if rob is None or cln is None:
             return None
         rows.append({"name": t.name, "keep_ratio": t.keep_ratio, "clean": cln["value"], "robust": rob["value"],
-                     "attack": rob["attack"], "split": rob["split"]})
+                     "attack": rob["attack"], "split": rob["split"], "n_images": n_from_split(rob["split"])})
     splits = sorted({r["split"] for r in rows if r.get("split")})
     return rows, f"metrics recorded with the tickets ({', '.join(splits) or 'split not recorded'})"
 
 
-def stored_autoattack(zoo_id: str | None) -> tuple[dict[str, float], str] | None:
-    """``({ticket name: AutoAttack robust accuracy}, description)`` from the zoo's report, or None."""
+def n_from_split(split: str | None) -> int | None:
+    """The number of images of a split named like ``test[:2000]`` (None when it does not say)."""
+    import re
+    m = re.search(r"\[:(\d+)\]", str(split or ""))
+    return int(m.group(1)) if m else None
+
+
+def standard_error(p: float | None, n: int | None) -> float | None:
+    """One binomial standard error of an accuracy ``p`` (fraction) measured on ``n`` images."""
+    if p is None or not n or p != p:
+        return None
+    return math.sqrt(max(p * (1 - p), 0.0) / n)
+
+
+def stored_autoattack(zoo_id: str | None) -> tuple[dict[str, float], str, int | None] | None:
+    """``({ticket name: AutoAttack robust accuracy}, description, images)`` from the zoo's report, or None."""
     rep = zoo_report(zoo_id, "autoattack") if zoo_id else None
     rows = rep.get("rows") if isinstance(rep, dict) else None
     if not isinstance(rows, list) or not rows:
@@ -64,7 +79,7 @@ def stored_autoattack(zoo_id: str | None) -> tuple[dict[str, float], str] | None
     acc = {str(r["name"]): float(r["robust"]) for r in rows if isinstance(r, dict) and "name" in r and "robust" in r}
     r0 = rows[0]
     return acc, (f"AutoAttack {r0.get('version', '')} ({', '.join(r0.get('attacks') or [])}), "
-                 f"eps={r0.get('eps')}, {r0.get('n_images')} test images")
+                 f"eps={r0.get('eps')}, {r0.get('n_images')} test images"), r0.get("n_images")
 
 @dataclass(frozen=True)
 class TransferView:

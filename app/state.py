@@ -102,9 +102,21 @@ def require_active() -> ActiveSet | None:
 
 def with_ticket(cs, ticket):
     """A new candidate set: ``cs``'s tickets plus ``ticket`` (``cs`` is left unchanged)."""
+    import dataclasses
+
     from rst.masks import CandidateSet
     meta = {k: v for k, v in cs.meta.items() if k in ("provenance", "extra")}
+    name = unique_name(ticket.name or f"keep{ticket.keep_ratio:g}", [t.name for t in cs.tickets])
+    if name != ticket.name:              # a copy under its new name: the search's result stays as it was
+        ticket = dataclasses.replace(ticket, name=name)
     return CandidateSet(cs.spec, [*cs.tickets, ticket], cs.weight_checksum, meta)
+
+
+def unique_name(name: str, taken: list[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``, … : the first that no ticket of the set has."""
+    if name not in taken:
+        return name
+    return next(f"{name}-{k}" for k in range(2, len(taken) + 3) if f"{name}-{k}" not in taken)
 
 
 def single_ticket_set(cs, index: int):

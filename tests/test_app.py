@@ -6,6 +6,7 @@ data, a 256-image stand-in test subset, stored reports) and points ``RST_ZOO_DIR
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -319,3 +320,143 @@ def test_without_a_zoo_a_searched_ticket_is_usable_everywhere(empty_env):
     assert _metric(at, "Keep ratio") == "0.5"
     at.switch_page("views/masks.py").run()
     assert len(at.get("download_button")) == 2                # the set and its one ticket
+
+
+# ------------------------------------------------------------------------------------------ page fixes (issue 15)
+
+
+def _figure(at: AppTest, key: str) -> dict:
+    import json
+    return json.loads(_plotly(at, key))
+
+
+def test_network_page_describes_this_width_and_charts_layers_in_keep_ratio_order(zoo_env):
+    at = _app("views/network.py")
+    table = at.dataframe[0].value
+    assert not any(name.startswith("1.") for name in table["layer"]), "the normaliser's '1.' prefix is gone"
+    caption = _texts(at.caption)
+    total = int(table["weights"].sum())
+    assert f"{total:,} weights" in caption and "at width ×0.25" in caption
+    assert "32-32-64-64" not in caption and "0.40 M" not in caption       # the registry's width-1 text
+    fig = _figure(at, "network_bars")
+    assert fig["layout"]["yaxis"]["type"] == "log"
+    assert fig["layout"]["xaxis"]["title"]["text"]
+    names = [tr["name"] for tr in fig["data"]]
+    assert names == ["all weights", "keep 0.3", "keep 0.5", "keep 0.7"]
+    colors = [tr["marker"]["color"] for tr in fig["data"][1:]]
+    assert len(set(colors)) == 3                                           # one colour per keep ratio
+
+
+def test_search_names_the_new_ticket_uniquely_and_counts_epochs_from_one(zoo_env):
+    at = _app("views/search.py")
+    at.number_input(key="se_epochs").set_value(1)
+    at.number_input(key="se_train").set_value(64)
+    at.number_input(key="se_keep").set_value(0.5)                         # the zoo set already has keep0.5
+    at.button(key="se_start").click().run()
+    job = at.session_state["search_job"]
+    assert job.join(timeout=90)
+    at.run()
+    assert job.error is None, job.error_trace
+    history = _dataframe(at, "epoch")
+    assert list(history["epoch"]) == [1]
+    assert "robust, validation (%)" in history.columns
+    shown = _metric(at, "Robust accuracy (validation)")                   # percent, as the metric above it
+    assert shown == f"{history['robust, validation (%)'].iloc[0]:.1f} %"
+    at.button(key="add_ticket").click().run()
+    cs = at.session_state["session_sets"][at.session_state["active_key"]]["cs"]
+    names = [t.name for t in cs.tickets]
+    assert names == ["keep0.3", "keep0.5", "keep0.7", "keep0.5-2"] and len(set(names)) == len(names)
+    assert job.result.ticket.name == "keep0.5"                             # the search's own result is unchanged
+    fig = _figure(at, "search_curves")
+    assert fig["layout"]["xaxis"]["range"] == fig["layout"]["xaxis2"]["range"]   # one x convention
+
+
+def test_search_message_says_when_the_best_epoch_is_incomplete():
+    from types import SimpleNamespace
+    sys.path.insert(0, str(APP))
+    from jobs import result_summary
+    history = [{"epoch": 0, "complete": True}, {"epoch": 1, "complete": True}, {"epoch": 2, "complete": False}]
+    res = SimpleNamespace(ticket=SimpleNamespace(name="keep0.5"), history=history, best_epoch=2, stopped=True)
+    text = result_summary(res)
+    assert "best epoch 3 of 3 run (2 complete)" in text and "stopped part-way" in text
+    res = SimpleNamespace(ticket=SimpleNamespace(name="keep0.5"), history=history[:2], best_epoch=1, stopped=False)
+    assert result_summary(res) == "Ticket **keep0.5** found: best epoch 2 of 2 run."
+
+
+def test_sparsity_dense_levels_are_legend_entries_with_error_bars(tiny_zoo, tmp_path, monkeypatch):
+    import json
+    import shutil
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo["zoo_dir"], zoo)
+    index = json.loads((zoo / "index.json").read_text())
+    rows = [{"name": t["name"], "keep_ratio": t["keep_ratio"], "clean": 0.5, "robust": 0.25, "version": "standard",
+             "attacks": ["apgd-ce"], "n_images": 32, "eps": 0.1} for t in index["zoos"][0]["tickets"]]
+    rows.append({**rows[0], "name": "dense AT", "keep_ratio": 1.0, "robust": 0.375})
+    (zoo / "tiny" / "autoattack.json").write_text(json.dumps({"rows": rows}))
+    index["zoos"][0]["reports"]["autoattack"] = "tiny/autoattack.json"
+    (zoo / "index.json").write_text(json.dumps(index))
+    monkeypatch.setenv("RST_ZOO_DIR", str(zoo))
+    monkeypatch.setenv("RST_TEST_SUBSET", str(tiny_zoo["subset"]))
+    at = _app("views/sparsity.py")
+    fig = _figure(at, "sparsity_curve")
+    assert not fig["layout"].get("annotations"), "no text labels in the plot to collide with lines"
+    dense = {tr["name"]: tr for tr in fig["data"] if tr.get("name", "").startswith("dense AT")}
+    assert set(dense) == {"dense AT, robust (64 images)", "dense AT, AutoAttack (32 images)", "dense AT, natural (64 images)"}
+    aa, pgd = dense["dense AT, AutoAttack (32 images)"], dense["dense AT, robust (64 images)"]
+    se = lambda p, n: 100 * (p * (1 - p) / n) ** 0.5                    # noqa: E731
+    assert abs(aa["error_y"]["array"][0] - se(0.375, 32)) < 1e-6
+    p = index["zoos"][0]["dense"]["metrics"]["test_pgd20"]["value"]
+    assert abs(pgd["error_y"]["array"][0] - se(p, 64)) < 1e-6 and pgd["x"] == [1.0]
+    with_bars = [tr for tr in fig["data"] if tr.get("name") == "robust (AutoAttack)"][0]
+    assert with_bars["error_y"]["visible"]
+    table = at.dataframe[0].value
+    assert {"natural (%)", "robust (%)"} <= set(table.columns)
+
+
+def test_sparsity_uniform_density_shows_kept_counts(zoo_env):
+    at = _app("views/sparsity.py")
+    fig = _figure(at, "sparsity_density")
+    assert fig["layout"]["title"]["text"].startswith("Kept weights per layer")   # per-layer masks: all alike
+    assert fig["layout"]["yaxis"]["type"] == "log"
+    assert "Every layer keeps" in _texts(at.caption)
+
+
+def test_transfer_colours_span_the_data_and_the_paper_matrix_is_categorical(zoo_env):
+    import numpy as np
+    at = _app("views/transfer.py")
+    fig = _figure(at, "transfer_heatmap")
+    z = np.asarray(fig["data"][0]["z"], dtype=float)
+    assert fig["data"][0]["zmin"] == z.min() and fig["data"][0]["zmax"] == z.max()
+    assert fig["data"][0]["texttemplate"] == "%{text}"
+    paper = _figure(at, "paper_heatmap")
+    assert paper["layout"]["xaxis"]["type"] == paper["layout"]["yaxis"]["type"] == "category"
+
+
+def test_r2s_attributions_in_keep_ratio_order_and_attacks_in_full(zoo_env):
+    at = _app("views/r2s_live.py")
+    at.number_input(key="r2s_images").set_value(16)
+    at.number_input(key="r2s_steps").set_value(2)
+    at.button(key="r2s_run").click().run()
+    assert "attack" not in _dataframe(at, "threat model").columns          # the long texts: below, in full
+    assert "PGD-2 Linf" in _texts(at.markdown)
+    at.radio(key="cap_method").set_value("Saliency")
+    at.button(key="cap_explain").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    fig = _figure(at, "captum_maps")
+    titles = [a["text"].split("<br>")[0] for a in fig["layout"]["annotations"]]
+    assert titles == ["keep0.3", "keep0.5", "keep0.7"]
+
+
+def test_masks_caption_after_use_says_it_is_active(zoo_env):
+    data = (Path(zoo_env["zoo_dir"]) / "tiny" / "tickets.rst.safetensors").read_bytes()
+    at = _app("views/masks.py")
+    at.file_uploader(key="mask_upload").upload("mine.rst.safetensors", data).run()
+    at.button(key="use_upload").click().run()
+    captions = _texts(at.caption)
+    assert "is the active candidate set now" in captions and "choose it in the sidebar" not in captions
+
+
+def test_the_page_icon_is_a_shipped_file():
+    main = (APP / "main.py").read_text()
+    assert "favicon.png" in main and ":material/" not in main.split("set_page_config")[1].split("\n")[0]
+    assert (APP.parent / "assets" / "favicon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

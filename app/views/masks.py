@@ -70,8 +70,11 @@ if up is not None:
         done = st.session_state.get("uploaded_digests", {})
         digest = hashlib.sha256(data).hexdigest()
         if digest in done:
-            st.caption(f"In this session's candidate sets as "
-                       f"“{state.set_options().get(done[digest], '?')}”; choose it in the sidebar.")
+            label = state.set_options().get(done[digest], "?")
+            if st.session_state.get(state.K_ACTIVE) == done[digest]:
+                st.caption(f":material/check_circle: “{label}” is the active candidate set now: every page uses it.")
+            else:
+                st.caption(f"In this session's candidate sets as “{label}”; choose it in the sidebar to use it.")
         else:
             st.button("Use this candidate set", type="primary", key="use_upload", on_click=_use_upload,
                       args=(data, up.name, digest))

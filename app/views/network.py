@@ -47,7 +47,8 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Masked layers", len(summary["rows"]))
 c2.metric("Weights", f"{summary['total']:,}")
 c3.metric("Device", state.device())
-st.caption(f"{entry.description}. Init: {spec.init}, seed {spec.seed}. Weight checksum (SHA-256 of the regenerated weights): `{summary['checksum']}`. "
+st.caption(f"{compute.describe_network(entry.description, spec, summary)}. Init: {spec.init}, seed {spec.seed}. "
+           f"One score per weight. Weight checksum (SHA-256 of the regenerated weights): `{summary['checksum']}`. "
            f"{summary['bn_layers']} BatchNorm layers without affine parameters. Available devices: "
            f"{', '.join(state.devices())} (choose in the sidebar).")
 if entry.input_size != DATASET_STATS[dataset][2]:
@@ -56,8 +57,10 @@ if entry.input_size != DATASET_STATS[dataset][2]:
 
 table = pd.DataFrame(summary["rows"])
 matches = act is not None and act.cs.spec == spec
+order = sorted(range(len(act.cs)), key=lambda i: act.cs.tickets[i].keep_ratio) if matches else []
 if matches:
-    for i, t in enumerate(act.cs.tickets):
+    for i in order:
+        t = act.cs.tickets[i]
         stats = compute.ticket_layer_stats(act.key, act.cs, i)
         table[f"kept · {t.name or i}"] = [r["kept"] for r in stats]
     st.markdown(f"Kept weights per layer of the **{len(act.cs)} tickets of the active set** "
@@ -69,13 +72,24 @@ elif act is not None:
             "those values to see its tickets' kept weights per layer.")
 else:
     state.show_guidance()
-st.dataframe(table, hide_index=True, width="stretch")
+kept_cols = [c for c in table.columns if c.startswith("kept · ")]
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"layer": st.column_config.TextColumn(width="small"),
+                            "type": st.column_config.TextColumn(width="small"),
+                            **{c: st.column_config.NumberColumn(c.removeprefix("kept · "), width="small",
+                                                                help=f"weights {c}")
+                               for c in kept_cols}})
+if kept_cols:
+    st.caption("Columns after *weights*: the weights each ticket keeps, in order of keep ratio.")
 
-fig = go.Figure(go.Bar(x=table["layer"], y=table["weights"], name="weights", marker_color="#9aa5b1"))
-if matches:
-    for col in [c for c in table.columns if c.startswith("kept · ")]:
-        fig.add_bar(x=table["layer"], y=table[col], name=col)
-fig.update_layout(barmode="group", height=360, margin=dict(t=40, b=10), yaxis_title="weights",
-                  legend=dict(orientation="h", yanchor="bottom", y=-0.3, x=0),
+fig = go.Figure(go.Bar(x=table["layer"], y=table["weights"], name="all weights", marker_color="#9aa5b1"))
+if matches:   # keep ratios in order, coloured along one sequential scale (light: few kept, dark: many)
+    from plotly.colors import sample_colorscale
+    colors = sample_colorscale("Viridis", [0.9 - 0.8 * k / max(1, len(kept_cols) - 1) for k in range(len(kept_cols))])
+    for col, color, i in zip(kept_cols, colors, order):
+        fig.add_bar(x=table["layer"], y=table[col], name=f"keep {act.cs.tickets[i].keep_ratio:g}", marker_color=color)
+fig.update_layout(barmode="group", height=380, margin=dict(t=40, b=10), yaxis_title="weights (log scale)",
+                  xaxis_title="masked layer (input → output)", yaxis_type="log",
+                  legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title_text="kept at"),
                   title="Weights per masked layer" + (" and kept by each ticket" if matches else ""))
 ui.plot(fig, key="network_bars")

@@ -4,6 +4,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 import compute
 import r2s_eval
@@ -41,19 +42,22 @@ with st.form("r2s_form"):
     members = st.multiselect("Candidate set members", list(range(len(cs))), default=list(range(len(cs))),
                              format_func=labels.__getitem__, key="r2s_members")
     c1, c2, c3 = st.columns([3, 1, 2])
-    attack = c1.selectbox("Attack", list(r2s_eval.R2S_ATTACKS), format_func=r2s_eval.R2S_ATTACKS.get, key="r2s_attack")
+    D = r2s_eval.PAGE_DEFAULTS
+    attack = c1.selectbox("Attack", list(r2s_eval.R2S_ATTACKS), format_func=r2s_eval.R2S_ATTACKS.get, key="r2s_attack",
+                          index=list(r2s_eval.R2S_ATTACKS).index(D["attack"]))
     switch = c2.selectbox("Switching", ["batch", "call", "example"], key="r2s_switch",
+                          index=["batch", "call", "example"].index(D["switch"]),
                           help="batch: one member per forward call's batch, call: a new draw every call, "
                                "example: a member per example")
     source_member = c3.selectbox("Source member (for 'transfer from one member')", list(range(len(cs))),
                                  format_func=labels.__getitem__, key="r2s_source")
     c1, c2, c3, c4 = st.columns(4)
     eps = c1.number_input("ε", 0.0, 1.0, default_eps, 0.01, format="%.4f", key="r2s_eps")
-    steps = c2.number_input("Steps", 1, 200, 10, 1, key="r2s_steps")
-    n_images = c3.number_input("Test images", 8, n_max, min(128, n_max), 8, key="r2s_images")
-    seed = c4.number_input("Seed", 0, 2**31 - 1, 0, 1, key="r2s_seed")
+    steps = c2.number_input("Steps", 1, 200, D["steps"], 1, key="r2s_steps")
+    n_images = c3.number_input("Test images", 8, n_max, min(D["n_images"], n_max), 8, key="r2s_images")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, D["seed"], 1, key="r2s_seed")
     compare = st.checkbox("Beside it, the paper's protocol and every ticket alone (white-box), on the same images "
-                          "and settings", value=True, key="r2s_compare",
+                          "and settings", value=D["compare"], key="r2s_compare",
                           help="K more single-ticket PGD attacks: about twice the time.")
     run = st.form_submit_button("Attack", type="primary", key="r2s_run")
 
@@ -100,11 +104,20 @@ show = table.copy()
 for col in ("expected", "worst member", "clean"):
     if col in show:
         show[col] = 100 * show[col]
-cols = [c for c in ("what", "expected", "worst member", "clean", "adaptive", "attack", "threat model") if c in show]
+cols = [c for c in ("what", "expected", "worst member", "clean", "adaptive", "threat model") if c in show]
 st.dataframe(show[cols], hide_index=True, width="stretch",
-             column_config={"expected": st.column_config.NumberColumn("expected (%)", format="%.1f"),
-                            "worst member": st.column_config.NumberColumn("worst member (%)", format="%.1f"),
-                            "clean": st.column_config.NumberColumn("clean (%)", format="%.1f")})
+             column_config={"what": st.column_config.TextColumn(width="medium"),
+                            "expected": st.column_config.NumberColumn("expected (%)", format="%.1f", width="small"),
+                            "worst member": st.column_config.NumberColumn("worst member (%)", format="%.1f", width="small"),
+                            "clean": st.column_config.NumberColumn("clean (%)", format="%.1f", width="small"),
+                            "adaptive": st.column_config.CheckboxColumn(width="small")})
+# the attacks in full (too long for a table cell), one line per distinct attack
+attacks = {}
+for r in live.table:
+    if r["attack"] and r["attack"] != "none":
+        attacks.setdefault(r["attack"], []).append(r["what"])
+st.markdown("**Attacks**  \n" + "  \n".join(
+    f"{', '.join(w if len(w) < 4 else [w[0], '…', w[-1]])}: {a}" for a, w in attacks.items()))
 
 fig = go.Figure()
 fig.add_bar(x=table["what"], y=100 * table["expected"], name="expected accuracy", marker_color="#1f77b4")
@@ -170,14 +183,27 @@ if explain or st.session_state.get("captum_params"):
         maps = np.stack(att["maps"])                                              # (K, H, W)
         scale = np.abs(maps).reshape(len(maps), -1).max(1)                        # (K,)
         maps = maps / np.where(scale > 0, scale, 1.0)[:, None, None]             # each map to [-1, 1]
-        afig = px.imshow(maps, facet_col=0, facet_col_wrap=min(5, len(maps)), color_continuous_scale="RdBu_r",
-                         zmin=-1 if meth == "IntegratedGradients" else 0, zmax=1)
-        for i, ann in enumerate(afig.layout.annotations):
-            ann.text = f"{att['names'][i]}: predicts {classes[att['preds'][i]]}"
-        afig.update_layout(height=300 * ((len(maps) + 4) // 5), margin=dict(t=40, b=10, r=120),
+        # one small map per member in keep-ratio order, left to right and top to bottom, titles on two lines
+        order = sorted(range(len(maps)), key=lambda i: cs.tickets[p["members"][i]].keep_ratio)
+        n_cols = min(4, len(maps))
+        n_rows = -(-len(maps) // n_cols)
+        titles = [f"{att['names'][i]}<br>predicts {classes[att['preds'][i]]}" for i in order]
+        afig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles, horizontal_spacing=0.03,
+                             vertical_spacing=0.12 if n_rows > 1 else 0.05)
+        zmin = -1 if meth == "IntegratedGradients" else 0
+        for k, i in enumerate(order):
+            afig.add_trace(go.Heatmap(z=maps[i], coloraxis="coloraxis",
+                                      hovertemplate=f"{att['names'][i]}<br>x %{{x}}, y %{{y}}: %{{z:.2f}}<extra></extra>"),
+                           row=k // n_cols + 1, col=k % n_cols + 1)
+        afig.update_layout(coloraxis=dict(colorscale="RdBu_r", cmin=zmin, cmax=1, colorbar=dict(title="attr.", len=0.8)),
+                           height=60 + 215 * n_rows, margin=dict(t=80, b=10, l=10, r=60),
                            title=f"{meth} w.r.t. the true class “{classes[att['label']]}”")
-        afig.update_xaxes(showticklabels=False)
-        afig.update_yaxes(showticklabels=False)
+        for ann in afig.layout.annotations:
+            ann.font = dict(size=12)
+        afig.update_xaxes(showticklabels=False, constrain="domain")
+        afig.update_yaxes(showticklabels=False, autorange="reversed", scaleanchor="x", constrain="domain")
+        for k in range(1, n_rows * n_cols):      # every map square, on its own axes
+            afig.update_yaxes(scaleanchor=f"x{k + 1}", row=k // n_cols + 1, col=k % n_cols + 1)
         c1, c2 = st.columns([1, 5])
         c1.image(_img(att["image"]), caption=f"#{idx}: {classes[att['label']]}", width=112, clamp=True)
         c1.caption("Each map is scaled to its own largest |attribution|; red: evidence for the class, "

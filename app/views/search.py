@@ -110,9 +110,12 @@ def _curves(job) -> go.Figure:
             if key in job.epochs[0]:
                 fig.add_scatter(x=ep, y=[100 * e[key] for e in job.epochs], mode="lines+markers", name=name,
                                 row=1, col=2)
-    fig.update_xaxes(title_text="epoch", row=1, col=1)
-    fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=2)
-    fig.update_yaxes(title_text="%", row=1, col=2)
+    # one x convention on both: epochs counted from 1, x = k at the end of epoch k (steps in between)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="epoch", range=[0, job.cfg.epochs + 0.05], dtick=1 if job.cfg.epochs <= 20 else None,
+                         row=1, col=col)
+    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
+    fig.update_yaxes(title_text="accuracy (%)", row=1, col=2)
     fig.update_layout(height=360, margin=dict(t=40, b=10),
                       legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0))
     return fig
@@ -147,10 +150,23 @@ if job is not None:
 
 
 # ---------------------------------------------------------------- the result
+def history_table(history: list[dict]) -> pd.DataFrame:
+    """The search's epochs as the chart and the messages count them: from 1, accuracies in percent."""
+    df = pd.DataFrame([{k: v for k, v in h.items() if k != "members"} for h in history])
+    df["epoch"] = df["epoch"] + 1
+    for col in [c for c in df.columns if c.endswith("_acc") or c.startswith("val_")]:
+        df[col] = 100 * df[col]
+    names = {"train_adv_loss": "adv. loss (train)", "train_adv_acc": "adv. accuracy, train (%)",
+             "val_clean": "clean, validation (%)", "val_robust": "robust, validation (%)", "seconds": "seconds",
+             "complete": "complete epoch"}
+    return df.rename(columns={c: names.get(c, f"{c} (%)" if c.startswith("val_") else c) for c in df.columns})
+
+
 def _add_to_active(ticket, job_id: str) -> None:
     """Button callback: a new session set = the active set's tickets + this one (nothing is changed in place)."""
     act = state.active_set()
-    state.add_session_set(state.with_ticket(act.cs, ticket), f"{act.label} + {ticket.name}", "search")
+    cs = state.with_ticket(act.cs, ticket)
+    state.add_session_set(cs, f"{act.label} + {cs.tickets[-1].name}", "search")
     st.session_state["search_kept"] = job_id
 
 
@@ -167,15 +183,14 @@ if job is not None and not job.running:
     elif job.result is not None:
         res = job.result
         t = res.ticket
-        st.success(f"Ticket **{t.name}** found{' (stopped early)' if res.stopped else ''}: best epoch "
-                   f"{res.best_epoch + 1} of {len(res.history)} run.")
+        st.success(jobs.result_summary(res))
         c1, c2, c3 = st.columns(3)
         rob, cln = t.metrics.get("val_robust"), t.metrics.get("val_clean")
         c1.metric("Clean accuracy (validation)", f"{100 * cln['value']:.1f} %" if cln else "—")
         c2.metric("Robust accuracy (validation)", f"{100 * rob['value']:.1f} %" if rob else "—",
                   help=rob["attack"] if rob else None)
         c3.metric("Kept weights", f"{100 * t.kept_fraction():.1f} %")
-        st.dataframe(pd.DataFrame(res.history), hide_index=True, width="stretch")
+        st.dataframe(history_table(res.history), hide_index=True, width="stretch")
         c1, c2, c3 = st.columns(3)
         fits = act is not None and act.cs.spec == res.spec
         kept = st.session_state.get("search_kept") == job.id

@@ -50,8 +50,11 @@ else:
         st.info("Choose the test images and the attack, then **Compute**.")
         st.stop()
     where = "computed live"
+    rows = [{**r, "n_images": st.session_state[K_PARAMS][1]["n_images"]} for r in rows]
 
 df = pd.DataFrame(rows)
+if "n_images" not in df:
+    df["n_images"] = None
 for col in ("clean", "robust"):
     df[col] = df[col].map(reports.as_percent)
 # map every row to its ticket (by name, else by keep ratio)
@@ -73,39 +76,62 @@ dense = (entry or {}).get("dense") or {}
 dense_rob = reports.pick_metric(dense.get("metrics"), "robust")
 dense_cln = reports.pick_metric(dense.get("metrics"), "clean")
 
+def _se(pct, n):
+    """± one binomial standard error, in points, of an accuracy in percent measured on n images."""
+    se = reports.standard_error(None if pct is None or pd.isna(pct) else pct / 100, n)
+    return None if se is None else 100 * se
+
+
+def _errors(values, ns):
+    e = [_se(v, None if pd.isna(n) else int(n)) for v, n in zip(values, ns)]
+    return dict(type="data", array=[x or 0 for x in e], visible=any(x is not None for x in e), thickness=1)
+
+
+aa = reports.stored_autoattack(act.zoo_id) if source == "stored" else None
+has_aa = aa is not None and "name" in df and all(n in aa[0] for n in df["name"])
 fig = go.Figure()
-fig.add_scatter(x=df["keep_ratio"], y=df["robust"], mode="lines+markers", name="robust", line=dict(color="#d62728"))
+fig.add_scatter(x=df["keep_ratio"], y=df["robust"], mode="lines+markers", name=f"robust ({attack_label.split(' ')[0]})",
+                line=dict(color="#d62728"), error_y=_errors(df["robust"], df["n_images"]))
 fig.add_scatter(x=df["keep_ratio"], y=df["clean"], mode="lines+markers", name="natural (clean)",
-                line=dict(color="#1f77b4"))
+                line=dict(color="#1f77b4"), error_y=_errors(df["clean"], df["n_images"]))
+if has_aa:
+    fig.add_scatter(x=df["keep_ratio"], y=[reports.as_percent(aa[0][n]) for n in df["name"]], mode="lines+markers",
+                    name="robust (AutoAttack)", line=dict(color="#d62728", dash="dot"),
+                    error_y=_errors([reports.as_percent(aa[0][n]) for n in df["name"]], [aa[2]] * len(df)))
 fig.add_scatter(x=[row["keep_ratio"]] * 2, y=[row["robust"], row["clean"]], mode="markers", name="highlighted",
                 marker=dict(size=16, symbol="circle-open", line=dict(width=3), color="black"))
-aa = reports.stored_autoattack(act.zoo_id) if source == "stored" else None
-if aa is not None and "name" in df and all(n in aa[0] for n in df["name"]):
-    fig.add_scatter(x=df["keep_ratio"], y=[reports.as_percent(aa[0][n]) for n in df["name"]], mode="lines+markers",
-                    name="robust (AutoAttack)", line=dict(color="#d62728", dash="dot"))
+# the dense baseline: points at keep ratio 1 with their error bars (every level in the legend, no labels in
+# the plot to collide), and faint dashed levels across for comparison with the tickets
+x_span = [df["keep_ratio"].min(), 1.0]
+dense_points = []
 if dense_rob:
-    fig.add_hline(y=reports.as_percent(dense_rob["value"]), line_dash="dash", line_color="#d62728",
-                  annotation_text="dense AT, robust", annotation_position="top right")
-if aa is not None and "dense AT" in aa[0]:   # a legend entry, not a third label crowding the dense lines
-    dense_aa = reports.as_percent(aa[0]["dense AT"])
-    fig.add_scatter(x=[df["keep_ratio"].min(), df["keep_ratio"].max()], y=[dense_aa] * 2, mode="lines",
-                    name="dense AT, AutoAttack", line=dict(color="#7f7f7f", dash="dot"))
+    dense_points.append(("dense AT, robust", reports.as_percent(dense_rob["value"]), reports.n_from_split(dense_rob["split"]),
+                         "#d62728", "dash", "diamond"))
+if aa is not None and "dense AT" in aa[0]:
+    dense_points.append(("dense AT, AutoAttack", reports.as_percent(aa[0]["dense AT"]), aa[2], "#7f7f7f", "dot", "diamond-open"))
 if dense_cln:
-    fig.add_hline(y=reports.as_percent(dense_cln["value"]), line_dash="dash", line_color="#1f77b4",
-                  annotation_text="dense AT, natural", annotation_position="top right")
+    dense_points.append(("dense AT, natural", reports.as_percent(dense_cln["value"]), reports.n_from_split(dense_cln["split"]),
+                         "#1f77b4", "dash", "diamond"))
+for name, level, n, color, dash, symbol in dense_points:
+    fig.add_scatter(x=x_span, y=[level] * 2, mode="lines", line=dict(color=color, dash=dash, width=1), opacity=0.6,
+                    showlegend=False, hoverinfo="skip")
+    fig.add_scatter(x=[1.0], y=[level], mode="markers", name=name + (f" ({n:,} images)" if n else ""),
+                    marker=dict(color=color, symbol=symbol, size=10), error_y=_errors([level], [n]))
+ticks = list(df["keep_ratio"]) + ([1.0] if dense_points else [])
 fig.update_layout(title=f"Ours = {cs.spec.dataset.replace('_', '-')} · {cs.spec.arch} ×{cs.spec.width:g}",
-                  xaxis_title="keep ratio (fraction of weights kept per layer)", yaxis_title="accuracy (%)",
-                  height=420, margin=dict(t=50, b=10), legend=dict(orientation="h", y=-0.2))
-fig.update_xaxes(type="log", tickvals=list(df["keep_ratio"]), ticktext=[f"{k:g}" for k in df["keep_ratio"]])
+                  xaxis_title="keep ratio (fraction of weights kept per layer; 1 = dense)", yaxis_title="accuracy (%)",
+                  height=460, margin=dict(t=50, b=10), legend=dict(orientation="h", y=-0.2))
+fig.update_xaxes(type="log", tickvals=ticks, ticktext=[f"{k:g}" if k < 1 else "dense" for k in ticks])
 
 c_main, c_side = st.columns([3, 2])
 with c_main:
     ui.plot(fig, key="sparsity_curve")
     st.caption(f"Numbers: {where}. Robust = {attack_label}. "
                + (f"Dotted: {aa[1]}. " if aa is not None else "")
-               + ("Dashed: the dense network with all weights adversarially trained. " if dense_rob else
-                  "No dense adversarially trained baseline in this set. ")
-               + "A ticket's weights are never trained.")
+               + ("Dashed: the dense network with all weights adversarially trained (points at keep ratio 1). "
+                  if dense_rob else "No dense adversarially trained baseline in this set. ")
+               + "Error bars: ± one standard error on the images each number was measured on — compare "
+                 "levels within one attack and one image count. A ticket's weights are never trained.")
 with c_side:
     m1, m2, m3 = st.columns(3)
     m1.metric("Keep ratio", f"{row['keep_ratio']:g}")
@@ -113,19 +139,36 @@ with c_side:
     m3.metric("Natural", f"{row['clean']:.1f} %" if pd.notna(row["clean"]) else "—")
     if row["ticket"] >= 0:
         stats = pd.DataFrame(compute.ticket_layer_stats(act.key, cs, int(row["ticket"])))
-        bar = go.Figure(go.Bar(x=stats["layer"], y=100 * stats["density"], marker_color="#2ca02c",
-                               text=[f"{100 * d:.0f}%" for d in stats["density"]], textposition="outside",
-                               customdata=stats[["kept", "weights"]],
-                               hovertemplate="%{x}: %{customdata[0]} of %{customdata[1]} weights kept<extra></extra>"))
-        bar.update_layout(title=f"Per-layer density · {cs.tickets[int(row['ticket'])].name}",
-                          yaxis_title="kept weights (%)", yaxis_range=[0, 110], height=330,
-                          margin=dict(t=50, b=10))
+        name = cs.tickets[int(row["ticket"])].name
+        keep = cs.tickets[int(row["ticket"])].keep_ratio     # every layer within one weight of its share?
+        uniform = bool(((stats["kept"] - keep * stats["weights"]).abs() <= 1).all())
+        if uniform:   # per-layer masks: every layer keeps the same share, so show what differs: the counts
+            bar = go.Figure()
+            bar.add_bar(x=stats["layer"], y=stats["weights"], name="weights", marker_color="#c7ccd1")
+            bar.add_bar(x=stats["layer"], y=stats["kept"], name="kept", marker_color="#2ca02c",
+                        text=[f"{k:,}" for k in stats["kept"]], textposition="outside")
+            bar.update_layout(title=f"Kept weights per layer · {name}", barmode="overlay",
+                              yaxis_title="weights (log scale)", yaxis_type="log", height=330, margin=dict(t=50, b=10),
+                              xaxis_title="masked layer")
+        else:
+            bar = go.Figure(go.Bar(x=stats["layer"], y=100 * stats["density"], marker_color="#2ca02c",
+                                   text=[f"{100 * d:.0f}%" for d in stats["density"]], textposition="outside",
+                                   customdata=stats[["kept", "weights"]],
+                                   hovertemplate="%{x}: %{customdata[0]} of %{customdata[1]} weights kept<extra></extra>"))
+            bar.update_layout(title=f"Per-layer density · {name}", xaxis_title="masked layer",
+                              yaxis_title="kept weights (%)", yaxis_range=[0, 110], height=330, margin=dict(t=50, b=10))
         ui.plot(bar, key="sparsity_density")
+        if uniform:
+            st.caption(f"Every layer keeps {100 * keep:g} % of its weights, to the nearest weight (the masks are "
+                       "per layer): the bars show how many that is.")
     else:
         st.info("This row of the stored report has no ticket in the active set.")
 
 with st.expander("Table"):
-    st.dataframe(df.drop(columns=["ticket"]), hide_index=True, width="stretch")
+    table = df.drop(columns=["ticket"]).rename(columns={"clean": "natural (%)", "robust": "robust (%)",
+                                                        "keep_ratio": "keep ratio", "n_images": "test images"})
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in ("natural (%)", "robust (%)")})
 
 # ------------------------------------------------------------------ the paper (CIFAR-10), for reference
 st.subheader("Reference: the paper (CIFAR-10)")

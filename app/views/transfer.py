@@ -66,13 +66,15 @@ else:
 
 m = 100 * np.asarray(view.matrix, dtype=float) if np.nanmax(view.matrix) <= 1.0 else np.asarray(view.matrix, float)
 ticks = [f"{n} ({k:g})" if k == k else str(n) for n, k in zip(view.names, view.keep_ratios)]
-fig = go.Figure(go.Heatmap(z=m, x=ticks, y=ticks, colorscale="Viridis", zmin=0, zmax=100,
-                           text=[[f"{v:.1f}" for v in r] for r in m], texttemplate="%{text}",
+# the colour scale spans the data (not 0-100): cells a few points apart must look apart; every cell says its value
+fig = go.Figure(go.Heatmap(z=m.tolist(), x=ticks, y=ticks, colorscale="Viridis", zmin=float(np.nanmin(m)), zmax=float(np.nanmax(m)),
+                           text=[[f"{v:.1f}" for v in r] for r in m], texttemplate="%{text}", textfont=dict(size=13),
                            colorbar=dict(title="acc. %"),
                            hovertemplate="attack %{y}<br>inference %{x}<br>%{z:.1f} %<extra></extra>"))
 fig.update_layout(title=view.label, xaxis_title="inference ticket (evaluated)", yaxis_title="attack ticket (source)",
                   height=480, margin=dict(t=60, b=10, r=120))      # colour bar, then the tool bar
-fig.update_yaxes(autorange="reversed")
+fig.update_xaxes(type="category")
+fig.update_yaxes(autorange="reversed", type="category")
 ui.plot(fig, key="transfer_heatmap")
 
 k = len(m)
@@ -90,9 +92,11 @@ with st.expander("Reference: the paper's matrix (ResNet-18, CIFAR-10, PGD-20 ε=
     p = store.paper_reference()["transfer_matrix_resnet18_cifar10"]
     pt = [f"{r:g}" for r in p["keep_ratio"]]
     pm = np.asarray(p["robust_accuracy"])
-    pfig = go.Figure(go.Heatmap(z=pm, x=pt, y=pt, colorscale="Viridis", zmin=0, zmax=100,
-                                text=[[f"{v:.1f}" for v in r] for r in pm], texttemplate="%{text}"))
+    pfig = go.Figure(go.Heatmap(z=pm.tolist(), x=pt, y=pt, colorscale="Viridis", zmin=float(pm.min()), zmax=float(pm.max()),
+                                text=[[f"{v:.1f}" for v in r] for r in pm], texttemplate="%{text}",
+                                colorbar=dict(title="acc. %")))
     pfig.update_layout(title="Paper = CIFAR-10 (printed numbers)", xaxis_title="inference RST keep ratio",
                        yaxis_title="attack RST keep ratio", height=420, margin=dict(t=50, b=10, r=120))
-    pfig.update_yaxes(autorange="reversed")
+    pfig.update_xaxes(type="category")       # one equal cell per keep ratio, not a numeric axis
+    pfig.update_yaxes(autorange="reversed", type="category")
     ui.plot(pfig, key="paper_heatmap")
