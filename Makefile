@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PORT ?= 8501
 
-.PHONY: app test test-slow venv browser
+.PHONY: app test test-slow venv browser bench-app
 
 venv: .venv/.installed
 
@@ -29,3 +29,7 @@ test: venv browser
 
 test-slow: venv
 	RUN_SLOW=1 $(PY) -m pytest -q -m "slow or not slow"
+
+# The app's benchmark: server start to the first page in headless Chromium, and the R2S live page's default.
+bench-app: venv browser
+	$(PY) bench/app_bench.py

@@ -201,7 +201,7 @@ def test_r2s_live_small_attack_gallery_and_attributions(zoo_env):
     at.number_input(key="r2s_steps").set_value(2)
     at.button(key="r2s_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    table = _dataframe(at, "threat model")
+    table = _dataframe(at, "clean")
     assert list(table["what"][:3]) == ["R2S · expectation", "R2S · paper", "R2S · clean"]
     assert sum(table["what"].str.endswith("alone")) == 3
     assert (table["expected"] <= 100).all()
@@ -220,7 +220,7 @@ def test_r2s_live_transfer_from_one_member(zoo_env):
     at.number_input(key="r2s_steps").set_value(2)
     at.button(key="r2s_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert _dataframe(at, "threat model")["what"][0] == "R2S · transfer from keep0.5"
+    assert _dataframe(at, "clean")["what"][0] == "R2S · transfer from keep0.5"
 
 
 def test_masks_bad_upload_shows_an_error_and_keeps_the_session(zoo_env):
@@ -437,8 +437,9 @@ def test_r2s_attributions_in_keep_ratio_order_and_attacks_in_full(zoo_env):
     at.number_input(key="r2s_images").set_value(16)
     at.number_input(key="r2s_steps").set_value(2)
     at.button(key="r2s_run").click().run()
-    assert "attack" not in _dataframe(at, "threat model").columns          # the long texts: below, in full
-    assert "PGD-2 Linf" in _texts(at.markdown)
+    columns = _dataframe(at, "clean").columns
+    assert "attack" not in columns and "threat model" not in columns       # the long texts: below, in full
+    assert "PGD-2 Linf" in _texts(at.markdown) and "adaptive white-box" in _texts(at.markdown)
     at.radio(key="cap_method").set_value("Saliency")
     at.button(key="cap_explain").click().run()
     assert not at.exception, [e.value for e in at.exception]

@@ -90,6 +90,5 @@ if matches:   # keep ratios in order, coloured along one sequential scale (light
         fig.add_bar(x=table["layer"], y=table[col], name=f"keep {act.cs.tickets[i].keep_ratio:g}", marker_color=color)
 fig.update_layout(barmode="group", height=380, margin=dict(t=40, b=10), yaxis_title="weights (log scale)",
                   xaxis_title="masked layer (input → output)", yaxis_type="log",
-                  legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title_text="kept at"),
                   title="Weights per masked layer" + (" and kept by each ticket" if matches else ""))
 ui.plot(fig, key="network_bars")

@@ -104,20 +104,20 @@ show = table.copy()
 for col in ("expected", "worst member", "clean"):
     if col in show:
         show[col] = 100 * show[col]
-cols = [c for c in ("what", "expected", "worst member", "clean", "adaptive", "threat model") if c in show]
+cols = [c for c in ("what", "expected", "worst member", "clean", "adaptive") if c in show]
 st.dataframe(show[cols], hide_index=True, width="stretch",
              column_config={"what": st.column_config.TextColumn(width="medium"),
                             "expected": st.column_config.NumberColumn("expected (%)", format="%.1f", width="small"),
                             "worst member": st.column_config.NumberColumn("worst member (%)", format="%.1f", width="small"),
                             "clean": st.column_config.NumberColumn("clean (%)", format="%.1f", width="small"),
                             "adaptive": st.column_config.CheckboxColumn(width="small")})
-# the attacks in full (too long for a table cell), one line per distinct attack
+# threat models and attacks in full (too long for a table cell), one line per distinct pair
 attacks = {}
 for r in live.table:
-    if r["attack"] and r["attack"] != "none":
-        attacks.setdefault(r["attack"], []).append(r["what"])
-st.markdown("**Attacks**  \n" + "  \n".join(
-    f"{', '.join(w if len(w) < 4 else [w[0], '…', w[-1]])}: {a}" for a, w in attacks.items()))
+    attacks.setdefault((r["threat model"], r["attack"]), []).append(r["what"])
+st.markdown("**Threat model and attack of each row**  \n" + "  \n".join(
+    f"{', '.join(w if len(w) < 4 else [w[0], '…', w[-1]])} — {tm}" + (f"; {a}" if a and a != "none" else "")
+    for (tm, a), w in attacks.items()))
 
 fig = go.Figure()
 fig.add_bar(x=table["what"], y=100 * table["expected"], name="expected accuracy", marker_color="#1f77b4")
