@@ -199,37 +199,12 @@ def test_state_dict_round_trip_and_device_move_keep_the_network():
     assert next(iter(dict(masked_layers(moved.network)).values())).weight.dtype == torch.float64
 
 
-def test_adversarial_fit_step_on_a_batch_equals_each_members_own_step():
-    """One optimiser step of the shared loop: stacked batch, loss scaled by K, per-member update."""
+def _one_step_batched_and_single(inner_attack: str, precision: str):
+    """One optimiser step of the shared loop on a 3-member batch and on each member's own network:
+    yields (layer name, member k, batch scores after, own scores after, scores before)."""
     from rst.search import SearchData, adversarial_fit, score_parameters
-    cfg = preset("tiny", epochs=1, inner_attack="fgsm", selection="last", val_size=0, val_images=0,
-                 batch_size=16, augment=False, precision="fp32")
-    torch.manual_seed(2)
-    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
-    data = SearchData(x, y, x[:0], y[:0])
-    tb = _batch()
-    adversarial_fit(tb, list(tb.scores), cfg, data, torch.device("cpu"))
-    for k, r in enumerate(RATIOS):
-        net = _single(r)
-        adversarial_fit(net, score_parameters(net), cfg, data, torch.device("cpu"))
-        for (name, layer), scores in zip(masked_layers(net), tb.scores):
-            torch.testing.assert_close(scores[k].detach(), layer.scores.detach(), rtol=1e-4, atol=1e-6, msg=name)
-
-
-def test_bf16_step_on_a_batch_equals_each_members_own_bf16_step():
-    """bf16 autocast (on this CPU) through the batch: its BatchNorm runs inside vmap, whose batch-norm
-    rule used to fail on a bf16 input ("expected scalar type BFloat16 but found Float"). Now one step
-    of the batch must move every member's scores as that member's own bf16 step does, within bf16
-    rounding: same direction (cosine) and the same length (the loss scale K).
-
-    No inner attack here: a sign step (FGSM/PGD) turns bf16 rounding into different perturbations
-    (a single bf16 step and a single fp32 step then agree only to cosine ~0.5-0.9 themselves)."""
-    from rst.search import SearchData, adversarial_fit, score_parameters
-    from rst.speed import bf16_supported
-    if not bf16_supported(torch.device("cpu")):
-        pytest.skip("this CPU has no native bf16")
-    cfg = preset("tiny", epochs=1, inner_attack="none", selection="last", val_size=0, val_images=0,
-                 batch_size=16, augment=False, precision="bf16")
+    cfg = preset("tiny", epochs=1, inner_attack=inner_attack, selection="last", val_size=0, val_images=0,
+                 batch_size=16, augment=False, precision=precision)
     torch.manual_seed(2)
     x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
     data = SearchData(x, y, x[:0], y[:0])
@@ -240,6 +215,27 @@ def test_bf16_step_on_a_batch_equals_each_members_own_bf16_step():
         net = _single(r)
         adversarial_fit(net, score_parameters(net), cfg, data, torch.device("cpu"))
         for (name, layer), scores, s0 in zip(masked_layers(net), tb.scores, start):
-            own, batched = (layer.scores.detach() - s0[k]).flatten(), (scores[k].detach() - s0[k]).flatten()
-            assert F.cosine_similarity(own, batched, 0) > 0.95, name
-            assert 0.9 < batched.norm() / own.norm() < 1.1, name
+            yield name, k, scores[k].detach(), layer.scores.detach(), s0[k]
+
+
+def test_adversarial_fit_step_on_a_batch_equals_each_members_own_step():
+    """One optimiser step of the shared loop: stacked batch, loss scaled by K, per-member update."""
+    for name, k, batched, own, _ in _one_step_batched_and_single("fgsm", "fp32"):
+        torch.testing.assert_close(batched, own, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_bf16_step_on_a_batch_equals_each_members_own_bf16_step():
+    """bf16 autocast (on this CPU) through the batch: its BatchNorm runs inside vmap, whose batch-norm
+    rule used to fail on a bf16 input ("expected scalar type BFloat16 but found Float"). Now one step
+    of the batch must move every member's scores as that member's own bf16 step does, within bf16
+    rounding: same direction (cosine) and the same length (the loss scale K).
+
+    No inner attack here: a sign step (FGSM/PGD) turns bf16 rounding into different perturbations
+    (a single bf16 step and a single fp32 step then agree only to cosine ~0.5-0.9 themselves)."""
+    from rst.speed import bf16_supported
+    if not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16")
+    for name, k, batched, own, before in _one_step_batched_and_single("none", "bf16"):
+        own, batched = (own - before).flatten(), (batched - before).flatten()
+        assert F.cosine_similarity(own, batched, 0) > 0.95, name
+        assert 0.9 < batched.norm() / own.norm() < 1.1, name

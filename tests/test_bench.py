@@ -87,3 +87,21 @@ def test_bench_tickets_toy_times_one_ticket_and_a_batch(tmp_path):
     assert seq > 0 and bat > 0 and r["speedup"] == pytest.approx(bat / seq)
     # the batch pushes K tickets through each step: ticket-images = K x batch x steps
     assert bat == pytest.approx(3 * 32 / r["batched"]["seconds_per_step"])
+
+
+def test_time_to_ticket_toy_runs_both_recipes_in_lockstep_and_plots(tmp_path):
+    from rst.bench import bench_time_to_ticket, plot_time_to_ticket
+    r = bench_time_to_ticket(toy=True, budget=2.0, points=2)
+    for name in ("reference", "ours"):
+        curve = r[name]["curve"]
+        assert len(curve) == 2 and all(0 <= p["val_robust"] <= p["val_clean"] + 1e-9 or p["val_clean"] == 0
+                                       for p in curve)
+        assert curve[0]["seconds"] >= 1.0 and curve[1]["seconds"] >= 2.0     # each trained up to each mark
+    assert "fp32" in r["reference"]["recipe"] and "N-FGSM" in r["ours"]["recipe"]
+    assert r["target"] == max(p["val_robust"] for p in r["reference"]["curve"])
+    assert r["reference"]["time_to_target"] is not None
+    if r["ours"]["time_to_target"] is not None:
+        assert r["ratio"] == r["reference"]["time_to_target"] / r["ours"]["time_to_target"]
+    plot_time_to_ticket(r, tmp_path / "t.png")
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["time-to-ticket", "--toy", "--budget", "1", "--points", "1", "--json", str(tmp_path / "t.json")]) == 0
