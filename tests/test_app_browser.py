@@ -95,6 +95,20 @@ def test_every_page_renders_and_is_screenshotted(server, driver):
         assert not errors, f"exception on {name}: {errors[0].text[:2000]}"
 
 
+def test_the_page_icon_and_every_resource_come_from_the_app_server(server, driver):
+    """Offline: the favicon is the shipped assets/favicon.png, and the page asks no other host for anything."""
+    driver.get(f"{server}/")
+    wait_rendered(driver, TITLES["home"])
+    icons = [e.get_attribute("href") for e in driver.find_elements(By.CSS_SELECTOR, "link[rel*='icon']")]
+    assert icons and all(h.startswith(server) for h in icons), icons
+    import urllib.request
+    with urllib.request.urlopen(icons[0], timeout=10) as r:
+        assert r.read()[:8] == (ROOT / "assets" / "favicon.png").read_bytes()[:8]
+    resources = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert resources and all(u.startswith(server) or u.startswith("data:") or u.startswith("blob:")
+                             for u in resources), [u for u in resources if not u.startswith(server)]
+
+
 def test_sparsity_slider_with_the_keyboard_changes_the_charts(server, driver):
     driver.get(f"{server}/sparsity")
     wait_rendered(driver, TITLES["sparsity"])
