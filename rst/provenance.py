@@ -36,6 +36,10 @@ def git_revision() -> str:
 
 
 def provenance(device: str | None = None) -> dict:
+    """Versions, git revision, time, device, thread count and whether deterministic algorithms were on."""
+    import torch
     return {"versions": package_versions(), "git_revision": git_revision(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "threads": torch.get_num_threads(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
             **({"device": device} if device else {})}

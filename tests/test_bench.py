@@ -105,3 +105,18 @@ def test_time_to_ticket_toy_runs_both_recipes_in_lockstep_and_plots(tmp_path):
     plot_time_to_ticket(r, tmp_path / "t.png")
     assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["time-to-ticket", "--toy", "--budget", "1", "--points", "1", "--json", str(tmp_path / "t.json")]) == 0
+
+
+def test_gpu_check_script_commands_parse(repo_root):
+    """bench/gpu_check.sh runs once on a lent GPU: its every rst / rst.bench command line must parse here."""
+    import re
+    import shlex
+    from rst.bench.cli import build_parser as bench_parser
+    from rst.cli import build_parser as cli_parser
+    text = (repo_root / "bench" / "gpu_check.sh").read_text().replace("\\\n", " ")
+    commands = re.findall(r'"\$PY" -m (rst\.bench|rst) ([^\n]*)', text)
+    assert {m for m, _ in commands} == {"rst", "rst.bench"} and len(commands) >= 7
+    for module, rest in commands:
+        words = [w.replace('"$OUT/', '/tmp/').replace("$OUT/", "/tmp/") for w in shlex.split(rest.replace('"$OUT', '"/tmp'))]
+        parser = bench_parser() if module == "rst.bench" else cli_parser()
+        parser.parse_args(words)
