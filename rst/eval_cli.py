@@ -73,13 +73,15 @@ def default_eps(cs) -> float:
 def _setup(args):
     """Load the candidate set, the test images, the device and the attack from the common options."""
     from .attacks import AttackConfig
+    from .data import DataUnavailableError
     from .device import resolve_device
     from .masks import load_tickets
 
     cs = load_tickets(args.file)
-    x, y = test_data(cs, data_dir=args.data_dir)
-    if args.images:
-        x, y = x[:args.images], y[:args.images]
+    try:       # --images N up to the shipped subset's size: its images, offline (see evaluation_images)
+        x, y, _ = evaluation_images(cs, args.images or None, getattr(args, "subset", None), args.data_dir)
+    except DataUnavailableError as e:
+        raise SystemExit(f"error: no test images: {e}") from None
     eps = args.eps if args.eps is not None else default_eps(cs)
     alpha = args.alpha if args.alpha is not None else eps / 4
     attack = AttackConfig("pgd", eps=eps, alpha=alpha, steps=args.steps)
