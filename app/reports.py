@@ -138,6 +138,25 @@ def stored_transfer(zoo_id: str | None) -> dict[bool | None, TransferView]:
             out[early] = view
     return out
 
+def stored_compare(zoo_id: str | None):
+    """The zoo's like-with-like report (``r2s_compare.json`` beside its R2S report, written by
+    ``python -m rst eval r2s FILE --protocols all``) as an ``rst.compare.CompareReport``, or None."""
+    from store import _read_json, file_mtime, zoo_dir
+    from rst.compare import CompareReport
+    rel = ((zoo_entry(zoo_id) or {}).get("reports") or {}).get("r2s") if zoo_id else None
+    if not rel:
+        return None
+    path = (zoo_dir() / rel).with_name("r2s_compare.json")
+    mtime = file_mtime(path)
+    doc = _read_json(str(path), mtime) if mtime is not None else None
+    if not isinstance(doc, dict) or not isinstance(doc.get("compare"), dict):
+        return None
+    try:
+        return CompareReport.from_dict(doc["compare"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def stored_r2s(zoo_id: str | None) -> tuple[list[dict], dict] | None:
     """Rows (accuracies as fractions) and config of the zoo's stored R2S report
     (``rst.r2s.R2SReport.to_dict()``), or None."""

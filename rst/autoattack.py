@@ -56,12 +56,14 @@ def _captured_log(buffer: io.StringIO):
 def autoattack_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "Linf",
                         version: str = "standard", batch_size: int = 256, seed: int = 0,
                         attacks: Sequence[str] | None = None, n_queries: int | None = None,
-                        n_target_classes: int | None = None) -> tuple[torch.Tensor, str]:
+                        n_target_classes: int | None = None, n_iter: int | None = None
+                        ) -> tuple[torch.Tensor, str]:
     """AutoAttack's adversarial examples ``(x_adv on x's device, log text)``.
 
     As AutoAttack does, an example is replaced only where one of its attacks fooled the model
     (for a randomised model: on the draw it saw). ``n_queries`` overrides Square's query budget;
-    ``n_target_classes`` the number of target classes of APGD-T (AutoAttack standard: 9).
+    ``n_target_classes`` the number of target classes of APGD-T (AutoAttack standard: 9); ``n_iter``
+    the iterations of APGD-CE / APGD-T (AutoAttack standard: 100).
     """
     from pyautoattack import AutoAttack
 
@@ -85,6 +87,11 @@ def autoattack_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
             adversary.square.n_queries = int(n_queries)
         if n_target_classes is not None:
             adversary.apgd_targeted.n_target_classes = int(n_target_classes)
+        if n_iter is not None:
+            for a in (adversary.apgd, adversary.apgd_targeted):
+                a.n_iter = a.n_iter_orig = int(n_iter)
+                a.n_iter_2, a.n_iter_min = max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1)
+                a.size_decr = max(int(0.03 * n_iter), 1)
         x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
     return x_adv.detach(), buffer.getvalue()
 

@@ -50,6 +50,8 @@ class SuiteConfig:
     apgd_steps: int = 100             # APGD-T (single models), APGD-CE/DLR on the expectation (R2S)
     apgd_t_targets: int = 9           # APGD-T target classes (AutoAttack standard: 9)
     arc_steps: int = 10               # ARC iterations (the authors' setting)
+    arc_topk: int | None = None       # ARC-lite: only the top classes' boundaries (None: all, the paper's ARC)
+    apgd_t_steps: int | None = None   # APGD-T iterations of single models (None: apgd_steps)
     eot_samples: int = 10             # EOT samples per step
     single_suite: tuple[str, ...] = SINGLE_SUITE
     r2s_suite: tuple[str, ...] = R2S_SUITE
@@ -75,7 +77,7 @@ class SuiteConfig:
         e, a = _format_pixels(self.eps), _format_pixels(self.step)
         return {"pgd20": f"PGD-{self.steps} Linf eps={e} alpha={a}, 1 restart",
                 "pgd_long": f"PGD-{self.long_steps} Linf eps={e} alpha={a}, {self.long_restarts} restarts",
-                "apgd_t": f"APGD-T-{self.apgd_steps} (AutoAttack's, {self.apgd_t_targets} target classes) "
+                "apgd_t": f"APGD-T-{self.apgd_t_steps or self.apgd_steps} (AutoAttack's, {self.apgd_t_targets} target classes) "
                           f"Linf eps={e}"}[attack]
 
 
@@ -134,7 +136,8 @@ def single_worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: S
             else:
                 x_adv, _ = autoattack_examples(model, xb, yb, eps=cfg.eps, version="custom", attacks=["apgd-t"],
                                                batch_size=len(b), seed=cfg.seed + bi,
-                                               n_target_classes=cfg.apgd_t_targets)
+                                               n_target_classes=cfg.apgd_t_targets,
+                                               n_iter=cfg.apgd_t_steps or cfg.apgd_steps)
             with model_mode(model, False), torch.no_grad():
                 correct[b] &= (model(x_adv).argmax(1) == yb).cpu()
         after[attack] = correct.clone()
@@ -171,7 +174,8 @@ def r2s_worst_case(r2s, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig,
                 xb, yb = x[b].to(device), y[b].to(device)
                 x_adv, _ = adaptive_examples(attack, r2s, xb, yb, eps=cfg.eps, alpha=cfg.step, steps=cfg.steps,
                                              eot_samples=cfg.eot_samples, apgd_steps=cfg.apgd_steps,
-                                             arc_steps=cfg.arc_steps, generator=g, seed=cfg.seed + bi)
+                                             arc_steps=cfg.arc_steps, arc_topk=cfg.arc_topk, generator=g,
+                                             seed=cfg.seed + bi)
                 with torch.no_grad():
                     ok = (r2s.member_logits(x_adv).argmax(-1) == yb).cpu()                    # (K, b)
                     e = expected_accuracy(r2s, x_adv, yb).cpu()
@@ -208,8 +212,6 @@ class CompareRow:
         d = dataclasses.asdict(self)
         if self.kind != "r2s":       # 0/1 per image, as one compact string
             d["per_image"] = "".join("1" if v else "0" for v in self.per_image)
-        else:
-            d["per_image"] = [round(v, 6) for v in self.per_image]
         return d
 
     @classmethod
@@ -338,7 +340,8 @@ def compare_like_with_like(cs, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
             res = r2s_worst_case(r2s, x[:n_r2s], y[:n_r2s], cfg, tick)
             attacks = [{"attack": a, "description": describe_adaptive(
                             a, K=r2s.K, eps=cfg.eps, alpha=cfg.step, steps=cfg.steps, eot_samples=cfg.eot_samples,
-                            apgd_steps=cfg.apgd_steps, arc_steps=cfg.arc_steps, switch=r2s.switch),
+                            apgd_steps=cfg.apgd_steps, arc_steps=cfg.arc_steps, arc_topk=cfg.arc_topk,
+                            switch=r2s.switch),
                         "acc_after": float(res["after"][a].mean())} for a in cfg.r2s_suite]
             p = float(res["correct"].mean())
             row = CompareRow(r2s_name, "r2s", None, n_r2s, float(res["clean"].mean()), p, standard_error(p, n_r2s),

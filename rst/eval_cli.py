@@ -195,6 +195,7 @@ def cmd_r2s_all(args) -> int:
         raise SystemExit(f"--dense {args.dense}: no such file")
     cfg = SuiteConfig(eps=attack.eps, alpha=attack.alpha, steps=attack.steps, long_steps=args.long_steps,
                       long_restarts=args.long_restarts, apgd_t_targets=args.apgd_t_targets,
+                      apgd_steps=args.apgd_steps, apgd_t_steps=args.apgd_t_steps, arc_topk=args.arc_topk,
                       eot_samples=args.eot_samples, batch_size=args.batch_size, seed=args.seed)
     members = _int_list(args.members)
     n_single = 1 + len(members or cs.tickets) + (dense is not None)
@@ -534,6 +535,12 @@ def add_eval_commands(eval_subparsers) -> None:
                    help="with --protocols all: restarts of the long PGD (default 2)")
     s.add_argument("--apgd-t-targets", dest="apgd_t_targets", type=int, default=9,
                    help="with --protocols all: APGD-T target classes (default 9, AutoAttack standard)")
+    s.add_argument("--apgd-steps", dest="apgd_steps", type=int, default=100,
+                   help="with --protocols all: APGD iterations (R2S's APGD-CE/DLR on the expectation; default 100)")
+    s.add_argument("--apgd-t-steps", dest="apgd_t_steps", type=int, default=None,
+                   help="with --protocols all: APGD-T iterations of the single models (default: --apgd-steps)")
+    s.add_argument("--arc-topk", dest="arc_topk", type=int, default=None,
+                   help="with --protocols all: ARC-lite, only the top-k classes' boundaries (default: all)")
     s.add_argument("--rows", help="with --protocols all: rows to compute, a subset of r2s,members,dense "
                                   "(default: all; run parts in parallel and join them with --reuse)")
     s.add_argument("--reuse", nargs="*", help="with --protocols all: earlier r2s_compare.json files whose rows "

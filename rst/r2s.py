@@ -390,13 +390,15 @@ def _eot_examples(r2s: R2S, x, y, eps, alpha, steps, eot_samples, seed) -> torch
 
 def adaptive_examples(protocol: str, r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,
                       steps: int = 20, eot_samples: int = 10, apgd_steps: int = 100, arc_steps: int = 10,
-                      generator: torch.Generator | None = None, seed: int = 0) -> tuple[torch.Tensor, str]:
+                      arc_topk: int | None = None, generator: torch.Generator | None = None,
+                      seed: int = 0) -> tuple[torch.Tensor, str]:
     """One adaptive attack of :data:`ADAPTIVE` on a batch: ``(x_adv, log text)``.
 
     "expectation" / "ensemble": PGD-``steps`` (step ``alpha``, random start from ``generator``);
     "eot": torchattacks EOTPGD (``eot_samples`` switches per step; global RNG seeded with ``seed``);
     "apgd_ce" / "apgd_dlr": :func:`rst.ensemble_attacks.apgd_expectation`, ``apgd_steps`` iterations;
-    "arc": :func:`rst.ensemble_attacks.arc`, ``arc_steps`` iterations of step ``alpha``;
+    "arc": :func:`rst.ensemble_attacks.arc`, ``arc_steps`` iterations of step ``alpha`` (``arc_topk``:
+    ARC-lite, only the top classes' boundaries);
     "autoattack_rand": AutoAttack version='rand'.
     """
     from .ensemble_attacks import apgd_expectation, arc
@@ -409,7 +411,7 @@ def adaptive_examples(protocol: str, r2s: R2S, x: torch.Tensor, y: torch.Tensor,
     if protocol in ("apgd_ce", "apgd_dlr"):
         return apgd_expectation(r2s, x, y, eps, loss=protocol[5:], steps=apgd_steps, seed=seed), ""
     if protocol == "arc":
-        return arc(r2s, x, y, eps, steps=arc_steps, step_size=alpha), ""
+        return arc(r2s, x, y, eps, steps=arc_steps, step_size=alpha, topk=arc_topk), ""
     if protocol == "autoattack_rand":
         from .autoattack import autoattack_examples
         r2s.reseed(seed)
@@ -418,7 +420,8 @@ def adaptive_examples(protocol: str, r2s: R2S, x: torch.Tensor, y: torch.Tensor,
 
 
 def describe_adaptive(protocol: str, *, K: int, eps: float, alpha: float, steps: int = 20, eot_samples: int = 10,
-                      apgd_steps: int = 100, arc_steps: int = 10, switch: str = "batch") -> str:
+                      apgd_steps: int = 100, arc_steps: int = 10, arc_topk: int | None = None,
+                      switch: str = "batch") -> str:
     """A one-line description of an adaptive attack with its budget, e.g. for report rows."""
     tail = f" Linf eps={eps:.4g} alpha={alpha:.4g}, 1 restart, no early stop"
     return {"expectation": f"PGD-{steps} on mean CE over {K} members" + tail,
@@ -426,7 +429,9 @@ def describe_adaptive(protocol: str, *, K: int, eps: float, alpha: float, steps:
             "eot": f"EOT-PGD-{steps} ({eot_samples} samples/step, switch={switch})" + tail,
             "apgd_ce": f"APGD-CE-{apgd_steps} on mean CE over {K} members, Linf eps={eps:.4g}, 1 restart",
             "apgd_dlr": f"APGD-DLR-{apgd_steps} on mean DLR over {K} members, Linf eps={eps:.4g}, 1 restart",
-            "arc": f"ARC-{arc_steps} (step {alpha:.4g}, all class boundaries) over {K} members, Linf eps={eps:.4g}",
+            "arc": f"ARC-{arc_steps} (step {alpha:.4g}, "
+                   + ("all class boundaries" if arc_topk is None else f"ARC-lite: top {arc_topk} classes")
+                   + f") over {K} members, Linf eps={eps:.4g}",
             "autoattack_rand": f"AutoAttack rand (APGD-CE, APGD-DLR; EOT=20) Linf eps={eps:.4g}"}[protocol]
 
 

@@ -14,6 +14,15 @@ arXiv:1902.06705) and Tramèr et al. (NeurIPS 2020, arXiv:2002.08347), as listed
    arXiv:1912.00049, via AutoAttack's implementation) does not beat white-box PGD by more than
    2 points (or one example, on fewer than 50 images) — otherwise the white-box gradients are
    uninformative.
+5. ``more_restarts``: PGD with more random restarts never raises accuracy (same seed: the first
+   restart is the single run).
+6. ``autoattack_le_pgd`` (per model, or per member of a switching model): AutoAttack (default its
+   APGD-CE + APGD-T) is not weaker than PGD with the long step count — else PGD is the better
+   attack and AutoAttack is misconfigured, or PGD's gradients are better than APGD's.
+7. ``arc_le_expectation`` (switching models): ARC (Dbouk & Shanbhag 2022, arXiv:2206.06737) is not
+   weaker than PGD on the expected loss. If it fails, report it: the expectation attack is then the
+   stronger one on this ensemble (or ARC needs a larger budget); the per-example worst case over
+   both stays the number to quote.
 
 A failed check is *returned* (``passed=False`` and a detail saying what it means), never raised.
 Works for a plain model and for a member-switching model (``rst.r2s.R2S``: anything with
@@ -25,6 +34,7 @@ members and scored exactly (mean over members).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -61,15 +71,15 @@ def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return (model(x).argmax(-1) == y).unsqueeze(0)
 
 
-def _whitebox_correct(model, x, y, eps, alpha, steps, seed, batch_size) -> torch.Tensor:
+def _whitebox_correct(model, x, y, eps, alpha, steps, seed, batch_size, restarts: int = 1) -> torch.Tensor:
     """(K, N) correctness under white-box PGD (expectation over members for a switching model)."""
     device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
     loss = _expectation_loss if _is_switching(model) else "ce"
     out = []
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        x_adv = pgd(model, xb, yb, eps, alpha, steps, loss=loss, generator=g)
+        g = torch.Generator(device=device).manual_seed(seed + i)    # per batch: restarts extend the same start
+        x_adv = pgd(model, xb, yb, eps, alpha, steps, loss=loss, generator=g, restarts=restarts)
         out.append(_correct(model, x_adv, yb).cpu())
     return torch.cat(out, dim=1)
 
@@ -93,7 +103,9 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
                   steps: Sequence[int] = (5, 20), eps_grid: Sequence[float] | None = None,
                   square_queries: int | None = 1000, seed: int = 0,
                   eot_samples: Sequence[int] | None = None, alpha: float | None = None,
-                  batch_size: int = 256, tolerance: float = 0.01) -> list[SanityCheck]:
+                  batch_size: int = 256, tolerance: float = 0.01, restarts: Sequence[int] | None = (1, 3),
+                  autoattack: Sequence[str] | None = ("apgd-ce", "apgd-t"),
+                  arc_steps: int | None = 10) -> list[SanityCheck]:
     """Run the gradient-masking checks of spec §5 on ``model``; failures are returned, never raised.
 
     Arguments:
@@ -113,10 +125,16 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
         alpha (float | None): PGD step size at ``eps`` (default ``eps / 4``), scaled with each radius.
         batch_size (int): images per attack batch. (Default: 256)
         tolerance (float): slack of the "never raises" checks, at least one example. (Default: 0.01)
+        restarts (tuple[int, int] | None): (few, many) restarts of the long PGD for check 5; None skips.
+            (Default: (1, 3))
+        autoattack (list[str] | None): AutoAttack's attacks for check 6 (version "custom"); None skips.
+            (Default: ("apgd-ce", "apgd-t"))
+        arc_steps (int | None): ARC iterations for check 7 (switching models); None or 0 skips.
+            (Default: 10)
 
     Returns:
         list of :class:`SanityCheck` (eps_to_zero, more_steps, [more_eot_samples],
-        [blackbox_not_stronger]).
+        [blackbox_not_stronger], [more_restarts], [autoattack_le_pgd], [arc_le_expectation]).
 
     Example::
         >>> failed = [c for c in sanity_checks(model, x, y, eps=0.1) if not c.passed]
@@ -200,7 +218,89 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
                 f"Square broke {only_sq} (example, member) pairs PGD did not"
                 + ("" if ok else ": a black-box attack beats the white-box one by more than 2 points — "
                                  "the white-box gradients are masked or obfuscated")))
+
+        # 5. more restarts never raise accuracy (same seed: the first restart is the single run)
+        if restarts:
+            few, many = int(min(restarts)), int(max(restarts))
+            a_few = _whitebox_correct(model, x, y, eps, alpha, long_, seed, batch_size, few).float().mean().item()
+            a_many = _whitebox_correct(model, x, y, eps, alpha, long_, seed, batch_size, many).float().mean().item()
+            ok = a_many <= a_few + tol
+            checks.append(SanityCheck(
+                "more_restarts", ok,
+                f"PGD-{long_} with {few} restart(s) {a_few:.4f} -> {many} restarts {a_many:.4f} (tolerance {tol:.4f})"
+                + ("" if ok else ": more restarts raised accuracy — the restarts are not combined per example "
+                                 "by the attack's objective")))
+
+        # 6. AutoAttack on each model / member is not weaker than PGD
+        if autoattack:
+            from .autoattack import autoattack_examples
+            device = next(model.parameters()).device
+            members = list(range(model.K)) if _is_switching(model) else [None]
+            worse = []
+            rows = []
+            for k in members:
+                ctx = model.use_member(k) if k is not None else contextlib.nullcontext()
+                with ctx:
+                    target = _Pinned(model) if k is not None else model
+                    x_aa, _ = autoattack_examples(target, x, y, eps=eps, version="custom", attacks=list(autoattack),
+                                                  batch_size=batch_size, seed=seed)
+                    with torch.no_grad():
+                        c_aa = torch.cat([(target(x_aa[i:i + batch_size].to(device)).argmax(1)
+                                           == y[i:i + batch_size].to(device)).cpu() for i in range(0, n, batch_size)])
+                a_aa = c_aa.float().mean().item()
+                a_pgd = _member_pgd_acc(model, k, x, y, eps, alpha, long_, seed, batch_size)
+                rows.append(f"{'model' if k is None else f'member {k}'}: AutoAttack {a_aa:.4f} vs PGD-{long_} {a_pgd:.4f}")
+                if a_aa > a_pgd + tol:
+                    worse.append(k)
+            checks.append(SanityCheck(
+                "autoattack_le_pgd", not worse,
+                f"AutoAttack ({', '.join(autoattack)}) vs white-box PGD-{long_}: " + "; ".join(rows)
+                + (f" (tolerance {tol:.4f})" if not worse else
+                   f": AutoAttack is weaker than PGD on {worse} beyond tolerance {tol:.4f} — check its "
+                   "configuration (eps, norm) and the model's input range")))
+
+        # 7. ARC is not weaker than PGD on the expected loss (switching models)
+        if arc_steps and _is_switching(model):
+            from .ensemble_attacks import arc
+            device = next(model.parameters()).device
+            c_arc = torch.cat([_correct(model, arc(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device),
+                                                  eps, steps=int(arc_steps), step_size=alpha),
+                                        y[i:i + batch_size].to(device)).cpu() for i in range(0, n, batch_size)], dim=1)
+            a_arc = c_arc.float().mean().item()
+            ok = a_arc <= a_long + tol
+            checks.append(SanityCheck(
+                "arc_le_expectation", ok,
+                f"ARC-{arc_steps} {a_arc:.4f} vs PGD-{long_} on the expected loss {a_long:.4f} (tolerance {tol:.4f})"
+                + ("" if ok else ": ARC is weaker than the expectation attack here — quote the per-example worst "
+                                 "case over both, and give ARC more iterations or a larger step")))
     return checks
+
+
+class _Pinned(nn.Module):
+    """A switching model inside ``use_member(k)``: a plain model for AutoAttack (member fixed by the caller)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def _member_pgd_acc(model, k, x, y, eps, alpha, steps, seed, batch_size) -> float:
+    """Plain PGD (CE) accuracy of one member (``k``) or of a plain model (``k`` None)."""
+    if k is None:
+        return _whitebox_correct(model, x, y, eps, alpha, steps, seed, batch_size).float().mean().item()
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    hits = 0
+    with model.use_member(k):
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            x_adv = pgd(_Pinned(model), xb, yb, eps, alpha, steps, generator=g)
+            with torch.no_grad():
+                hits += int((model(x_adv).argmax(1) == yb).sum())
+    return hits / len(x)
 
 
 __all__ = ["SanityCheck", "sanity_checks"]

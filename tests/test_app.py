@@ -461,3 +461,36 @@ def test_the_page_icon_is_a_shipped_file():
     main = (APP / "main.py").read_text()
     assert "favicon.png" in main and ":material/" not in main.split("set_page_config")[1].split("\n")[0]
     assert (APP.parent / "assets" / "favicon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_r2s_live_shows_the_like_with_like_report_and_the_paired_difference(tiny_zoo, tmp_path, monkeypatch):
+    """The stored `eval r2s --protocols all` report: worst case per model over its suite, and R2S minus
+    the best single ticket with its paired interval; ARC is one of the page's attacks."""
+    import json
+    import shutil
+
+    import torch
+    from rst.compare import SuiteConfig, compare_like_with_like
+    from rst.data import load_subset
+    from rst.masks import load_tickets
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo["zoo_dir"], zoo)
+    monkeypatch.setenv("RST_ZOO_DIR", str(zoo))
+    monkeypatch.setenv("RST_TEST_SUBSET", str(tiny_zoo["subset"]))
+    cs = load_tickets(zoo / "tiny" / "tickets.rst.safetensors")
+    x, y, _ = load_subset(tiny_zoo["subset"])
+    cfg = SuiteConfig(steps=2, long_steps=2, long_restarts=2, apgd_steps=2, arc_steps=1, eot_samples=1,
+                      apgd_t_targets=1)
+    torch.set_num_threads(1)
+    rep = compare_like_with_like(cs, x, y, eps=0.1, r2s_images=12, single_images=16, cfg=cfg)
+    (zoo / "tiny" / "r2s_compare.json").write_text(json.dumps({"compare": rep.to_dict()}))
+    best = rep.paired["best_member"]
+
+    at = _app("views/r2s_live.py")
+    assert f"{100 * best['difference']:+.1f} points" == _metric(at, "R2S − best single ticket")
+    assert _metric(at, "R2S, worst case over its suite") == f"{100 * rep.rows[0].worst_case:.1f} %"
+    text = _texts(at.markdown)
+    assert "significant" in text and f"over {best['n_images']} paired images" in text
+    frame = next(d.value for d in at.dataframe if "worst_case" in d.value.columns)
+    assert list(frame["model"]) == [r.name for r in rep.rows] and "arc" in frame["suite"].iloc[0].lower()
+    assert any(o.startswith("ARC") for o in at.selectbox(key="r2s_attack").options)

@@ -141,9 +141,11 @@ def test_sanity_checks_pass_on_a_normal_ticket(tiny_cs, test_images):
     x, y = test_images
     model = tiny_cs.model(1)
     checks = sanity_checks(model, x[:32], y[:32], eps=0.05, eps_grid=[0.05, 0.5], steps=(3, 10),
-                           square_queries=100)
+                           square_queries=100, restarts=(1, 2), autoattack=("apgd-ce",))
     by_name = {c.name: c for c in checks}
-    assert list(by_name) == ["eps_to_zero", "more_steps", "blackbox_not_stronger"]
+    assert list(by_name) == ["eps_to_zero", "more_steps", "blackbox_not_stronger", "more_restarts", "autoattack_le_pgd"]
+    assert by_name["more_restarts"].passed, by_name["more_restarts"].detail
+    assert by_name["autoattack_le_pgd"].passed, by_name["autoattack_le_pgd"].detail
     assert by_name["eps_to_zero"].passed, by_name["eps_to_zero"].detail
     assert by_name["more_steps"].passed, by_name["more_steps"].detail
     assert by_name["blackbox_not_stronger"].passed, by_name["blackbox_not_stronger"].detail
@@ -155,7 +157,7 @@ def test_sanity_checks_flag_gradient_masking(tiny_cs, test_images):
     x, y = test_images
     masked = Quantized(tiny_cs.model(1)).eval()
     checks = sanity_checks(masked, x[:32], y[:32], eps=0.05, eps_grid=[0.05, 0.5], steps=(3, 10),
-                           square_queries=100)
+                           square_queries=100, restarts=None, autoattack=None)
     by_name = {c.name: c for c in checks}
     assert not by_name["eps_to_zero"].passed
     assert "masked" in by_name["eps_to_zero"].detail
@@ -245,3 +247,82 @@ def test_eval_commands_write_reports(command, name, tiny_cs_path, tmp_path, caps
         assert "worst_case_adaptive" in printed
     if name == "transfer_early_stop":
         assert doc["transfer"]["early_stop"] is True and "inflated" in printed
+
+
+# --------------------------------------------------------------------------------------------
+# like with like: rst.compare and `eval r2s --protocols all`
+# --------------------------------------------------------------------------------------------
+
+
+def test_paired_difference_and_standard_error_by_hand():
+    from rst.compare import paired_difference, standard_error
+    assert standard_error(0.5, 100) == pytest.approx(0.05)
+    a = torch.tensor([1.0, 1.0, 0.5, 0.0, 1.0, 0.5])
+    b = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
+    d = (a - b).double()
+    res = paired_difference(a, b)
+    se = float(d.std()) / 6 ** 0.5
+    assert res["difference"] == pytest.approx(float(d.mean())) and res["se"] == pytest.approx(se)
+    assert res["ci_low"] == pytest.approx(float(d.mean()) - 1.96 * se)
+    assert res["significant"] == (res["ci_low"] > 0 or res["ci_high"] < 0)
+    assert res["n_only_first"] == 3 and res["n_only_second"] == 1
+    same = paired_difference(torch.ones(50), torch.zeros(50))
+    assert same["significant"] and same["difference"] == 1.0
+    with pytest.raises(ValueError):
+        paired_difference(torch.ones(3), torch.ones(4))
+
+
+def test_compare_like_with_like_rows_worst_cases_and_round_trip(tiny_cs, test_images):
+    from rst.compare import CompareReport, SuiteConfig, compare_like_with_like
+    from rst.ensemble_attacks import expected_accuracy
+    from rst.r2s import R2S
+    x, y = test_images
+    cfg = SuiteConfig(steps=3, long_steps=3, long_restarts=2, apgd_steps=3, arc_steps=1, eot_samples=2,
+                      apgd_t_targets=1)
+    dense = tiny_cs.model(0)          # stands in for a dense baseline
+    seen = []
+    rep = compare_like_with_like(tiny_cs, x, y, eps=0.05, dense=dense, r2s_images=12, single_images=20, cfg=cfg,
+                                 on_row=lambda r: seen.append(len(r.rows)))
+    assert seen == [1, 2, 3, 4, 5]
+    assert [r.kind for r in rep.rows] == ["r2s", "ticket", "ticket", "ticket", "dense"]
+    r2s_row = rep.rows[0]
+    assert r2s_row.n_images == 12 and all(r.n_images == 20 for r in rep.rows[1:])
+    clean = expected_accuracy(R2S(tiny_cs), x[:12], y[:12])
+    assert (torch.tensor(r2s_row.per_image) <= clean + 1e-6).all()       # worst case never above clean
+    assert r2s_row.clean == pytest.approx(float(clean.mean()))
+    for r in rep.rows:
+        accs = [a["acc_after"] for a in r.attacks]
+        assert accs == sorted(accs, reverse=True) and accs[-1] == pytest.approx(r.worst_case)   # cumulative
+        assert r.worst_case <= r.clean + 1e-9
+        assert r.se == pytest.approx((r.worst_case * (1 - r.worst_case) / r.n_images) ** 0.5)
+    # a ticket alone under plain PGD-20 is never stronger than its worst case over the whole suite
+    from rst.evaluate import robust_accuracy
+    pgd20 = robust_accuracy(tiny_cs.model(1), x[:20], y[:20], AttackConfig("pgd", eps=0.05, alpha=0.0125, steps=3))
+    assert rep.rows[2].worst_case <= pgd20 + 1e-9
+    best = rep.paired["best_member"]
+    assert best["name"] in [r.name for r in rep.rows if r.kind == "ticket"] and best["n_images"] == 12
+    assert best["model_acc"] == max(rep.paired["per_model"][r.name]["model_acc"] for r in rep.rows[1:4])
+    assert rep.paired["dense"]["name"] == "dense AT"
+    again = CompareReport.from_dict(json.loads(json.dumps(rep.to_dict())))
+    assert [r.per_image for r in again.rows] == [r.per_image for r in rep.rows]
+    # reuse: nothing recomputed, same numbers
+    reused = compare_like_with_like(tiny_cs, x, y, eps=0.05, dense=dense, r2s_images=12, single_images=20, cfg=cfg,
+                                    reuse=[again])
+    assert reused.to_dict() == rep.to_dict()
+
+
+def test_eval_r2s_protocols_all_writes_the_like_with_like_table(tiny_cs_path, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = _eval_parser().parse_args(["eval", "r2s", str(tiny_cs_path), "--protocols", "all", "--images", "8",
+                                      "--single-images", "12", "--steps", "2", "--long-steps", "2",
+                                      "--apgd-steps", "2", "--apgd-t-targets", "1", "--eot-samples", "1",
+                                      "--eps", "0.02", "--device", "cpu", "--out", str(out), "--quiet"])
+    assert args.func(args) == 0
+    doc = json.loads((out / "r2s_compare.json").read_text())
+    assert doc["complete"] and doc["command"] == "eval r2s --protocols all"
+    rows = doc["compare"]["rows"]
+    assert rows[0]["kind"] == "r2s" and rows[0]["n_images"] == 8 and rows[1]["n_images"] == 12
+    assert [a["attack"] for a in rows[0]["attacks"]] == ["expectation", "ensemble", "eot", "apgd_ce", "apgd_dlr", "arc"]
+    assert [a["attack"] for a in rows[1]["attacks"]] == ["pgd20", "pgd_long", "apgd_t"]
+    printed = capsys.readouterr().out
+    assert "R2S - best member" in printed and "95% CI" in printed

@@ -237,12 +237,18 @@ def test_sanity_checks_on_r2s(tiny_cs, test_images):
     x, y = test_images
     r2s = R2S(tiny_cs, seed=0)
     checks = sanity_checks(r2s, x[:32], y[:32], eps=EPS, eps_grid=[EPS, 0.5], steps=(3, 10),
-                           square_queries=100, eot_samples=(1, 4))
+                           square_queries=100, eot_samples=(1, 4), restarts=(1, 2), autoattack=("apgd-ce",),
+                           arc_steps=3)
     names = [c.name for c in checks]
-    assert names == ["eps_to_zero", "more_steps", "more_eot_samples", "blackbox_not_stronger"]
+    assert names == ["eps_to_zero", "more_steps", "more_eot_samples", "blackbox_not_stronger", "more_restarts",
+                     "autoattack_le_pgd", "arc_le_expectation"]
     by_name = {c.name: c for c in checks}
     assert by_name["eps_to_zero"].passed, by_name["eps_to_zero"].detail
     assert by_name["more_steps"].passed, by_name["more_steps"].detail
+    assert by_name["more_restarts"].passed, by_name["more_restarts"].detail
+    assert by_name["autoattack_le_pgd"].passed, by_name["autoattack_le_pgd"].detail
+    assert by_name["autoattack_le_pgd"].detail.count("member ") == r2s.K
+    assert "ARC-" in by_name["arc_le_expectation"].detail
     assert not r2s.training and not r2s.net.training
 
 

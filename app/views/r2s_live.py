@@ -36,6 +36,32 @@ if stored is not None:
         st.dataframe(frame, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(f"{c} (%)", format="%.1f")
                                     for c in ("expected", "worst member")})
+compare_report = reports.stored_compare(act.zoo_id)
+if compare_report is not None:
+    st.subheader("Like with like: each model under its strongest attacks, on the same images")
+    st.caption("Per image, the worst case over each model's attack suite (stored report, "
+               "`python -m rst eval r2s … --protocols all`). R2S: the attacks on the random switch "
+               "(expectation PGD, ensemble PGD, EOT-PGD, APGD-CE/DLR on the expected loss, ARC), scored as the "
+               "expected accuracy over members; each ticket alone and dense AT: PGD-20, PGD-100 with restarts, "
+               "APGD-T. ± is one standard error sqrt(p(1-p)/n).")
+    best = compare_report.paired.get("best_member")
+    if best:
+        c1, c2, c3 = st.columns(3)
+        c1.metric("R2S, worst case over its suite", f"{100 * best['r2s_acc']:.1f} %")
+        c2.metric(f"best single ticket ({best['name']}), worst case over its suite", f"{100 * best['model_acc']:.1f} %")
+        c3.metric("R2S − best single ticket", f"{100 * best['difference']:+.1f} points",
+                  help=f"paired over the {best['n_images']} images both saw; 95 % interval "
+                       f"[{100 * best['ci_low']:+.1f}, {100 * best['ci_high']:+.1f}]")
+        st.markdown(f"R2S − best single ticket: **{100 * best['difference']:+.1f} points**, 95 % interval "
+                    f"[{100 * best['ci_low']:+.1f}, {100 * best['ci_high']:+.1f}] over {best['n_images']} paired "
+                    f"images: **{'significant' if best['significant'] else 'not significant'}**.")
+    cf = compare_report.to_frame()
+    cf[["clean", "worst_case", "se"]] = 100 * cf[["clean", "worst_case", "se"]].astype(float)
+    st.dataframe(cf[["model", "n_images", "clean", "worst_case", "se", "suite"]], hide_index=True, width="stretch",
+                 column_config={"clean": st.column_config.NumberColumn("clean (%)", format="%.1f"),
+                                "worst_case": st.column_config.NumberColumn("worst case (%)", format="%.1f"),
+                                "se": st.column_config.NumberColumn("± SE (points)", format="%.1f"),
+                                "n_images": st.column_config.NumberColumn("images")})
 classes = ui.CLASSES.get(cs.spec.dataset, tuple(str(i) for i in range(cs.spec.num_classes)))
 
 with st.form("r2s_form"):
