@@ -23,6 +23,7 @@ import torch
 
 from .atomic import atomic_write
 from .masks import CandidateSet, load_tickets, save_tickets
+from .checkpoint import config_differences
 from .search import SearchConfig, preset, run_search, search_data, validation_metrics
 
 DEFAULT_KEEP_RATIOS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
@@ -64,9 +65,10 @@ class ZooPlan:
 
 def _same_recipe(recorded: dict, cfg: SearchConfig) -> bool:
     """Was a ticket with this recorded ``search_config`` searched with ``cfg``? Fields added to
-    SearchConfig after the ticket was written count at their defaults."""
+    SearchConfig after the ticket was written count at their defaults; speed settings
+    (``rst.checkpoint.SPEED_FIELDS``: numerics, not the recipe) may differ."""
     try:
-        return SearchConfig.from_dict(SearchConfig.recipe(recorded)).to_dict() == cfg.to_dict()
+        return not config_differences(SearchConfig.from_dict(SearchConfig.recipe(recorded)).to_dict(), cfg.to_dict())
     except (TypeError, ValueError):
         return False
 

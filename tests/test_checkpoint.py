@@ -38,3 +38,11 @@ def test_cli_resume_mismatch_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "seed: 0 in the checkpoint, 5 now" in err
+
+
+def test_speed_settings_are_not_part_of_the_recipe_for_a_zoo_rebuild_either():
+    from rst.zoo import _same_recipe
+    cfg = preset("tiny", keep_ratio=0.5)
+    recorded = {**cfg.to_dict(), "precision": "fp32", "compile": True, "best_epoch": 2, "speed": {}}
+    assert _same_recipe(recorded, cfg)
+    assert not _same_recipe({**recorded, "inner_attack": "n_fgsm"}, cfg)
