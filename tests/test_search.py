@@ -181,3 +181,19 @@ def test_compile_option_compiles_the_attack_and_the_update(monkeypatch):
     eager = run_search(cfg.replace(compile=False), device="cpu")
     # same recipe, same seed: the eager backend traces the same maths
     assert abs(eager.ticket.metrics["val_clean"]["value"] - result.ticket.metrics["val_clean"]["value"]) <= 0.05
+
+
+def test_the_step_loss_is_read_every_few_steps_not_every_step():
+    """Reading the loss is a device sync: progress gets it every `log_every` steps and at an epoch's last."""
+    from rst.models import build_network
+    from rst.search import Fit, score_parameters, start_fit, train_epoch, prepare_models
+    cfg = preset("tiny", epochs=1, selection="last", val_size=0, val_images=0, batch_size=8, augment=False)
+    x, y = torch.rand(8 * 45, 1, 28, 28), torch.randint(0, 10, (8 * 45,))
+    model = build_network(cfg.network_spec(), keep_ratio=0.5)
+    fit = start_fit(model, score_parameters(model), cfg, SearchData(x, y, x[:0], y[:0]), torch.device("cpu"))
+    assert isinstance(fit, Fit)
+    prepare_models(fit)
+    events = []
+    train_epoch(fit, 0, progress=events.append, log_every=20)
+    assert len(events) == 45
+    assert [e["step"] for e in events if "loss" in e] == [20, 40, 45]
