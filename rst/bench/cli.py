@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_time_to_ticket(progress=print, **kwargs)
         _print_time_to_ticket(result)
         if plot:
+            Path(plot).parent.mkdir(parents=True, exist_ok=True)
             plot_time_to_ticket(result, plot)
             print(f"plot written to {plot}")
     else:
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_transfer(result)
     if args.json:
         result["provenance"] = provenance(result["device"])
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"written to {args.json}")
     return 0
