@@ -27,6 +27,7 @@ R2S − model over the images both saw is paired: ``d_i = r_i - c_i``, ``mean(d)
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -77,7 +78,8 @@ class SuiteConfig:
         e, a = _format_pixels(self.eps), _format_pixels(self.step)
         return {"pgd20": f"PGD-{self.steps} Linf eps={e} alpha={a}, 1 restart",
                 "pgd_long": f"PGD-{self.long_steps} Linf eps={e} alpha={a}, {self.long_restarts} restarts",
-                "apgd_t": f"APGD-T-{self.apgd_t_steps or self.apgd_steps} (AutoAttack's, {self.apgd_t_targets} target classes) "
+                "apgd_t": f"APGD-T-{self.apgd_t_steps or self.apgd_steps} (AutoAttack's, {self.apgd_t_targets} target "
+                          f"class{'' if self.apgd_t_targets == 1 else 'es'}) "
                           f"Linf eps={e}"}[attack]
 
 
@@ -323,10 +325,13 @@ def compare_like_with_like(cs, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
     report = CompareReport([], {}, {"suite": cfg.to_dict(), "r2s_images": n_r2s, "single_images": n_single,
                                     "members": members, "eps": cfg.eps})
 
+    def _plain(v):          # tuples and lists alike (a report read back from JSON has lists)
+        return json.loads(json.dumps(v))
+
     def reused(name: str, n: int) -> CompareRow | None:
         for old in reuse:
-            same = (old.config.get("suite") == report.config["suite"] and old.config.get("members") == members
-                    and old.config.get("eps") == cfg.eps)
+            same = (_plain(old.config.get("suite")) == _plain(report.config["suite"])
+                    and _plain(old.config.get("members")) == members and old.config.get("eps") == cfg.eps)
             for r in old.rows if same else []:
                 if r.name == name and r.n_images == n:
                     return r

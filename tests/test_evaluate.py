@@ -272,7 +272,7 @@ def test_paired_difference_and_standard_error_by_hand():
         paired_difference(torch.ones(3), torch.ones(4))
 
 
-def test_compare_like_with_like_rows_worst_cases_and_round_trip(tiny_cs, test_images):
+def test_compare_like_with_like_rows_worst_cases_and_round_trip(tiny_cs, test_images, monkeypatch):
     from rst.compare import CompareReport, SuiteConfig, compare_like_with_like
     from rst.ensemble_attacks import expected_accuracy
     from rst.r2s import R2S
@@ -305,7 +305,13 @@ def test_compare_like_with_like_rows_worst_cases_and_round_trip(tiny_cs, test_im
     assert rep.paired["dense"]["name"] == "dense AT"
     again = CompareReport.from_dict(json.loads(json.dumps(rep.to_dict())))
     assert [r.per_image for r in again.rows] == [r.per_image for r in rep.rows]
-    # reuse: nothing recomputed, same numbers
+    # reuse (rows read back from JSON): nothing recomputed, same numbers
+    import rst.compare
+
+    def no_attacks(*a, **k):
+        raise AssertionError("a reused row was recomputed")
+    monkeypatch.setattr(rst.compare, "single_worst_case", no_attacks)
+    monkeypatch.setattr(rst.compare, "r2s_worst_case", no_attacks)
     reused = compare_like_with_like(tiny_cs, x, y, eps=0.05, dense=dense, r2s_images=12, single_images=20, cfg=cfg,
                                     reuse=[again])
     assert reused.to_dict() == rep.to_dict()
