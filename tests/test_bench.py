@@ -94,9 +94,12 @@ def test_time_to_ticket_toy_runs_both_recipes_in_lockstep_and_plots(tmp_path):
     r = bench_time_to_ticket(toy=True, budget=2.0, points=2)
     for name in ("reference", "ours"):
         curve = r[name]["curve"]
-        assert len(curve) == 2 and all(0 <= p["val_robust"] <= p["val_clean"] + 1e-9 or p["val_clean"] == 0
+        assert len(curve) == 3 and all(0 <= p["val_robust"] <= p["val_clean"] + 1e-9 or p["val_clean"] == 0
                                        for p in curve)
-        assert curve[0]["seconds"] >= 1.0 and curve[1]["seconds"] >= 2.0     # each trained up to each mark
+        assert curve[0]["seconds"] == 0 and curve[1]["seconds"] >= 1.0 and curve[2]["seconds"] >= 2.0
+    # time 0: the same untrained ticket of the same seeded network for both
+    assert r["reference"]["curve"][0]["val_robust"] == r["ours"]["curve"][0]["val_robust"]
+    assert r["reference"]["curve"][0]["val_clean"] == r["ours"]["curve"][0]["val_clean"]
     assert "fp32" in r["reference"]["recipe"] and "N-FGSM" in r["ours"]["recipe"]
     assert r["target"] == max(p["val_robust"] for p in r["reference"]["curve"])
     assert r["reference"]["time_to_target"] is not None
@@ -120,3 +123,11 @@ def test_gpu_check_script_commands_parse(repo_root):
         words = [w.replace('"$OUT/', '/tmp/').replace("$OUT/", "/tmp/") for w in shlex.split(rest.replace('"$OUT', '"/tmp'))]
         parser = bench_parser() if module == "rst.bench" else cli_parser()
         parser.parse_args(words)
+
+
+def test_crossing_time_interpolates_between_validations():
+    from rst.bench.time_to_ticket import _crossing_time
+    curve = [{"seconds": 0, "val_robust": 0.0}, {"seconds": 60, "val_robust": 0.3}, {"seconds": 120, "val_robust": 0.5}]
+    assert _crossing_time(curve, 0.4) == pytest.approx(90)
+    assert _crossing_time(curve, 0.3) == pytest.approx(60)
+    assert _crossing_time(curve, 0.6) is None

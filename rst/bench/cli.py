@@ -61,7 +61,11 @@ def _print_time_to_ticket(r: dict) -> None:
         t = r[name]["time_to_target"]
         print(f"  {name:9s} reaches it after {t:7.1f} s of training" if t is not None else
               f"  {name:9s} does not reach it within the budget", f"  ({r[name]['recipe']})")
-    print(f"  ratio      {r['ratio']:.2f}x less time" if r["ratio"] else "  ratio      n/a")
+    print(f"  ratio      {r['ratio']:.2f}x less time (first validation at the target)" if r["ratio"]
+          else "  ratio      n/a")
+    if r.get("ratio_interpolated"):
+        print(f"             {r['ratio_interpolated']:.2f}x interpolated between validations "
+              f"({r['reference']['crossing']:.1f} s vs {r['ours']['crossing']:.1f} s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
