@@ -99,7 +99,6 @@ def _closest_boundary(model, k: int, u: torch.Tensor, norm: str, topk: int | Non
     else:
         top = z.detach().topk(min(int(topk), C), dim=1).indices
     yhat, others = top[:, 0], top[:, 1:]                                              # (B,), (B, M)
-    M = others.shape[1]
     eye = torch.eye(C, device=z.device, dtype=z.dtype)
     # grad_outputs (M, B, C): row r differentiates z_yhat - z_{others[:, r]}
     grad_out = (eye[yhat].unsqueeze(0) - eye[others.T]).contiguous()
