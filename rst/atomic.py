@@ -83,6 +83,8 @@ def atomic_write(path: str | os.PathLike, writer: Writer) -> Path:
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OutputError(errno.EISDIR, f"cannot write {path}: it is a folder; give a file name")
     tmp = temp_name(path)
     try:
         try:

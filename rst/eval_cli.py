@@ -382,10 +382,10 @@ def evaluation_images(cs, n: int | None, subset: str | os.PathLike | None = None
 def _write_rows(path: Path, payload: dict) -> None:
     """Atomically (a killed run leaves the previous complete file, never half a JSON)."""
     import json
+
+    from .atomic import atomic_write
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=2, default=str))
 
 
 def cmd_accuracy(args) -> int:
@@ -412,6 +412,9 @@ def cmd_accuracy(args) -> int:
     device = resolve_device(args.device)
     indices = _int_list(args.tickets) or list(range(len(cs)))
     out = Path(args.out)
+    if out.is_dir():                              # refused before any attack runs, not after the first ticket
+        from .atomic import OutputError
+        raise OutputError(21, f"cannot write {out}: it is a folder; give a file name (e.g. {out / 'accuracy.json'})")
     chosen = "the default" if args.images == DEFAULT_IMAGES else "chosen with"
     print(f"{len(indices)} ticket(s) of {args.file} on {where} ({chosen} --images {args.images or 'all'}; "
           f"--images N or 'all' to change); {attack.describe()}; device {device}; each ticket's row is written "
@@ -441,10 +444,12 @@ def cmd_accuracy(args) -> int:
                 robust = clean
                 step(len(y), len(y))
             else:
-                x_adv = adversarial_examples(model, x, y, attack, args.batch_size, args.seed, progress=step)
+                x_adv = adversarial_examples(model, x, y, attack, args.batch_size, args.seed, progress=step,
+                                             precision=args.precision)
                 robust = accuracy(model, x_adv, y, args.batch_size)
             payload["rows"].append({"ticket": t.name, "index": i, "keep_ratio": t.keep_ratio, "clean": clean,
-                                    "robust": robust, "attack": attack.describe(), "images": len(y)})
+                                    "robust": robust, "attack": attack.describe(), "images": len(y),
+                                    "attack_precision": args.precision})
             _write_rows(out, payload)
             line = (f"{t.name or i:12} keep {t.keep_ratio:<6g} clean {clean:.4f}  robust {robust:.4f}  "
                     f"({attack.describe()}, {len(y)} images)")
@@ -493,6 +498,8 @@ def add_eval_commands(eval_subparsers) -> None:
                         "CIFAR/SVHN, 0.1 otherwise)")
     s.add_argument("--alpha", type=float, default=None, help="step size (default eps/4)")
     s.add_argument("--steps", type=int, default=20, help="attack steps (default 20)")
+    s.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                   help="the attack's arithmetic (default fp32; bf16/auto: autocast where native, rst.speed)")
     s.add_argument("--images", type=_images_arg, default=DEFAULT_IMAGES,
                    help=f"the first N test images (default {DEFAULT_IMAGES}: the shipped test subset, offline); "
                         "'all' for the whole test split (needs the data set)")

@@ -76,3 +76,22 @@ def test_evaluation_attacks_are_fp32_unless_asked():
     seen.clear()
     robust_accuracy(model, x, y, attack, precision="bf16")
     assert torch.bfloat16 in seen and torch.float32 in seen       # attack in bf16, the accuracy in fp32
+
+
+@needs_bf16
+def test_cli_eval_accuracy_takes_the_attack_precision(tmp_path, repo_root):
+    import json
+    from rst.cli import main
+    args = ["eval", "accuracy", str(repo_root / "pretrained_masks/fmnist-cpu/tickets.rst.safetensors"), "--tickets",
+            "0", "--images", "16", "--steps", "2", "--quiet", "--out", str(tmp_path / "accuracy.json")]
+    assert main(args + ["--precision", "bf16"]) == 0
+    rows = json.loads((tmp_path / "accuracy.json").read_text())["rows"]
+    assert rows and all(r["attack_precision"] == "bf16" for r in rows)
+
+
+def test_cli_output_file_that_is_a_folder_is_one_line(tmp_path, repo_root, capsys):
+    from rst.cli import main
+    code = main(["eval", "accuracy", str(repo_root / "pretrained_masks/fmnist-cpu/tickets.rst.safetensors"),
+                 "--tickets", "0", "--images", "8", "--steps", "1", "--quiet", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "is a folder" in err
