@@ -148,21 +148,27 @@ def test_sparsity_slider_moves_the_highlight_and_the_density_chart(zoo_env):
     assert "dense AT, robust" in _plotly(at, "sparsity_curve")
 
 
-def test_sparsity_shows_a_stored_autoattack_report(tiny_zoo, tmp_path, monkeypatch):
+def _zoo_with_autoattack_report(tiny_zoo, tmp_path, monkeypatch, attacks: list[str]) -> dict:
+    """A copy of the tiny zoo whose index lists an AutoAttack report (tickets 25 %, dense AT 37.5 %), in use;
+    returns its index."""
     import json
     import shutil
     zoo = tmp_path / "zoo"
     shutil.copytree(tiny_zoo["zoo_dir"], zoo)
     index = json.loads((zoo / "index.json").read_text())
     rows = [{"name": t["name"], "keep_ratio": t["keep_ratio"], "clean": 0.5, "robust": 0.25, "version": "standard",
-             "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "n_images": 32, "eps": 0.1}
-            for t in index["zoos"][0]["tickets"]]
+             "attacks": attacks, "n_images": 32, "eps": 0.1} for t in index["zoos"][0]["tickets"]]
     rows.append({**rows[0], "name": "dense AT", "keep_ratio": 1.0, "robust": 0.375})
     (zoo / "tiny" / "autoattack.json").write_text(json.dumps({"rows": rows}))
     index["zoos"][0]["reports"]["autoattack"] = "tiny/autoattack.json"
     (zoo / "index.json").write_text(json.dumps(index))
     monkeypatch.setenv("RST_ZOO_DIR", str(zoo))
     monkeypatch.setenv("RST_TEST_SUBSET", str(tiny_zoo["subset"]))
+    return index
+
+
+def test_sparsity_shows_a_stored_autoattack_report(tiny_zoo, tmp_path, monkeypatch):
+    _zoo_with_autoattack_report(tiny_zoo, tmp_path, monkeypatch, ["apgd-ce", "apgd-t", "fab-t", "square"])
     at = _app("views/sparsity.py")
     figure = _plotly(at, "sparsity_curve")
     assert "robust (AutoAttack)" in figure
@@ -384,19 +390,7 @@ def test_search_message_says_when_the_best_epoch_is_incomplete():
 
 
 def test_sparsity_dense_levels_are_legend_entries_with_error_bars(tiny_zoo, tmp_path, monkeypatch):
-    import json
-    import shutil
-    zoo = tmp_path / "zoo"
-    shutil.copytree(tiny_zoo["zoo_dir"], zoo)
-    index = json.loads((zoo / "index.json").read_text())
-    rows = [{"name": t["name"], "keep_ratio": t["keep_ratio"], "clean": 0.5, "robust": 0.25, "version": "standard",
-             "attacks": ["apgd-ce"], "n_images": 32, "eps": 0.1} for t in index["zoos"][0]["tickets"]]
-    rows.append({**rows[0], "name": "dense AT", "keep_ratio": 1.0, "robust": 0.375})
-    (zoo / "tiny" / "autoattack.json").write_text(json.dumps({"rows": rows}))
-    index["zoos"][0]["reports"]["autoattack"] = "tiny/autoattack.json"
-    (zoo / "index.json").write_text(json.dumps(index))
-    monkeypatch.setenv("RST_ZOO_DIR", str(zoo))
-    monkeypatch.setenv("RST_TEST_SUBSET", str(tiny_zoo["subset"]))
+    index = _zoo_with_autoattack_report(tiny_zoo, tmp_path, monkeypatch, ["apgd-ce"])
     at = _app("views/sparsity.py")
     fig = _figure(at, "sparsity_curve")
     assert not fig["layout"].get("annotations"), "no text labels in the plot to collide with lines"
