@@ -35,6 +35,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
+from .progress import ticker
+
 SINGLE_SUITE = ("pgd20", "pgd_long", "apgd_t")
 R2S_SUITE = ("expectation", "ensemble", "eot", "apgd_ce", "apgd_dlr", "arc")
 ROWS = ("r2s", "members", "dense")
@@ -311,13 +313,7 @@ def compare_like_with_like(cs, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
     if dense is not None:
         singles.append(("dense AT", "dense", 1.0, None))
     total = (1 + len(cfg.r2s_suite)) + len(singles) * (1 + len(cfg.single_suite))
-    done = 0
-
-    def tick():
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
+    tick = ticker(progress, total)
 
     unknown = [r for r in rows if r not in ROWS and r not in [n for n, *_ in singles]]
     if unknown:

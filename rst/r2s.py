@@ -42,6 +42,7 @@ from .attacks import AttackConfig, pgd
 from .masked import masked_layers
 from .masks import CandidateSet, _bn_buffers, bit_shift_table, pack_bits, unpack_bits
 from .models import build_network
+from .progress import ticker
 from .sanity import SanityCheck
 
 SWITCHES = ("call", "batch", "example")
@@ -483,13 +484,7 @@ def evaluate_r2s(r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
     attack = AttackConfig("pgd", eps=eps, alpha=alpha, steps=steps)
     batches = [(i, min(i + batch_size, N)) for i in range(0, N, batch_size)]
     total = len(batches) * (1 + len(protocols))
-    done = 0
-
-    def tick():
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total)
+    tick = ticker(progress, total)
 
     was_training = r2s.training
     r2s.eval()
