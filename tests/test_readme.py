@@ -21,11 +21,8 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,12 +189,6 @@ def run_tokens(tokens: list[str], cwd: Path, timeout: float = TIMEOUT_S) -> subp
     return proc
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _venv_ready() -> bool:
     return (ROOT / ".venv" / ".installed").exists() and subprocess.run(
         ["make", "-q", "venv"], cwd=ROOT, capture_output=True).returncode == 0
@@ -205,33 +196,21 @@ def _venv_ready() -> bool:
 
 def serve_and_stop(cmd: str) -> None:
     """``make app`` on a free port until Streamlit's health endpoint answers; then the process group is stopped."""
+    from browser import free_port, stop_server, wait_healthy
     if not _venv_ready():
         pytest.skip("make app would (re)create .venv first (minutes, network): run it by hand")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([*shlex.split(cmd), f"PORT={port}"], cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"{cmd} exited with {proc.returncode}: {proc.stdout.read()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError(f"{cmd} did not serve on port {port} within 120 s")
+        try:
+            wait_healthy(port, proc, timeout=120)
+        except (RuntimeError, TimeoutError) as e:
+            raise AssertionError(f"{cmd}: {e}") from None
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
             assert r.status == 200
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_server(proc)
 
 
 def _params():
