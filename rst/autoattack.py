@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 
 from .attacks import model_mode
+from .masked import cached_masks
+from .speed import eval_channels_last, memory_format
 
 VERSIONS = ("standard", "plus", "rand", "custom")
 ATTACK_NAMES = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
@@ -79,7 +81,10 @@ def autoattack_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
     device = next(model.parameters()).device
     buffer = io.StringIO()
     fork = [device] if device.type == "cuda" else []
-    with model_mode(model, False), torch.random.fork_rng(devices=fork), _captured_log(buffer):
+    # the masks are fixed during the attack: w * mask once (rst.masked.cached_masks), not per forward;
+    # on a CPU the network runs channels_last (rst.speed.eval_channels_last: layout only, still fp32)
+    with model_mode(model, False), memory_format(model, eval_channels_last(device)), cached_masks(model), \
+            torch.random.fork_rng(devices=fork), _captured_log(buffer):
         torch.manual_seed(seed)
         adversary = AutoAttack(model, norm=norm, eps=eps, version=version, device=device, seed=seed,
                                attacks=attacks if version == "custom" else None)

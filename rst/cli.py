@@ -255,6 +255,18 @@ def _note_batched_on_cpu(device) -> None:
               "'Several tickets in one pass'); it is meant for GPUs", file=sys.stderr)
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (anything else: argparse's one-line error, exit 2)."""
+    import argparse
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def _ratios(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(r) for r in text.split(","))
@@ -338,7 +350,7 @@ def zoo_plan(args):
     return ZooPlan(args.preset, ratios, zoo_id=args.id, overrides=tuple(_parse_overrides(args.set).items()),
                    eval_images=args.eval_images, transfer_images=args.transfer_images,
                    r2s_images=args.r2s_images, autoattack_images=args.autoattack_images,
-                   subset_images=args.subset_images)
+                   autoattack_tickets=args.autoattack_tickets, subset_images=args.subset_images)
 
 
 def _cmd_zoo_build(args) -> int:
@@ -351,7 +363,7 @@ def _cmd_zoo_build(args) -> int:
     try:
         entry = build_zoo(plan, root=args.root, work=args.work, device=resolve_device(args.device),
                           data_dir=args.data_dir, progress=print, step_progress=bar, evaluate=not args.no_eval,
-                          dense=not args.no_dense, subset_path=args.subset, batched=args.batched)
+                          dense=not args.no_dense, subset_path=args.subset, batched=args.batched, jobs=args.jobs)
     finally:
         bar.close()
     print(f"{len(entry['tickets'])} tickets in {args.root}/{entry['candidate_set']}")
@@ -442,6 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--r2s-images", dest="r2s_images", type=int, default=500)
     s.add_argument("--autoattack-images", dest="autoattack_images", type=int, default=200,
                    help="test images for AutoAttack per ticket (0: skip that report)")
+    s.add_argument("--autoattack-tickets", dest="autoattack_tickets", type=_positive_int, default=None, metavar="N",
+                   help="AutoAttack only the N tickets best under PGD-20, and the dense baseline (default: all)")
+    s.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="worker processes for the searches and reports, the threads split between them "
+                        "(on a 2-core CPU, --jobs 2 beats one 2-thread process)")
     s.add_argument("--no-eval", dest="no_eval", action="store_true", help="skip the reports")
     s.add_argument("--no-dense", dest="no_dense", action="store_true", help="skip the dense baseline")
     s.add_argument("--batched", action="store_true",

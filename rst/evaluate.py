@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import AttackConfig, check_pixel_range, run_attack
-from .speed import resolve_speed
+from .speed import eval_channels_last, memory_format, resolve_speed
 from .masked import masked_layers
 
 
@@ -60,13 +60,14 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, att
     speed = resolve_speed(precision, channels_last=False, compile=False, device=device)
     g = torch.Generator(device=device).manual_seed(seed)
     out = []
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        with speed.autocast(device):
-            x_adv = run_attack(attack, model, xb, yb, generator=g, check_range=False)
-        out.append(x_adv.float().cpu())
-        if progress is not None:
-            progress(min(i + batch_size, len(x)), len(x))
+    with memory_format(model, speed.channels_last or (speed.precision == "fp32" and eval_channels_last(device))):
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            with speed.autocast(device):
+                x_adv = run_attack(attack, model, xb, yb, generator=g, check_range=False)
+            out.append(x_adv.float().cpu())
+            if progress is not None:
+                progress(min(i + batch_size, len(x)), len(x))
     return torch.cat(out)
 
 

@@ -82,6 +82,30 @@ class Speed:
 FP32 = Speed("fp32", False, False, "fp32 (evaluation default)")
 
 
+def eval_channels_last(device: torch.device) -> bool:
+    """Whether fp32 evaluation attacks on ``device`` run the model in channels_last: on a CPU,
+    where it is faster (measured: fp32 forward+backward of Conv-4, 1 thread, 1.14x; forward 1.37x)
+    and changes nothing but the memory layout (the arithmetic is fp32 as before)."""
+    return torch.device(device).type == "cpu"
+
+
+@contextlib.contextmanager
+def memory_format(model: torch.nn.Module, channels_last: bool):
+    """Inside the block, ``model``'s 4-d parameters and buffers are channels_last; on exit they
+    get back the layout they had (``channels_last=False``: nothing happens)."""
+    four_d = [p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1]   # (1 channel: both layouts)
+    if not channels_last or not four_d:
+        yield model
+        return
+    was_cl = not four_d[0].is_contiguous()
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield model
+    finally:
+        if not was_cl:
+            model.to(memory_format=torch.contiguous_format)
+
+
 def resolve_speed(precision: str, *, channels_last: bool, compile: bool, device: torch.device,
                   allow_channels_last: bool = True) -> Speed:
     """The settings a fit on ``device`` runs with (see the module docstring for the ``auto`` table).
@@ -107,4 +131,4 @@ def resolve_speed(precision: str, *, channels_last: bool, compile: bool, device:
     return Speed(precision, bool(channels_last), bool(compile))
 
 
-__all__ = ["FP32", "PRECISIONS", "Speed", "bf16_supported", "resolve_speed"]
+__all__ = ["FP32", "PRECISIONS", "Speed", "bf16_supported", "eval_channels_last", "memory_format", "resolve_speed"]

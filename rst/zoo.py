@@ -41,6 +41,7 @@ class ZooPlan:
     transfer_images: int = 1000
     r2s_images: int = 500
     autoattack_images: int = 200          # 0 skips the AutoAttack report
+    autoattack_tickets: int | None = None  # AutoAttack the N tickets best under PGD-20 (None: all)
     subset_images: int = 1000             # the test subset shipped in assets/ for the app
 
     @property
@@ -60,6 +61,8 @@ class ZooPlan:
             parts.append(f"--eval-images {self.eval_images}")
         parts += [f"--transfer-images {self.transfer_images}", f"--r2s-images {self.r2s_images}",
                   f"--autoattack-images {self.autoattack_images}", f"--subset-images {self.subset_images}"]
+        if self.autoattack_tickets is not None:
+            parts.append(f"--autoattack-tickets {self.autoattack_tickets}")
         return " ".join(parts)
 
 
@@ -85,16 +88,18 @@ def _first(x: torch.Tensor, y: torch.Tensor, n: int | None):
 def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str | Path = "runs/zoo",
               device=None, data_dir=None, progress: Callable[[str], None] | None = None,
               step_progress: Callable[[dict], None] | None = None, evaluate: bool = True, dense: bool = True,
-              subset_path: str | Path | None = None, batched: bool = False) -> dict:
+              subset_path: str | Path | None = None, batched: bool = False, jobs: int = 1) -> dict:
     """Build (or continue building) the zoo of ``plan``; returns its index entry.
 
     ``batched=True`` searches the tickets still missing together in one pass (:mod:`rst.batched`):
     the same recipe, faster when one ticket does not fill the device.
+    ``jobs=N`` runs the searches, the dense baseline and the reports in N worker processes, the
+    threads split between them (:mod:`rst.workers`; on a small CPU, N one-thread searches beat
+    one N-thread search). The results are the same files as with ``jobs=1``.
     """
     from .data import test_split
-    from .evaluate import accuracy, test_metrics
-    from .masks import save_weights
-    from .train import train_dense
+    from .evaluate import accuracy
+    from .workers import run_jobs
 
     device = torch.device(device or "cpu")
     root, work = Path(root), Path(work) / plan.id
@@ -125,15 +130,8 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         else:
             missing.append(r)
 
-    def finish(result) -> None:     # test metrics, then the ticket on disk (a killed build keeps it)
-        r, wdir = result.config.keep_ratio, work / f"keep{result.config.keep_ratio:g}"
-        wdir.mkdir(parents=True, exist_ok=True)
-        model = CandidateSet(result.spec, [result.ticket]).model(0, device=device)
-        result.ticket.metrics.update(test_metrics(model, x_test, y_test, base.eps))
-        save_tickets(wdir / "ticket.rst.safetensors", CandidateSet(result.spec, [result.ticket]))
-        atomic_write(wdir / "history.json", json.dumps(result.history, indent=2))
-        found[r] = result.ticket
-
+    dense_path = out / "dense_at.weights.safetensors"
+    dense_todo = dense and not dense_path.exists()
     if batched and len(missing) > 1:
         from .batched import search_tickets
         _log(progress, f"keep ratios {','.join(f'{r:g}' for r in missing)}: searching together in one "
@@ -141,13 +139,21 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         wdir = work / ("batched-" + "_".join(f"{r:g}" for r in missing))
         for result in search_tickets(base, missing, device=device, data=data, workdir=wdir, resume=True,
                                      progress=step_progress):
-            finish(result)
+            found[result.config.keep_ratio] = _keep_ticket(result, work, device, x_test, y_test)
+    elif jobs > 1 and len(missing) + dense_todo > 1:
+        what = [f"keep_ratio {r:g}" for r in missing] + (["the dense baseline"] if dense_todo else [])
+        _log(progress, f"searching {', '.join(what)} ({base.epochs} epochs) in {min(jobs, len(what))} worker "
+                       f"processes; each prints a line per epoch")
+        args = [(plan, r, str(work), str(dense_path), str(device), data_dir) for r in missing]
+        args += [(plan, None, str(work), str(dense_path), str(device), data_dir)] if dense_todo else []
+        run_jobs(_build_job, args, workers=jobs,
+                 on_result=lambda i, label: _log(progress, f"{label}: done"))
+        for r in missing:
+            found[r] = load_tickets(work / f"keep{r:g}" / "ticket.rst.safetensors").tickets[0]
     else:
         for r in missing:
-            cfg = plan.config(keep_ratio=r)
-            _log(progress, f"keep_ratio {r:g}: searching ({cfg.epochs} epochs)")
-            finish(run_search(cfg, device=device, data=data, workdir=work / f"keep{r:g}", resume=True,
-                              progress=step_progress))
+            _log(progress, f"keep_ratio {r:g}: searching ({base.epochs} epochs)")
+            found[r] = _search_ticket(plan, r, work, device, data, x_test, y_test, step_progress)
     cs = CandidateSet(base.network_spec(), [found[r] for r in plan.keep_ratios])
     # the shipped file already holds exactly these tickets: leave it (and its provenance) as it is
     unchanged = bool(shipped) and [t.keep_ratio for t in old.tickets] == list(plan.keep_ratios) \
@@ -169,7 +175,6 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         save_tickets(cs_path, cs)
 
     # 3. the dense adversarially trained baseline, same architecture, same recipe
-    dense_path = out / "dense_at.weights.safetensors"
     dense_metrics = None
     if not dense:
         _log(progress, "dense baseline: skipped (--no-dense)")
@@ -179,18 +184,13 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         _log(progress, f"dense baseline: found {dense_path}")
     else:
         _log(progress, f"dense baseline: adversarial training ({base.epochs} epochs)")
-        res = train_dense(base, device=device, data=data, workdir=work / "dense", resume=True, progress=step_progress)
-        dense_metrics = test_metrics(res.model, x_test, y_test, base.eps)
-        best = next(h for h in res.history if h["epoch"] == res.best_epoch)
-        dense_metrics.update(validation_metrics(best, base))
-        save_weights(dense_path, res.model, base.network_spec(),
-                     {"kind": "dense_at", "metrics": dense_metrics, "config": base.to_dict()})
+        dense_metrics = _train_dense_baseline(base, work, dense_path, device, data, x_test, y_test, step_progress)
 
     # 4. evaluation reports
     reports = {}
     if evaluate:
         reports = evaluate_zoo(cs, out / "reports", base, x_all, y_all, plan=plan, device=device,
-                               progress=progress, dense_path=dense_path)
+                               progress=progress, dense_path=dense_path, jobs=jobs, cs_path=cs_path)
 
     entry = {
         "id": plan.id, "title": f"{base.arch} (width {base.width:g}) on {base.dataset}, eps={base.eps:g}",
@@ -202,31 +202,155 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         "tickets": [{"name": t.name, "keep_ratio": t.keep_ratio, "metrics": t.metrics} for t in cs.tickets],
         "dense": {"metrics": dense_metrics} if dense_metrics else None,
         "config": base.to_dict(),
-        "built_with": plan.command(),
+        "built_with": plan.command() + (f" --jobs {jobs}" if jobs > 1 else ""),
     }
     update_index(root, entry)
     _log(progress, f"zoo {plan.id}: index updated ({root / 'index.json'})")
     return entry
 
 
-def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch.Tensor, y_all: torch.Tensor, *,
-                 plan: ZooPlan, device, progress=None, dense_path: Path | None = None) -> dict[str, str]:
-    """Curve, transfer matrix, R2S under every protocol, and AutoAttack per ticket and on the dense
-    baseline at ``dense_path``, as reports."""
-    from .attacks import AttackConfig
-    from .autoattack import autoattack_accuracy
-    from .evaluate import sparsity_curve, transfer_matrix
+def _keep_ticket(result, work: Path, device, x_test, y_test):
+    """Test metrics, then the ticket and its history on disk (a killed build keeps it)."""
+    from .evaluate import test_metrics
+    wdir = Path(work) / f"keep{result.config.keep_ratio:g}"
+    wdir.mkdir(parents=True, exist_ok=True)
+    model = CandidateSet(result.spec, [result.ticket]).model(0, device=device)
+    result.ticket.metrics.update(test_metrics(model, x_test, y_test, result.config.eps))
+    save_tickets(wdir / "ticket.rst.safetensors", CandidateSet(result.spec, [result.ticket]))
+    atomic_write(wdir / "history.json", json.dumps(result.history, indent=2))
+    return result.ticket
+
+
+def _search_ticket(plan: ZooPlan, r: float, work: Path, device, data, x_test, y_test, progress):
+    """The search of keep ratio ``r`` (resumed from ``work/keep<r>/``), measured and kept on disk."""
+    result = run_search(plan.config(keep_ratio=r), device=device, data=data, workdir=Path(work) / f"keep{r:g}",
+                        resume=True, progress=progress)
+    return _keep_ticket(result, work, device, x_test, y_test)
+
+
+def _train_dense_baseline(base: SearchConfig, work: Path, dense_path: Path, device, data, x_test, y_test,
+                          progress) -> dict:
+    """Dense adversarial training with the zoo's recipe (resumed from ``work/dense/``), measured and
+    saved at ``dense_path``; returns its metrics."""
+    from .evaluate import test_metrics
+    from .masks import save_weights
+    from .train import train_dense
+    res = train_dense(base, device=device, data=data, workdir=Path(work) / "dense", resume=True, progress=progress)
+    metrics = test_metrics(res.model, x_test, y_test, base.eps)
+    best = next(h for h in res.history if h["epoch"] == res.best_epoch)
+    metrics.update(validation_metrics(best, base))
+    save_weights(dense_path, res.model, base.network_spec(),
+                 {"kind": "dense_at", "metrics": metrics, "config": base.to_dict()})
+    return metrics
+
+
+def _build_job(plan: ZooPlan, keep_ratio: float | None, work: str, dense_path: str, device: str,
+               data_dir: str | None) -> str:
+    """One build job in a worker process (rst.workers): the search of ``keep_ratio``, or the dense
+    baseline (``keep_ratio=None``). Its results are files; it returns its label."""
+    from .data import test_split
+    from .progress import epoch_lines
+    base = plan.config()
+    data = search_data(base, data_dir)
+    x_test, y_test = _first(*test_split(base.dataset, base.seed, data_dir), plan.eval_images)
+    label = "dense" if keep_ratio is None else f"keep{keep_ratio:g}"
+    if keep_ratio is None:
+        _train_dense_baseline(base, Path(work), Path(dense_path), torch.device(device), data, x_test, y_test,
+                              epoch_lines(label))
+    else:
+        _search_ticket(plan, keep_ratio, Path(work), torch.device(device), data, x_test, y_test, epoch_lines(label))
+    return label
+
+
+def _transfer_report(cs_path: Path, folder: Path, cfg: SearchConfig, x, y, device: str) -> str:
+    """The transfer matrix between the tickets, source attacked without and with early stop."""
+    import pandas as pd
+
+    from .evaluate import transfer_matrix
+    from .reports import transfer_figure, write_report
+    cs, attack = load_tickets(cs_path), _pgd20(cfg)
+    tr = transfer_matrix(cs, x, y, attack, early_stop=False, device=torch.device(device))
+    tr_es = transfer_matrix(cs, x, y, attack, early_stop=True, device=torch.device(device))
+    frame = pd.DataFrame(tr.matrix.numpy(), index=tr.names, columns=tr.names)
+    return write_report(folder, "transfer", {"without_early_stop": tr.to_dict(), "with_early_stop": tr_es.to_dict()},
+                        frame, transfer_figure(tr))["json"]
+
+
+def _r2s_report(cs_path: Path, folder: Path, cfg: SearchConfig, x, y, device: str) -> str:
+    """R2S over the tickets under the paper's protocol and the adaptive ones."""
     from .r2s import R2S, evaluate_r2s
-    from .reports import curve_figure, r2s_figure, transfer_figure, write_report
+    from .reports import r2s_figure, write_report
+    report = evaluate_r2s(R2S(load_tickets(cs_path), device=torch.device(device)), x, y, eps=cfg.eps, steps=20,
+                          protocols=("paper", "expectation", "ensemble", "eot"))
+    return write_report(folder, "r2s", report.to_dict(), report.to_frame(), r2s_figure(report))["json"]
+
+
+def _autoattack_row(cs_path: Path, member: int | None, dense_path: Path | None, cfg: SearchConfig, x, y,
+                    device: str) -> dict:
+    """AutoAttack (standard) accuracy of ticket ``member`` of the candidate set, or of the dense
+    baseline (``member=None``)."""
+    from .autoattack import autoattack_accuracy
+    from .masks import load_weights
+    device = torch.device(device)
+    model = load_weights(dense_path, device=device)[0] if member is None else \
+        load_tickets(cs_path).model(member, device=device)
+    res = autoattack_accuracy(model, x, y, eps=cfg.eps, version="standard")
+    res.pop("log", None)
+    return res
+
+
+def _pgd20(cfg: SearchConfig):
+    from .attacks import AttackConfig
+    return AttackConfig("pgd", eps=cfg.eps, alpha=cfg.eps / 4, steps=20)
+
+
+def _curve_rows(cs: CandidateSet, x, y, cfg: SearchConfig, device) -> list[dict]:
+    """The sparsity curve on ``x``: each ticket's recorded test metrics where they were measured on
+    these images with the same attack (the build measures them right after the search), else measured."""
+    from .evaluate import sparsity_curve
+    attack, split = _pgd20(cfg), f"test[:{len(x)}]"
+    rows, todo = [], []
+    for i, t in enumerate(cs.tickets):
+        m = t.metrics
+        if m.get("test_pgd20", {}).get("split") == split and m["test_pgd20"].get("attack") == attack.describe() \
+                and m.get("test_clean", {}).get("split") == split:
+            rows.append({"name": t.name, "keep_ratio": t.keep_ratio, "clean": m["test_clean"]["value"],
+                         "robust": m["test_pgd20"]["value"], "attack": attack.describe()})
+        else:
+            todo.append(i)
+    if todo:
+        rows += sparsity_curve(CandidateSet(cs.spec, [cs.tickets[i] for i in todo]), x, y, attack, device=device)
+    return sorted(rows, key=lambda r: r["keep_ratio"])
+
+
+def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch.Tensor, y_all: torch.Tensor, *,
+                 plan: ZooPlan, device, progress=None, dense_path: Path | None = None, jobs: int = 1,
+                 cs_path: Path | None = None) -> dict[str, str]:
+    """Curve, transfer matrix, R2S under every protocol, and AutoAttack per ticket and on the dense
+    baseline at ``dense_path``, as reports.
+
+    The curve is made here (from the tickets' test metrics where they match); transfer, R2S and
+    each AutoAttack run are independent jobs, run in ``jobs`` worker processes (:mod:`rst.workers`)
+    on the candidate set saved at ``cs_path``. AutoAttack covers the ``plan.autoattack_tickets``
+    tickets best under PGD-20 in the curve (all when None) and the dense baseline; its report is
+    saved after every network, so a killed run keeps the rows it finished.
+    """
+    import pandas as pd
+
+    from .reports import curve_figure, write_report
+    from .workers import run_jobs
 
     folder.mkdir(parents=True, exist_ok=True)
     stamp, members = folder / "candidate_set.txt", ",".join(f"{t.name}:{t.keep_ratio:g}" for t in cs.tickets)
     if stamp.exists() and stamp.read_text() != members:   # the candidate set changed: reports are stale
         for f in folder.iterdir():
-            f.unlink()
+            if f.is_file():
+                f.unlink()
     stamp.write_text(members)
-    paths = {}
-    pgd20 = AttackConfig("pgd", eps=cfg.eps, alpha=cfg.eps / 4, steps=20)
+    if cs_path is None:                                    # the jobs read the candidate set from a file
+        cs_path = folder / ".candidate_set.rst.safetensors"
+        save_tickets(cs_path, cs)
+    paths, device = {}, str(torch.device(device or "cpu"))
 
     def done(name):
         p = folder / f"{name}.json"
@@ -237,55 +361,64 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
         _log(progress, f"report {name}: computing")
         return False
 
+    x, y = _first(x_all, y_all, plan.eval_images)
     if not done("curve"):
-        x, y = _first(x_all, y_all, plan.eval_images)
-        rows = sparsity_curve(cs, x, y, pgd20, device=device)
-        import pandas as pd
-        paths["curve"] = write_report(folder, "curve", {"rows": rows, "attack": pgd20.describe(), "n_images": len(x)},
-                                      pd.DataFrame(rows), curve_figure(rows))["json"]
+        rows = _curve_rows(cs, x, y, cfg, device)
+        paths["curve"] = write_report(folder, "curve", {"rows": rows, "attack": _pgd20(cfg).describe(),
+                                                        "n_images": len(x)}, pd.DataFrame(rows), curve_figure(rows))["json"]
+    curve = json.loads(Path(paths["curve"]).read_text())["rows"]
+
+    units = []                                             # (label, job, args)
     if not done("transfer"):
-        x, y = _first(x_all, y_all, plan.transfer_images)
-        tr = transfer_matrix(cs, x, y, pgd20, early_stop=False, device=device)
-        tr_es = transfer_matrix(cs, x, y, pgd20, early_stop=True, device=device)
-        import pandas as pd
-        frame = pd.DataFrame(tr.matrix.numpy(), index=tr.names, columns=tr.names)
-        paths["transfer"] = write_report(folder, "transfer", {"without_early_stop": tr.to_dict(),
-                                                              "with_early_stop": tr_es.to_dict()},
-                                         frame, transfer_figure(tr))["json"]
+        units.append(("transfer", _transfer_report, (cs_path, folder, cfg, *_first(x_all, y_all, plan.transfer_images), device)))
     if not done("r2s"):
-        x, y = _first(x_all, y_all, plan.r2s_images)
-        report = evaluate_r2s(R2S(cs, device=device), x, y, eps=cfg.eps, steps=20,
-                              protocols=("paper", "expectation", "ensemble", "eot"))
-        paths["r2s"] = write_report(folder, "r2s", report.to_dict(), report.to_frame(), r2s_figure(report))["json"]
-    if plan.autoattack_images:                  # 0: skip (AutoAttack is slow on a CPU)
-        # row by row: a report that lacks a row (the dense baseline, a killed run) gets only that row
-        x, y = _first(x_all, y_all, plan.autoattack_images)
-        path = folder / "autoattack.json"
-        rows = json.loads(path.read_text())["rows"] if path.exists() else []
-        rows = [r for r in rows if r.get("n_images") == len(x)]
-        models = [(t.name, t.keep_ratio, lambda i=i: cs.model(i, device=device)) for i, t in enumerate(cs.tickets)]
+        units.append(("r2s", _r2s_report, (cs_path, folder, cfg, *_first(x_all, y_all, plan.r2s_images), device)))
+
+    aa_path, aa_rows, order = folder / "autoattack.json", [], []
+    if plan.autoattack_images:                             # 0: skip (AutoAttack is slow on a CPU)
+        xa, ya = _first(x_all, y_all, plan.autoattack_images)
+        aa_rows = json.loads(aa_path.read_text())["rows"] if aa_path.exists() else []
+        aa_rows = [r for r in aa_rows if r.get("n_images") == len(xa)]
+        ranked = sorted(range(len(cs.tickets)), key=lambda i: -next(
+            (r["robust"] for r in curve if r["name"] == cs.tickets[i].name), 0.0))
+        chosen = sorted(ranked[:plan.autoattack_tickets] if plan.autoattack_tickets is not None else ranked)
+        models = [(cs.tickets[i].name, cs.tickets[i].keep_ratio, i) for i in chosen]
         if dense_path is not None and Path(dense_path).exists():
-            from .masks import load_weights
-            models.append(("dense AT", 1.0, lambda: load_weights(dense_path, device=device)[0]))
-        have = {r["name"] for r in rows}
-        todo = [m for m in models if m[0] not in have]
+            models.append(("dense AT", 1.0, None))
         order = [m[0] for m in models]
+        have = {r["name"] for r in aa_rows}
+        for name, keep, member in models:
+            if name not in have:
+                units.append((f"AutoAttack {name}", _autoattack_row, (cs_path, member, dense_path, cfg, xa, ya, device),
+                              {"name": name, "keep_ratio": keep}))
+        if len(have) == len(models):
+            _log(progress, f"report autoattack: found {aa_path}")
 
-        def save():                              # after every row: a killed run keeps what it finished
-            import pandas as pd
-            rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
-            write_report(folder, "autoattack", {"rows": rows}, pd.DataFrame(rows), None)
+    def save_aa():                                         # after every row: a killed run keeps what it finished
+        aa_rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+        write_report(folder, "autoattack", {"rows": aa_rows}, pd.DataFrame(aa_rows), None)
 
-        for name, keep, build in todo:
-            res = autoattack_accuracy(build(), x, y, eps=cfg.eps, version="standard")
-            res.pop("log", None)
-            rows.append({"name": name, "keep_ratio": keep, **res})
-            _log(progress, f"  AutoAttack {name}: robust {res['robust']:.3f} on {len(x)} images")
-            save()
-        if not todo:                             # (no file means no rows: everything was to do)
-            _log(progress, f"report autoattack: found {path}")
-        paths["autoattack"] = str(path)
+    def finished(i, result):
+        label = units[i][0]
+        if label.startswith("AutoAttack"):
+            aa_rows.append({**units[i][3], **result})
+            _log(progress, f"  {label}: robust {result['robust']:.3f} on {result['n_images']} images")
+            save_aa()
+        else:
+            paths[label] = result
+            _log(progress, f"report {label}: written")
+
+    if units:
+        _log(progress, f"evaluation: {len(units)} jobs" + (f" in {min(jobs, len(units))} worker processes" if jobs > 1 else ""))
+    run_jobs(_call, [(u[1], u[2]) for u in units], workers=jobs, on_result=finished)
+    if plan.autoattack_images and aa_path.exists():
+        paths["autoattack"] = str(aa_path)
     return paths
+
+
+def _call(fn, args):
+    """``fn(*args)``: a top-level function, so that a job and its arguments travel to a worker together."""
+    return fn(*args)
 
 
 def update_index(root: str | Path, entry: dict) -> Path:

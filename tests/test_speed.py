@@ -95,3 +95,22 @@ def test_cli_output_file_that_is_a_folder_is_one_line(tmp_path, repo_root, capsy
                  "--tickets", "0", "--images", "8", "--steps", "1", "--quiet", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "is a folder" in err
+
+
+def test_memory_format_is_channels_last_inside_and_restored_after():
+    import torch
+
+    from rst.models import NetworkSpec, build_network
+    from rst.speed import memory_format
+    model = build_network(NetworkSpec("fmnist_conv4", dataset="synthetic", width=0.25, seed=0)).eval()
+    conv = next(p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        before = model(x)
+        with memory_format(model, True):
+            assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+            inside = model(x)
+        assert conv.is_contiguous()
+        torch.testing.assert_close(inside, before)     # the layout changes, not the arithmetic
+        with memory_format(model, False):
+            assert conv.is_contiguous()

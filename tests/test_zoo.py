@@ -43,7 +43,10 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
     plan = ZooPlan("tiny", keep_ratios=(0.3, 0.6), overrides=(("epochs", 1), ("val_images", 32)),
                    eval_images=32, transfer_images=32, r2s_images=16, autoattack_images=8)
     messages = []
-    entry = build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
+    # the first build in 2 worker processes (rst.workers), the rebuilds below in this one
+    entry = build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append, jobs=2)
+    assert any("in 2 worker processes" in m for m in messages), messages
+    assert entry["built_with"].endswith("--jobs 2")
     index = json.loads((tmp_path / "zoo" / "index.json").read_text())
     assert [z["id"] for z in index["zoos"]] == ["tiny"]
     cs = load_tickets(tmp_path / "zoo" / entry["candidate_set"])
@@ -71,6 +74,17 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
     build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
     assert [m.split(":")[0].strip() for m in messages if "AutoAttack" in m] == ["AutoAttack dense AT"]
     assert [r["name"] for r in json.loads(aa_path.read_text())["rows"]] == ["keep0.3", "keep0.6", "dense AT"]
+    # the curve reuses each ticket's test metrics (measured on the same images with the same attack)
+    curve = json.loads((tmp_path / "zoo" / entry["reports"]["curve"]).read_text())["rows"]
+    assert [r["robust"] for r in curve] == [t.metrics["test_pgd20"]["value"] for t in cs.tickets]
+    # AutoAttack on the best ticket under PGD-20 only (and the dense baseline): another image count
+    # makes the old rows stale, so exactly those two are computed
+    best = max(curve, key=lambda r: r["robust"])["name"]
+    messages.clear()
+    one = ZooPlan(**{**plan.__dict__, "autoattack_images": 4, "autoattack_tickets": 1})
+    build_zoo(one, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
+    assert [r["name"] for r in json.loads(aa_path.read_text())["rows"]] == [best, "dense AT"]
+    assert not any("searching" in m or "adversarial training" in m for m in messages), messages
 
 
 def test_recorded_build_command_parses_back_to_the_same_plan():
@@ -79,7 +93,7 @@ def test_recorded_build_command_parses_back_to_the_same_plan():
     from rst.cli import build_parser, zoo_plan
     plans = [ZooPlan("fmnist-cpu", keep_ratios=(0.05, 0.1), zoo_id="fmnist-cpu-wide", overrides=(("width", 1.0),),
                      eval_images=2000, transfer_images=1000, r2s_images=500, autoattack_images=0, subset_images=300),
-             ZooPlan("tiny")]
+             ZooPlan("tiny"), ZooPlan("tiny", autoattack_images=1000, autoattack_tickets=2)]
     for plan in plans:
         args = build_parser().parse_args(shlex.split(plan.command())[3:])   # drop "python -m rst"
         assert zoo_plan(args) == plan, plan.command()
