@@ -21,7 +21,8 @@ RATIOS = (0.1, 0.3, 0.7)
 
 @pytest.fixture(scope="module")
 def tiny_data():
-    return search_data(preset("tiny"))
+    """The tiny preset's synthetic split with 384 of its 1,920 training images: 6 steps an epoch."""
+    return search_data(preset("tiny", train_subset=384))
 
 
 def _batch(ratios=RATIOS):
@@ -164,9 +165,13 @@ def test_batched_search_resumes_to_the_same_tickets(tiny_data, tmp_path):
         calls["n"] += 1
         return calls["n"] > len(tiny_data.x_train) // cfg.batch_size   # in the second epoch
 
-    search_tickets(cfg, (0.2, 0.6), device="cpu", data=tiny_data, workdir=tmp_path,
-                   should_stop=stop_after_first_epoch)
-    resumed = search_tickets(cfg, (0.2, 0.6), device="cpu", data=tiny_data, workdir=tmp_path, resume=True)
+    stopped = search_tickets(cfg, (0.2, 0.6), device="cpu", data=tiny_data, workdir=tmp_path,
+                             should_stop=stop_after_first_epoch)
+    assert stopped[0].stopped and [h["complete"] for h in stopped[0].history] == [True, False]
+    events = []
+    resumed = search_tickets(cfg, (0.2, 0.6), device="cpu", data=tiny_data, workdir=tmp_path, resume=True,
+                             progress=events.append)
+    assert {e["epoch"] for e in events if e["event"] == "step"} == {1}     # continued from the checkpoint
     for a, b in zip(full, resumed):
         for name, m in a.ticket.masks.items():
             assert torch.equal(m, b.ticket.masks[name]), name
@@ -174,7 +179,7 @@ def test_batched_search_resumes_to_the_same_tickets(tiny_data, tmp_path):
 
 def test_cli_search_with_several_keep_ratios_writes_one_candidate_set(tmp_path):
     out = tmp_path / "run"
-    rc = cli_main(["search", "--preset", "tiny", "--keep-ratios", "0.1,0.4", "--epochs", "1",
+    rc = cli_main(["search", "--preset", "tiny", "--keep-ratios", "0.1,0.4", "--epochs", "1", "--train-subset", "256",
                    "--out", str(out), "--device", "cpu", "--quiet", "--test-images", "64"])
     assert rc == 0
     cs = load_tickets(out / "tickets.rst.safetensors")
