@@ -174,11 +174,12 @@ def test_compile_option_compiles_the_attack_and_the_update(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", recording_compile)
     cfg = preset("tiny", epochs=1, compile=True)
-    result = run_search(cfg, device="cpu")
+    data = _small_data(512, 128)
+    result = run_search(cfg, device="cpu", data=data)
     assert len(compiled) == 2                          # attack graph and update graph
     assert result.ticket.search_config["compile"] is True
     assert 0.0 <= result.ticket.metrics["val_robust"]["value"] <= 1.0
-    eager = run_search(cfg.replace(compile=False), device="cpu")
+    eager = run_search(cfg.replace(compile=False), device="cpu", data=data)
     # same recipe, same seed: the eager backend traces the same maths
     assert abs(eager.ticket.metrics["val_clean"]["value"] - result.ticket.metrics["val_clean"]["value"]) <= 0.05
 
