@@ -133,7 +133,9 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
         n_queries (int | None): Square's query budget (default: AutoAttack's 5000).
 
     Returns:
-        ``{"clean", "robust", "version", "attacks", "n_images", "eps", "norm", "seed", "log"}``.
+        ``{"clean", "robust", "version", "attacks", "n_images", "eps", "norm", "seed", "robust_per_image",
+        "log"}``; ``robust_per_image`` is a string of "0"/"1" (survived), one per image (None for a
+        member-switching model).
 
     Example::
         >>> autoattack_accuracy(model, x[:8], y[:8], eps=0.1, version="custom", attacks=["apgd-ce"])
@@ -142,13 +144,17 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
                                      seed=seed, attacks=attacks, n_queries=n_queries)
     with model_mode(model, False):
         clean = _correct(model, x, y, batch_size).float().mean().item()
-        robust = _correct(model, x_adv, y, batch_size).float().mean().item()
+        robust_mat = _correct(model, x_adv, y, batch_size)
+        robust = robust_mat.float().mean().item()
+    # which images survived, as "0"/"1" per image: for paired comparisons on the same images
+    # (rst.compare.paired_difference); None for a member-switching model (one row per member)
+    per_image = "".join("1" if v else "0" for v in robust_mat[0].tolist()) if robust_mat.shape[0] == 1 else None
     ran = list(attacks) if version == "custom" else {
         "standard": ["apgd-ce", "apgd-t", "fab-t", "square"],
         "plus": ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"],
         "rand": ["apgd-ce", "apgd-dlr"]}[version]
     return {"clean": clean, "robust": robust, "version": version, "attacks": ran, "n_images": len(x),
-            "eps": eps, "norm": norm, "seed": seed, "log": log}
+            "eps": eps, "norm": norm, "seed": seed, "robust_per_image": per_image, "log": log}
 
 
 __all__ = ["autoattack_accuracy", "autoattack_examples", "VERSIONS", "ATTACK_NAMES"]

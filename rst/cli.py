@@ -363,7 +363,8 @@ def _cmd_zoo_build(args) -> int:
     try:
         entry = build_zoo(plan, root=args.root, work=args.work, device=resolve_device(args.device),
                           data_dir=args.data_dir, progress=print, step_progress=bar, evaluate=not args.no_eval,
-                          dense=not args.no_dense, subset_path=args.subset, batched=args.batched, jobs=args.jobs)
+                          dense=not args.no_dense, subset_path=args.subset, batched=args.batched, jobs=args.jobs,
+                          app_default=args.app_default)
     finally:
         bar.close()
     print(f"{len(entry['tickets'])} tickets in {args.root}/{entry['candidate_set']}")
@@ -460,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes for the searches and reports, the threads split between them "
                         "(on a 2-core CPU, --jobs 2 beats one 2-thread process)")
     s.add_argument("--no-eval", dest="no_eval", action="store_true", help="skip the reports")
+    s.add_argument("--app-default", dest="app_default", action="store_true",
+                   help="list this zoo first in the index: the app opens on it")
     s.add_argument("--no-dense", dest="no_dense", action="store_true", help="skip the dense baseline")
     s.add_argument("--batched", action="store_true",
                    help="search the missing tickets together in one batched pass (rst.batched; GPU)")

@@ -88,7 +88,8 @@ def _first(x: torch.Tensor, y: torch.Tensor, n: int | None):
 def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str | Path = "runs/zoo",
               device=None, data_dir=None, progress: Callable[[str], None] | None = None,
               step_progress: Callable[[dict], None] | None = None, evaluate: bool = True, dense: bool = True,
-              subset_path: str | Path | None = None, batched: bool = False, jobs: int = 1) -> dict:
+              subset_path: str | Path | None = None, batched: bool = False, jobs: int = 1,
+              app_default: bool = False) -> dict:
     """Build (or continue building) the zoo of ``plan``; returns its index entry.
 
     ``batched=True`` searches the tickets still missing together in one pass (:mod:`rst.batched`):
@@ -96,6 +97,7 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
     ``jobs=N`` runs the searches, the dense baseline and the reports in N worker processes, the
     threads split between them (:mod:`rst.workers`; on a small CPU, N one-thread searches beat
     one N-thread search). The results are the same files as with ``jobs=1``.
+    ``app_default=True`` lists the zoo first in the index: the app opens on it.
     """
     from .data import test_split
     from .evaluate import accuracy
@@ -132,6 +134,11 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
 
     dense_path = out / "dense_at.weights.safetensors"
     dense_todo = dense and not dense_path.exists()
+    # with workers and an AutoAttack report, the dense baseline is trained by the job that then
+    # AutoAttacks it, beside the tickets' evaluation jobs (rst.workers): no worker waits for it
+    dense_job = (plan, None, str(work), str(dense_path), str(device), data_dir)
+    dense_deferred = dense_todo and jobs > 1 and evaluate and bool(plan.autoattack_images)
+    dense_todo = dense_todo and not dense_deferred
     if batched and len(missing) > 1:
         from .batched import search_tickets
         _log(progress, f"keep ratios {','.join(f'{r:g}' for r in missing)}: searching together in one "
@@ -145,7 +152,7 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         _log(progress, f"searching {', '.join(what)} ({base.epochs} epochs) in {min(jobs, len(what))} worker "
                        f"processes; each prints a line per epoch")
         args = [(plan, r, str(work), str(dense_path), str(device), data_dir) for r in missing]
-        args += [(plan, None, str(work), str(dense_path), str(device), data_dir)] if dense_todo else []
+        args += [dense_job] if dense_todo else []
         run_jobs(_build_job, args, workers=jobs,
                  on_result=lambda i, label: _log(progress, f"{label}: done"))
         for r in missing:
@@ -178,6 +185,9 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
     dense_metrics = None
     if not dense:
         _log(progress, "dense baseline: skipped (--no-dense)")
+    elif dense_deferred:
+        _log(progress, f"dense baseline: adversarial training ({base.epochs} epochs) in the worker that then "
+                       f"AutoAttacks it")
     elif dense_path.exists():
         from .masks import load_weights
         dense_metrics = load_weights(dense_path)[1].get("metrics")
@@ -190,7 +200,13 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
     reports = {}
     if evaluate:
         reports = evaluate_zoo(cs, out / "reports", base, x_all, y_all, plan=plan, device=device,
-                               progress=progress, dense_path=dense_path, jobs=jobs, cs_path=cs_path)
+                               progress=progress, dense_path=dense_path, jobs=jobs, cs_path=cs_path,
+                               dense_job=dense_job if dense_deferred else None)
+    if dense_deferred:
+        from .masks import load_weights
+        if not dense_path.exists():            # its AutoAttack row was there already: no job trained it
+            _build_job(*dense_job)
+        dense_metrics = load_weights(dense_path)[1].get("metrics")
 
     entry = {
         "id": plan.id, "title": f"{base.arch} (width {base.width:g}) on {base.dataset}, eps={base.eps:g}",
@@ -204,8 +220,9 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         "config": base.to_dict(),
         "built_with": plan.command() + (f" --jobs {jobs}" if jobs > 1 else ""),
     }
-    update_index(root, entry)
-    _log(progress, f"zoo {plan.id}: index updated ({root / 'index.json'})")
+    update_index(root, entry, first=app_default)
+    _log(progress, f"zoo {plan.id}: index updated ({root / 'index.json'})"
+                   + (", listed first (the app's default)" if app_default else ""))
     return entry
 
 
@@ -286,11 +303,14 @@ def _r2s_report(cs_path: Path, folder: Path, cfg: SearchConfig, x, y, device: st
 
 
 def _autoattack_row(cs_path: Path, member: int | None, dense_path: Path | None, cfg: SearchConfig, x, y,
-                    device: str) -> dict:
+                    device: str, dense_job: tuple | None = None) -> dict:
     """AutoAttack (standard) accuracy of ticket ``member`` of the candidate set, or of the dense
-    baseline (``member=None``)."""
+    baseline (``member=None``), which ``dense_job`` (the arguments of ``_build_job``) trains first
+    when it is given and the baseline is missing."""
     from .autoattack import autoattack_accuracy
     from .masks import load_weights
+    if dense_job is not None and not Path(dense_path).exists():
+        _build_job(*dense_job)
     device = torch.device(device)
     model = load_weights(dense_path, device=device)[0] if member is None else \
         load_tickets(cs_path).model(member, device=device)
@@ -325,7 +345,7 @@ def _curve_rows(cs: CandidateSet, x, y, cfg: SearchConfig, device) -> list[dict]
 
 def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch.Tensor, y_all: torch.Tensor, *,
                  plan: ZooPlan, device, progress=None, dense_path: Path | None = None, jobs: int = 1,
-                 cs_path: Path | None = None) -> dict[str, str]:
+                 cs_path: Path | None = None, dense_job: tuple | None = None) -> dict[str, str]:
     """Curve, transfer matrix, R2S under every protocol, and AutoAttack per ticket and on the dense
     baseline at ``dense_path``, as reports.
 
@@ -333,7 +353,8 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
     each AutoAttack run are independent jobs, run in ``jobs`` worker processes (:mod:`rst.workers`)
     on the candidate set saved at ``cs_path``. AutoAttack covers the ``plan.autoattack_tickets``
     tickets best under PGD-20 in the curve (all when None) and the dense baseline; its report is
-    saved after every network, so a killed run keeps the rows it finished.
+    saved after every network, so a killed run keeps the rows it finished. ``dense_job``: the
+    dense baseline is not trained yet; its AutoAttack job trains it first (``_build_job``'s arguments).
     """
     import pandas as pd
 
@@ -383,14 +404,16 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
             (r["robust"] for r in curve if r["name"] == cs.tickets[i].name), 0.0))
         chosen = sorted(ranked[:plan.autoattack_tickets] if plan.autoattack_tickets is not None else ranked)
         models = [(cs.tickets[i].name, cs.tickets[i].keep_ratio, i) for i in chosen]
-        if dense_path is not None and Path(dense_path).exists():
+        if dense_path is not None and (Path(dense_path).exists() or dense_job is not None):
             models.append(("dense AT", 1.0, None))
         order = [m[0] for m in models]
         have = {r["name"] for r in aa_rows}
-        for name, keep, member in models:
-            if name not in have:
-                units.append((f"AutoAttack {name}", _autoattack_row, (cs_path, member, dense_path, cfg, xa, ya, device),
-                              {"name": name, "keep_ratio": keep}))
+        # the longest jobs first, they set the wall time: the dense baseline's (it may train it first),
+        # then the tickets', then transfer and R2S
+        units = [(f"AutoAttack {name}", _autoattack_row,
+                  (cs_path, member, dense_path, cfg, xa, ya, device, dense_job if member is None else None),
+                  {"name": name, "keep_ratio": keep})
+                 for name, keep, member in sorted(models, key=lambda m: m[2] is not None) if name not in have] + units
         if len(have) == len(models):
             _log(progress, f"report autoattack: found {aa_path}")
 
@@ -421,8 +444,9 @@ def _call(fn, args):
     return fn(*args)
 
 
-def update_index(root: str | Path, entry: dict) -> Path:
-    """Replace ``entry`` (by id) in ``root/index.json`` where it stands, or append it."""
+def update_index(root: str | Path, entry: dict, first: bool = False) -> Path:
+    """Replace ``entry`` (by id) in ``root/index.json`` where it stands, or append it; ``first=True``
+    moves it to the front (the app opens on the first zoo)."""
     path = Path(root) / "index.json"
     index = {"format": INDEX_FORMAT, "version": 1, "zoos": []}
     if path.exists():
@@ -433,6 +457,8 @@ def update_index(root: str | Path, entry: dict) -> Path:
         zoos[ids.index(entry["id"])] = entry
     else:
         zoos.append(entry)
+    if first:
+        zoos = [entry] + [z for z in zoos if z.get("id") != entry["id"]]
     index["zoos"] = zoos
     return atomic_write(path, json.dumps(index, indent=2, default=str))   # readers never see half an index
 

@@ -138,3 +138,15 @@ def test_update_index_replaces_an_entry_where_it_stands(tmp_path):
     update_index(tmp_path, {"id": "a", "v": 2})
     zoos = read_index(tmp_path)["zoos"]
     assert [(z["id"], z["v"]) for z in zoos] == [("a", 2), ("b", 1), ("c", 1)]
+
+
+def test_update_index_replaces_in_place_appends_and_can_list_a_zoo_first(tmp_path):
+    from rst.zoo import update_index
+    for zid in ("a", "b"):
+        update_index(tmp_path, {"id": zid, "v": 1})
+    update_index(tmp_path, {"id": "a", "v": 2})                       # in place: stays first
+    assert [(z["id"], z["v"]) for z in read_index(tmp_path)["zoos"]] == [("a", 2), ("b", 1)]
+    update_index(tmp_path, {"id": "c", "v": 1}, first=True)           # the app opens on the first
+    assert [z["id"] for z in read_index(tmp_path)["zoos"]] == ["c", "a", "b"]
+    update_index(tmp_path, {"id": "b", "v": 3}, first=True)
+    assert [(z["id"], z["v"]) for z in read_index(tmp_path)["zoos"]] == [("b", 3), ("c", 1), ("a", 2)]

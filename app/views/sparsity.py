@@ -88,16 +88,18 @@ def _errors(values, ns):
 
 
 aa = reports.stored_autoattack(act.zoo_id) if source == "stored" else None
-has_aa = aa is not None and "name" in df and all(n in aa[0] for n in df["name"])
+# a report may cover only some tickets (``zoo build --autoattack-tickets N``): plot those it has
+aa_df = df[df["name"].isin(list(aa[0]))] if aa is not None and "name" in df else df.iloc[0:0]
+has_aa = len(aa_df) > 0
 fig = go.Figure()
 fig.add_scatter(x=df["keep_ratio"], y=df["robust"], mode="lines+markers", name=f"robust ({attack_label.split(' ')[0]})",
                 line=dict(color="#d62728"), error_y=_errors(df["robust"], df["n_images"]))
 fig.add_scatter(x=df["keep_ratio"], y=df["clean"], mode="lines+markers", name="natural (clean)",
                 line=dict(color="#1f77b4"), error_y=_errors(df["clean"], df["n_images"]))
 if has_aa:
-    fig.add_scatter(x=df["keep_ratio"], y=[reports.as_percent(aa[0][n]) for n in df["name"]], mode="lines+markers",
+    fig.add_scatter(x=aa_df["keep_ratio"], y=[reports.as_percent(aa[0][n]) for n in aa_df["name"]], mode="lines+markers",
                     name="robust (AutoAttack)", line=dict(color="#d62728", dash="dot"),
-                    error_y=_errors([reports.as_percent(aa[0][n]) for n in df["name"]], [aa[2]] * len(df)))
+                    error_y=_errors([reports.as_percent(aa[0][n]) for n in aa_df["name"]], [aa[2]] * len(aa_df)))
 fig.add_scatter(x=[row["keep_ratio"]] * 2, y=[row["robust"], row["clean"]], mode="markers", name="highlighted",
                 marker=dict(size=16, symbol="circle-open", line=dict(width=3), color="black"))
 # the dense baseline: points at keep ratio 1 with their error bars (every level in the legend, no labels in
