@@ -116,8 +116,9 @@ def _cmd_models(args) -> int:
 def _cmd_presets(args) -> int:
     from .search import PRESETS
     for name, cfg in PRESETS.items():
-        print(f"{name:24s} {cfg.arch} on {cfg.dataset}, {cfg.epochs} epochs, inner {cfg.inner_attack}-{cfg.steps} "
-              f"eps={cfg.eps:.4g}, keep_ratio={cfg.keep_ratio}")
+        width = f" (width {cfg.width:g})" if cfg.width != 1 else ""
+        print(f"{name:24s} {cfg.arch}{width} on {cfg.dataset}, {cfg.epochs} epochs, inner {cfg.describe_inner_attack()}, "
+              f"keep_ratio={cfg.keep_ratio}")
     return 0
 
 
@@ -267,6 +268,18 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _r2s_protocols(text: str) -> str:
+    """An argparse type: known R2S protocols, comma-separated (anything else: argparse's one-line error)."""
+    import argparse
+
+    from .r2s import PROTOCOLS
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in PROTOCOLS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown R2S protocols {unknown or text!r}; known: {', '.join(PROTOCOLS)}")
+    return ",".join(names)
+
+
 def _ratios(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(r) for r in text.split(","))
@@ -350,6 +363,7 @@ def zoo_plan(args):
     return ZooPlan(args.preset, ratios, zoo_id=args.id, overrides=tuple(_parse_overrides(args.set).items()),
                    eval_images=args.eval_images, transfer_images=args.transfer_images,
                    r2s_images=args.r2s_images, autoattack_images=args.autoattack_images,
+                   r2s_protocols=tuple(args.r2s_protocols.split(",")) if args.r2s_protocols else ZooPlan.r2s_protocols,
                    autoattack_tickets=args.autoattack_tickets, subset_images=args.subset_images)
 
 
@@ -455,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--r2s-images", dest="r2s_images", type=int, default=500)
     s.add_argument("--autoattack-images", dest="autoattack_images", type=int, default=200,
                    help="test images for AutoAttack per ticket (0: skip that report)")
+    s.add_argument("--r2s-protocols", dest="r2s_protocols", type=_r2s_protocols, default=None,
+                   help="comma-separated R2S protocols of the r2s report (default: paper,expectation,ensemble,eot)")
     s.add_argument("--autoattack-tickets", dest="autoattack_tickets", type=_positive_int, default=None, metavar="N",
                    help="AutoAttack only the N tickets best under PGD-20, and the dense baseline (default: all)")
     s.add_argument("--jobs", type=_positive_int, default=1, metavar="N",

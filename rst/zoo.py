@@ -40,6 +40,7 @@ class ZooPlan:
     eval_images: int | None = None        # test images for curve / PGD-20 metrics (None: all)
     transfer_images: int = 1000
     r2s_images: int = 500
+    r2s_protocols: tuple[str, ...] = ("paper", "expectation", "ensemble", "eot")   # rst.r2s.PROTOCOLS
     autoattack_images: int = 200          # 0 skips the AutoAttack report
     autoattack_tickets: int | None = None  # AutoAttack the N tickets best under PGD-20 (None: all)
     subset_images: int = 1000             # the test subset shipped in assets/ for the app
@@ -61,6 +62,8 @@ class ZooPlan:
             parts.append(f"--eval-images {self.eval_images}")
         parts += [f"--transfer-images {self.transfer_images}", f"--r2s-images {self.r2s_images}",
                   f"--autoattack-images {self.autoattack_images}", f"--subset-images {self.subset_images}"]
+        if self.r2s_protocols != ZooPlan.r2s_protocols:
+            parts.append("--r2s-protocols " + ",".join(self.r2s_protocols))
         if self.autoattack_tickets is not None:
             parts.append(f"--autoattack-tickets {self.autoattack_tickets}")
         return " ".join(parts)
@@ -293,12 +296,13 @@ def _transfer_report(cs_path: Path, folder: Path, cfg: SearchConfig, x, y, devic
                         frame, transfer_figure(tr))["json"]
 
 
-def _r2s_report(cs_path: Path, folder: Path, cfg: SearchConfig, x, y, device: str) -> str:
+def _r2s_report(cs_path: Path, folder: Path, cfg: SearchConfig, x, y, device: str,
+                protocols: tuple[str, ...] = ZooPlan.r2s_protocols) -> str:
     """R2S over the tickets under the paper's protocol and the adaptive ones."""
     from .r2s import R2S, evaluate_r2s
     from .reports import r2s_figure, write_report
     report = evaluate_r2s(R2S(load_tickets(cs_path), device=torch.device(device)), x, y, eps=cfg.eps, steps=20,
-                          protocols=("paper", "expectation", "ensemble", "eot"))
+                          protocols=protocols)
     return write_report(folder, "r2s", report.to_dict(), report.to_frame(), r2s_figure(report))["json"]
 
 
@@ -393,7 +397,8 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
     if not done("transfer"):
         units.append(("transfer", _transfer_report, (cs_path, folder, cfg, *_first(x_all, y_all, plan.transfer_images), device)))
     if not done("r2s"):
-        units.append(("r2s", _r2s_report, (cs_path, folder, cfg, *_first(x_all, y_all, plan.r2s_images), device)))
+        units.append(("r2s", _r2s_report, (cs_path, folder, cfg, *_first(x_all, y_all, plan.r2s_images), device,
+                                            plan.r2s_protocols)))
 
     aa_path, aa_rows, order = folder / "autoattack.json", [], []
     if plan.autoattack_images:                             # 0: skip (AutoAttack is slow on a CPU)

@@ -93,7 +93,8 @@ def test_recorded_build_command_parses_back_to_the_same_plan():
     from rst.cli import build_parser, zoo_plan
     plans = [ZooPlan("fmnist-cpu", keep_ratios=(0.05, 0.1), zoo_id="fmnist-cpu-wide", overrides=(("width", 1.0),),
                      eval_images=2000, transfer_images=1000, r2s_images=500, autoattack_images=0, subset_images=300),
-             ZooPlan("tiny"), ZooPlan("tiny", autoattack_images=1000, autoattack_tickets=2)]
+             ZooPlan("tiny"), ZooPlan("tiny", autoattack_images=1000, autoattack_tickets=2),
+             ZooPlan("tiny", r2s_protocols=("paper", "expectation"))]
     for plan in plans:
         args = build_parser().parse_args(shlex.split(plan.command())[3:])   # drop "python -m rst"
         assert zoo_plan(args) == plan, plan.command()
