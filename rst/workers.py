@@ -18,7 +18,7 @@ imports what it needs). They report progress by printing lines (their stdout is 
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Sequence
 
 import torch
@@ -53,7 +53,9 @@ def run_jobs(fn: Callable[..., Any], args: Sequence[tuple], *, workers: int = 1,
         pending = set(futures)
         try:
             while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                # FIRST_COMPLETED, not FIRST_EXCEPTION (which waits for ALL unless one fails): each
+                # result reaches on_result when its job ends, so the caller saves it then
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in finished:
                     results[futures[f]] = f.result()          # re-raises a job's exception
                     if on_result is not None:

@@ -25,3 +25,13 @@ def test_threads_are_split_between_workers_and_never_below_one():
     assert threads_per_worker(4, threads=2) == 1
     with pytest.raises(ValueError):
         run_jobs(operator.mul, [(1, 2)], workers=0)
+
+
+def test_each_result_is_reported_when_its_job_ends_not_when_all_have():
+    import time
+    seen = {}
+    start = time.monotonic()
+    run_jobs(time.sleep, [(0,), (4,)], workers=2, on_result=lambda i, r: seen.setdefault(i, time.monotonic()))
+    end = time.monotonic()
+    assert set(seen) == {0, 1}
+    assert end - seen[0] > 2, (seen[0] - start, end - start)     # the quick job was saved while the slow one ran
