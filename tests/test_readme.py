@@ -101,7 +101,7 @@ RULES = [
          needs=(("runs/k0.1/ticket.rst.safetensors", "python -m rst search --preset tiny --keep-ratio 0.1 "
                                                      "--epochs 1 --test-images 0 --out runs/k0.1"),), slow=True),
     Rule("python -m rst zoo build", "toy", "the tiny preset, 2 tickets, 1 epoch, 16 images per report",
-         positional={"fmnist-cpu": "tiny"},
+         positional={"fmnist-cpu": "tiny", "fmnist-fast": "tiny"},
          sizes={"--keep-ratios": "0.3,0.5", "--eval-images": "16", "--transfer-images": "16", "--r2s-images": "16",
                 "--autoattack-images": "0", "--subset-images": "16", "--root": "runs/zoo", "--work": "runs/zoo_work"},
          only_if_present=("--subset-images",), extra=("--set", "epochs=1"), slow=True),
@@ -123,6 +123,7 @@ RULES = [
     Rule("OMP_NUM_THREADS=1 python -m rst.bench tickets", "toy", "2 tickets, 1 step of 16 images",
          sizes={"--width": "0.25", "--batch-size": "16", "--attack-steps": "1", "--steps": "1", "--warmup": "1",
                 "--k": "2"}, slow=True),
+    Rule("python bench/zoo_table.py", "as written"),
     Rule("python bench/app_bench.py", "toy", "the tiny zoo, no browser", sizes={"--tiny": None, "--skip-browser": None},
          slow=True),
     Rule("OMP_NUM_THREADS=1 python bench/app_bench.py", "toy", "the tiny zoo", sizes={"--tiny": None}, slow=True),
