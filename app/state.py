@@ -45,7 +45,8 @@ def init_state() -> None:
 
 def set_options() -> dict[str, str]:
     """``{key: label}`` of every candidate set this session can use: the zoo's, then its own."""
-    out = {f"zoo:{z['id']}": f"zoo · {z.get('title') or z['id']}" for z in zoo_entries()}
+    # the id first: two zoos may share a title (same architecture, width and data, another recipe)
+    out = {f"zoo:{z['id']}": f"zoo · {z['id']}" + (f" · {z['title']}" if z.get("title") else "") for z in zoo_entries()}
     for key, item in st.session_state.get(K_SETS, {}).items():
         out[key] = f"{item['source']} · {item['label']}"
     return out
