@@ -249,13 +249,18 @@ def transfer_matrix(cs_or_models, x: torch.Tensor, y: torch.Tensor, attack: Atta
     return TransferResult(names, ratios, matrix, cfg.describe(), bool(early_stop), N, TRANSFER_LABELS[bool(early_stop)])
 
 
+def pgd20(eps: float) -> AttackConfig:
+    """The evaluation attack of the test metrics, the zoo's curve and its reports: PGD-20, step eps/4."""
+    return AttackConfig("pgd", eps=eps, alpha=eps / 4, steps=20)
+
+
 def test_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int = 0) -> dict:
     """Clean and PGD-20 (step eps/4) accuracy of ``model`` on test images, as metric records.
 
     ``{"test_clean": {"value", "split", "attack"}, "test_pgd20": {...}}``: the records stored in
     mask files and the zoo index, each naming the attack that measured it.
     """
-    attack = AttackConfig("pgd", eps=eps, alpha=eps / 4, steps=20)
+    attack = pgd20(eps)
     split = f"test[:{len(x)}]"
     return {"test_clean": {"value": accuracy(model, x, y), "split": split, "attack": "none"},
             "test_pgd20": {"value": robust_accuracy(model, x, y, attack, seed=seed), "split": split,

@@ -324,8 +324,8 @@ def _autoattack_row(cs_path: Path, member: int | None, dense_path: Path | None, 
 
 
 def _pgd20(cfg: SearchConfig):
-    from .attacks import AttackConfig
-    return AttackConfig("pgd", eps=cfg.eps, alpha=cfg.eps / 4, steps=20)
+    from .evaluate import pgd20
+    return pgd20(cfg.eps)
 
 
 def _curve_rows(cs: CandidateSet, x, y, cfg: SearchConfig, device) -> list[dict]:
