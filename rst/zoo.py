@@ -24,6 +24,7 @@ import torch
 from .atomic import atomic_write
 from .masks import CandidateSet, load_tickets, save_tickets
 from .checkpoint import config_differences
+from .evaluate import pgd20
 from .search import SearchConfig, preset, run_search, search_data, validation_metrics
 
 DEFAULT_KEEP_RATIOS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
@@ -288,7 +289,7 @@ def _transfer_report(cs_path: Path, folder: Path, cfg: SearchConfig, x, y, devic
 
     from .evaluate import transfer_matrix
     from .reports import transfer_figure, write_report
-    cs, attack = load_tickets(cs_path), _pgd20(cfg)
+    cs, attack = load_tickets(cs_path), pgd20(cfg.eps)
     tr = transfer_matrix(cs, x, y, attack, early_stop=False, device=torch.device(device))
     tr_es = transfer_matrix(cs, x, y, attack, early_stop=True, device=torch.device(device))
     frame = pd.DataFrame(tr.matrix.numpy(), index=tr.names, columns=tr.names)
@@ -323,16 +324,11 @@ def _autoattack_row(cs_path: Path, member: int | None, dense_path: Path | None, 
     return res
 
 
-def _pgd20(cfg: SearchConfig):
-    from .evaluate import pgd20
-    return pgd20(cfg.eps)
-
-
 def _curve_rows(cs: CandidateSet, x, y, cfg: SearchConfig, device) -> list[dict]:
     """The sparsity curve on ``x``: each ticket's recorded test metrics where they were measured on
     these images with the same attack (the build measures them right after the search), else measured."""
     from .evaluate import sparsity_curve
-    attack, split = _pgd20(cfg), f"test[:{len(x)}]"
+    attack, split = pgd20(cfg.eps), f"test[:{len(x)}]"
     rows, todo = [], []
     for i, t in enumerate(cs.tickets):
         m = t.metrics
@@ -389,7 +385,7 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
     x, y = _first(x_all, y_all, plan.eval_images)
     if not done("curve"):
         rows = _curve_rows(cs, x, y, cfg, device)
-        paths["curve"] = write_report(folder, "curve", {"rows": rows, "attack": _pgd20(cfg).describe(),
+        paths["curve"] = write_report(folder, "curve", {"rows": rows, "attack": pgd20(cfg.eps).describe(),
                                                         "n_images": len(x)}, pd.DataFrame(rows), curve_figure(rows))["json"]
     curve = json.loads(Path(paths["curve"]).read_text())["rows"]
 
