@@ -438,7 +438,7 @@ def describe_adaptive(protocol: str, *, K: int, eps: float, alpha: float, steps:
 
 def evaluate_r2s(r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 20,
                  alpha: float | None = None, eot_samples: int = 10, protocols: Sequence[str] = PROTOCOLS,
-                 batch_size: int = 256, seed: int = 0,
+                 batch_size: int = 256, seed: int = 0, transfer=None,
                  progress: Callable[[int, int], None] | None = None) -> R2SReport:
     """Evaluate R2S under the paper's non-adaptive protocol and under adaptive attacks (spec §5).
 
@@ -468,6 +468,9 @@ def evaluate_r2s(r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
         eot_samples (int): EOT samples per step of "eot". (Default: 10)
         batch_size (int): images per attack batch. (Default: 256)
         seed (int): seeds every attack's random start (a fresh generator per protocol). (Default: 0)
+        transfer (TransferResult | None): the "paper" protocol's matrix when it is already computed
+            (the zoo's transfer report: the same members, images and attack, no early stop); checked
+            against this call and refused if it differs. None: computed here. (Default: None)
         progress: ``progress(done, total)`` after every batch of every protocol.
 
     Example::
@@ -498,8 +501,8 @@ def evaluate_r2s(r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
         for proto in protocols:
             if proto == "paper":
                 from .evaluate import transfer_matrix
-                tr = transfer_matrix(r2s, x, y, attack, early_stop=False, device=device,
-                                     batch_size=batch_size, seed=seed)
+                tr = _check_transfer(transfer, r2s, N, attack) if transfer is not None else \
+                    transfer_matrix(r2s, x, y, attack, early_stop=False, device=device, batch_size=batch_size, seed=seed)
                 for _ in batches:
                     tick()
                 m = tr.matrix
@@ -548,6 +551,19 @@ def evaluate_r2s(r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
                        worst_per_member)
     report.sanity = _report_checks(report, clean, correct, N)
     return report
+
+
+def _check_transfer(tr, r2s: R2S, n: int, attack: AttackConfig):
+    """``tr`` if it is the paper protocol's matrix for this call, else a ValueError saying why not."""
+    want = dataclasses.replace(attack, early_stop=False).describe()
+    problems = [what for what, bad in (
+        (f"members {tr.names} != {list(r2s.names)}", list(tr.names) != list(r2s.names)),
+        (f"{tr.n_images} images != {n}", tr.n_images != n),
+        (f"attack {tr.attack!r} != {want!r}", tr.attack != want),
+        ("it was computed with early stop", tr.early_stop)) if bad]
+    if problems:
+        raise ValueError("transfer matrix does not match this R2S evaluation: " + "; ".join(problems))
+    return tr
 
 
 def _report_checks(report: R2SReport, clean: torch.Tensor, correct: dict, n: int) -> list[SanityCheck]:

@@ -283,28 +283,44 @@ def _build_job(plan: ZooPlan, keep_ratio: float | None, work: str, dense_path: s
     return label
 
 
-def _transfer_report(cs_path: Path, folder: Path, cfg: SearchConfig, x, y, device: str) -> str:
+def _transfer_report(cs_path: Path, folder: Path, cfg: SearchConfig, x, y, device: str) -> dict:
     """The transfer matrix between the tickets, source attacked without and with early stop."""
+    return _write_transfer(folder, *_transfer_results(cs_path, cfg, x, y, device))
+
+
+def _transfer_results(cs_path: Path, cfg: SearchConfig, x, y, device: str):
+    from .evaluate import transfer_matrix
+    cs, attack = load_tickets(cs_path), pgd20(cfg.eps)
+    return tuple(transfer_matrix(cs, x, y, attack, early_stop=es, device=torch.device(device)) for es in (False, True))
+
+
+def _write_transfer(folder: Path, tr, tr_es) -> dict:
     import pandas as pd
 
-    from .evaluate import transfer_matrix
     from .reports import transfer_figure, write_report
-    cs, attack = load_tickets(cs_path), pgd20(cfg.eps)
-    tr = transfer_matrix(cs, x, y, attack, early_stop=False, device=torch.device(device))
-    tr_es = transfer_matrix(cs, x, y, attack, early_stop=True, device=torch.device(device))
     frame = pd.DataFrame(tr.matrix.numpy(), index=tr.names, columns=tr.names)
-    return write_report(folder, "transfer", {"without_early_stop": tr.to_dict(), "with_early_stop": tr_es.to_dict()},
-                        frame, transfer_figure(tr))["json"]
+    return {"transfer": write_report(folder, "transfer", {"without_early_stop": tr.to_dict(),
+                                                          "with_early_stop": tr_es.to_dict()},
+                                     frame, transfer_figure(tr))["json"]}
 
 
 def _r2s_report(cs_path: Path, folder: Path, cfg: SearchConfig, x, y, device: str,
-                protocols: tuple[str, ...] = ZooPlan.r2s_protocols) -> str:
-    """R2S over the tickets under the paper's protocol and the adaptive ones."""
+                protocols: tuple[str, ...] = ZooPlan.r2s_protocols, transfer=None) -> dict:
+    """R2S over the tickets under the paper's protocol and the adaptive ones (``transfer``: the
+    paper protocol's matrix, when the transfer report has it for the same images)."""
     from .r2s import R2S, evaluate_r2s
     from .reports import r2s_figure, write_report
     report = evaluate_r2s(R2S(load_tickets(cs_path), device=torch.device(device)), x, y, eps=cfg.eps, steps=20,
-                          protocols=protocols)
-    return write_report(folder, "r2s", report.to_dict(), report.to_frame(), r2s_figure(report))["json"]
+                          protocols=protocols, transfer=transfer)
+    return {"r2s": write_report(folder, "r2s", report.to_dict(), report.to_frame(), r2s_figure(report))["json"]}
+
+
+def _transfer_and_r2s_reports(cs_path: Path, folder: Path, cfg: SearchConfig, x, y, device: str,
+                              protocols: tuple[str, ...]) -> dict:
+    """Both reports on the same images, in one job: R2S's paper protocol is the transfer matrix
+    without early stop (the same K PGD-20 attacks), so it is computed once, not twice."""
+    tr, tr_es = _transfer_results(cs_path, cfg, x, y, device)
+    return {**_write_transfer(folder, tr, tr_es), **_r2s_report(cs_path, folder, cfg, x, y, device, protocols, tr)}
 
 
 def _autoattack_row(cs_path: Path, member: int | None, dense_path: Path | None, cfg: SearchConfig, x, y,
@@ -390,9 +406,14 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
     curve = json.loads(Path(paths["curve"]).read_text())["rows"]
 
     units = []                                             # (label, job, args)
-    if not done("transfer"):
+    want_transfer, want_r2s = not done("transfer"), not done("r2s")
+    if want_transfer and want_r2s and plan.transfer_images == plan.r2s_images and "paper" in plan.r2s_protocols:
+        units.append(("transfer and r2s", _transfer_and_r2s_reports,
+                      (cs_path, folder, cfg, *_first(x_all, y_all, plan.transfer_images), device, plan.r2s_protocols)))
+        want_transfer = want_r2s = False
+    if want_transfer:
         units.append(("transfer", _transfer_report, (cs_path, folder, cfg, *_first(x_all, y_all, plan.transfer_images), device)))
-    if not done("r2s"):
+    if want_r2s:
         units.append(("r2s", _r2s_report, (cs_path, folder, cfg, *_first(x_all, y_all, plan.r2s_images), device,
                                             plan.r2s_protocols)))
 
@@ -429,7 +450,7 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
             _log(progress, f"  {label}: robust {result['robust']:.3f} on {result['n_images']} images")
             save_aa()
         else:
-            paths[label] = result
+            paths.update(result)
             _log(progress, f"report {label}: written")
 
     if units:

@@ -178,6 +178,23 @@ def test_expectation_attack_not_weaker_than_paper_protocol(tiny_cs, test_images)
     assert all(c.passed for c in report.sanity), [c for c in report.sanity if not c.passed]
 
 
+def test_paper_protocol_takes_a_matching_transfer_matrix_and_refuses_another(tiny_cs, test_images):
+    x, y = test_images[0][:16], test_images[1][:16]
+    attack = AttackConfig("pgd", eps=EPS, alpha=EPS / 4, steps=3)
+    tr = transfer_matrix(tiny_cs, x, y, attack, seed=0, batch_size=8)
+    given = evaluate_r2s(R2S(tiny_cs), x, y, eps=EPS, steps=3, protocols=("paper",), batch_size=8, transfer=tr)
+    computed = evaluate_r2s(R2S(tiny_cs), x, y, eps=EPS, steps=3, protocols=("paper",), batch_size=8)
+    assert given.result("paper").per_member_acc == computed.result("paper").per_member_acc
+    assert given.result("paper").extra["transfer_matrix"] == tr.matrix.tolist()
+    wrong = {"early stop": transfer_matrix(tiny_cs, x, y, attack, early_stop=True, seed=0),
+             "images": transfer_matrix(tiny_cs, x[:8], y[:8], attack, seed=0),
+             "attack": transfer_matrix(tiny_cs, x, y, AttackConfig("pgd", eps=EPS, alpha=EPS / 4, steps=2), seed=0),
+             "members": transfer_matrix(R2S(tiny_cs, members=[0, 1]), x, y, attack, seed=0)}
+    for why, bad in wrong.items():
+        with pytest.raises(ValueError, match="transfer matrix does not match"):
+            evaluate_r2s(R2S(tiny_cs), x, y, eps=EPS, steps=3, protocols=("paper",), transfer=bad)
+
+
 def test_report_all_fast_protocols_and_frame(tiny_cs, test_images):
     x, y = test_images
     x, y = x[:32], y[:32]

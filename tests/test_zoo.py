@@ -41,7 +41,7 @@ def test_every_shipped_ticket_reproduces_its_recorded_subset_accuracy_exactly(zo
 
 def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
     plan = ZooPlan("tiny", keep_ratios=(0.3, 0.6), overrides=(("epochs", 1), ("val_images", 32)),
-                   eval_images=32, transfer_images=32, r2s_images=16, autoattack_images=8)
+                   eval_images=32, transfer_images=32, r2s_images=32, autoattack_images=8)
     messages = []
     # the first build in 2 worker processes (rst.workers), the rebuilds below in this one
     entry = build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append, jobs=2)
@@ -57,6 +57,12 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
         payload = json.loads((tmp_path / "zoo" / rel).read_text())
         assert payload["provenance"]["versions"]["torch"]
     assert entry["dense"]["metrics"]["test_pgd20"]["value"] <= entry["dense"]["metrics"]["test_clean"]["value"]
+    # transfer and R2S on the same images: one job, the paper protocol IS the transfer matrix
+    assert any("transfer and r2s" in m for m in messages), messages
+    transfer = json.loads((tmp_path / "zoo" / entry["reports"]["transfer"]).read_text())["without_early_stop"]
+    r2s = json.loads((tmp_path / "zoo" / entry["reports"]["r2s"]).read_text())
+    paper = next(r for r in r2s["results"] if r["protocol"] == "paper")
+    assert paper["extra"]["transfer_matrix"] == transfer["matrix"]
     aa_path = tmp_path / "zoo" / entry["reports"]["autoattack"]
     aa = json.loads(aa_path.read_text())["rows"]
     assert [r["name"] for r in aa] == ["keep0.3", "keep0.6", "dense AT"]
