@@ -534,12 +534,14 @@ def _warning_printer(original):
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A bad mask file, a full disk, an unwritable or locked output folder: one line
     ``error: ...`` on stderr and exit code 2 (every command, ``eval ...`` included)."""
+    from .allocator import keep_freed_memory
     from .atomic import OutputError, is_no_space
     from .checkpoint import ResumeMismatchError
     from .device import deterministic
     from .masks import MaskFileError, MaskFileWarning
     from .runlock import RunLockError
     args = build_parser().parse_args(argv)
+    keep_freed_memory()                  # a process setting: the command line's, never the library's
     with warnings.catch_warnings():
         warnings.simplefilter("always", MaskFileWarning)
         warnings.showwarning = _warning_printer(warnings.showwarning)

@@ -25,7 +25,9 @@ import torch
 
 
 def _init_worker(threads: int) -> None:
+    from .allocator import keep_freed_memory
     torch.set_num_threads(threads)
+    keep_freed_memory()        # a spawned worker starts with glibc's defaults
 
 
 def threads_per_worker(workers: int, threads: int | None = None) -> int:
