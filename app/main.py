@@ -22,6 +22,9 @@ if str(APP_DIR) not in sys.path:          # `import state` etc. from every page,
     sys.path.insert(0, str(APP_DIR))
 
 import state  # noqa: E402
+from rst.allocator import keep_freed_memory  # noqa: E402
+
+keep_freed_memory()      # the app's process owns the allocator setting (idempotent on every rerun)
 
 FAVICON = APP_DIR.parent / "assets" / "favicon.png"      # shipped: no font CDN is asked for the page icon
 st.set_page_config(page_title="RST Explorer", page_icon=str(FAVICON) if FAVICON.is_file() else None, layout="wide")
