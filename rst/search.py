@@ -374,12 +374,13 @@ def train_epoch(fit: Fit, epoch: int, progress: Callable[[dict], None] | None = 
         if should_stop is not None and distributed.any_rank(should_stop()):
             complete = False
             break
+    lr = fit.optimizer.param_groups[0]["lr"]              # the lr this epoch ran at (before the schedule moves)
     fit.scheduler.step()
     distributed.average_bn_stats(fit.model)                # ranks tracked BN statistics on their shards
     sums = distributed.all_reduce_sum(sums)
     fit.model.eval()
     loss_sum, correct, n = sums.sum(0).tolist()
-    record = {"epoch": epoch, "lr": fit.optimizer.param_groups[0]["lr"], "train_adv_loss": loss_sum / max(n, 1),
+    record = {"epoch": epoch, "lr": lr, "train_adv_loss": loss_sum / max(n, 1),
               "train_adv_acc": correct / max(n, 1), "seconds": 0.0, "complete": complete}
     if k > 1:
         record["members"] = [{"train_adv_loss": ls / max(m, 1), "train_adv_acc": c / max(m, 1)}

@@ -104,6 +104,13 @@ def test_every_inner_attack_runs(attack):
     assert len(result.history) == 1 and result.history[0]["train_adv_loss"] > 0
 
 
+def test_history_records_the_lr_each_epoch_ran_at():
+    # milestones at round(0.34 * 3) = 1: epoch 0 at lr, epochs 1 and 2 at lr * gamma
+    cfg = preset("tiny", epochs=3, lr=0.1, lr_milestones=(0.34,), lr_gamma=0.1, val_images=32)
+    result = run_search(cfg, device="cpu", data=_small_data(64, 32))
+    assert [h["lr"] for h in result.history] == pytest.approx([0.1, 0.01, 0.01])
+
+
 def test_global_scope_keeps_the_network_wide_fraction():
     cfg = preset("tiny", epochs=1, scope="global", keep_ratio=0.3)
     result = run_search(cfg, device="cpu", data=_small_data(128, 32))
