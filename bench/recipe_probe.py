@@ -18,8 +18,6 @@ from pathlib import Path
 
 
 def measure(path: str, member: int, test_images: int, autoattack_images: int, eps: float, data_dir) -> dict:
-    import torch
-
     from rst.allocator import keep_freed_memory
     from rst.autoattack import autoattack_accuracy
     from rst.data import test_split
