@@ -20,6 +20,7 @@ from pathlib import Path
 def measure(path: str, member: int, test_images: int, autoattack_images: int, eps: float, data_dir) -> dict:
     from rst.allocator import keep_freed_memory
     from rst.autoattack import autoattack_accuracy
+    from rst.compare import encode_per_image
     from rst.data import test_split
     from rst.evaluate import adversarial_examples, pgd20, predict
     from rst.mask_checks import network_spec
@@ -40,8 +41,7 @@ def measure(path: str, member: int, test_images: int, autoattack_images: int, ep
     print(f"{name}: PGD-20 {robust.float().mean():.4f} on {len(x)}", flush=True)
     out = {"file": path, "member": member, "name": name, "eps": eps, "test_images": len(x),
            "clean": clean.float().mean().item(), "pgd20": robust.float().mean().item(),
-           "clean_per_image": "".join("1" if c else "0" for c in clean.tolist()),
-           "pgd20_per_image": "".join("1" if c else "0" for c in robust.tolist()),
+           "clean_per_image": encode_per_image(clean), "pgd20_per_image": encode_per_image(robust),
            "pgd20_attack": pgd20(eps).describe(), "provenance": provenance()}
     if autoattack_images:
         aa = autoattack_accuracy(model, x[:autoattack_images], y[:autoattack_images], eps=eps, version="standard")
@@ -51,20 +51,15 @@ def measure(path: str, member: int, test_images: int, autoattack_images: int, ep
     return out
 
 
-def _bits(s: str):
-    import torch
-    return torch.tensor([c == "1" for c in s], dtype=torch.float64)
-
-
 def compare(a: dict, b: dict) -> dict:
-    from rst.compare import paired_difference, standard_error
+    from rst.compare import decode_per_image, paired_difference, standard_error
     rows = {}
     pairs = [("pgd20", a["pgd20_per_image"], b["pgd20_per_image"]), ("clean", a["clean_per_image"], b["clean_per_image"])]
     if "autoattack" in a and "autoattack" in b:
         pairs.append(("autoattack", a["autoattack"]["robust_per_image"], b["autoattack"]["robust_per_image"]))
     for what, sa, sb in pairs:
         n = min(len(sa), len(sb))
-        pa, pb = _bits(sa[:n]), _bits(sb[:n])
+        pa, pb = decode_per_image(sa[:n]), decode_per_image(sb[:n])
         rows[what] = {"n_images": n, a["name"]: float(pa.mean()), b["name"]: float(pb.mean()),
                       "se_a": standard_error(float(pa.mean()), n), "se_b": standard_error(float(pb.mean()), n),
                       "b_minus_a": paired_difference(pb, pa)}

@@ -14,12 +14,10 @@ import re
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rst.compare import paired_difference, standard_error  # noqa: E402
+from rst.compare import decode_per_image, paired_difference, standard_error  # noqa: E402
 from rst.zoo import read_index  # noqa: E402
 
 
@@ -58,7 +56,7 @@ def main(argv=None) -> int:
     tickets = [n for n in aa if n != "dense AT"]
     if tickets and "dense AT" in aa and aa["dense AT"].get("robust_per_image"):
         best = max(tickets, key=lambda n: aa[n]["robust"])
-        bits = [torch.tensor([ch == "1" for ch in aa[n]["robust_per_image"]]) for n in (best, "dense AT")]
+        bits = [decode_per_image(aa[n]["robust_per_image"]) for n in (best, "dense AT")]
         d = paired_difference(bits[0], bits[1])
         print(f"\nAutoAttack, {best} − dense AT on the same {d['n_images']:,} images: "
               f"{100 * d['difference']:+.2f} points, paired 95 % interval "

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import model_mode
+from .compare import encode_per_image
 from .masked import cached_masks
 from .speed import eval_channels_last, memory_format
 
@@ -148,7 +149,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
         robust = robust_mat.float().mean().item()
     # which images survived, as "0"/"1" per image: for paired comparisons on the same images
     # (rst.compare.paired_difference); None for a member-switching model (one row per member)
-    per_image = "".join("1" if v else "0" for v in robust_mat[0].tolist()) if robust_mat.shape[0] == 1 else None
+    per_image = encode_per_image(robust_mat[0]) if robust_mat.shape[0] == 1 else None
     ran = list(attacks) if version == "custom" else {
         "standard": ["apgd-ce", "apgd-t", "fab-t", "square"],
         "plus": ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"],

@@ -90,6 +90,16 @@ def standard_error(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else float("nan")
 
 
+def encode_per_image(correct) -> str:
+    """Per-image 0/1 results as one compact string ("1": correct/survived), the form reports store."""
+    return "".join("1" if v else "0" for v in (correct.tolist() if hasattr(correct, "tolist") else correct))
+
+
+def decode_per_image(bits: str) -> torch.Tensor:
+    """The inverse of :func:`encode_per_image`: a float64 tensor of 0/1, ready for :func:`paired_difference`."""
+    return torch.tensor([c == "1" for c in bits], dtype=torch.float64)
+
+
 def paired_difference(a: torch.Tensor, b: torch.Tensor, z: float = 1.96) -> dict:
     """Paired difference of per-image scores ``a - b`` (same images): mean, SE, ``z``-interval, significance."""
     a, b = a.double().flatten(), b.double().flatten()
@@ -215,14 +225,14 @@ class CompareRow:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         if self.kind != "r2s":       # 0/1 per image, as one compact string
-            d["per_image"] = "".join("1" if v else "0" for v in self.per_image)
+            d["per_image"] = encode_per_image(self.per_image)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "CompareRow":
         d = dict(d)
         if isinstance(d.get("per_image"), str):
-            d["per_image"] = [float(c == "1") for c in d["per_image"]]
+            d["per_image"] = decode_per_image(d["per_image"]).tolist()
         return cls(**d)
 
 

@@ -37,21 +37,10 @@ def test_each_result_is_reported_when_its_job_ends_not_when_all_have():
     assert end - seen[0] > 2, (seen[0] - start, end - start)     # the quick job was saved while the slow one ran
 
 
-def _page_faults_of_reused_blocks() -> int:
-    import resource
-
-    import torch
-    for _ in range(3):
-        torch.ones(16 << 20).sum()
-    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(10):
-        torch.ones(16 << 20).sum()                 # 64 MiB each: ~16k faults if glibc unmaps it
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
-
-
 def test_workers_keep_freed_memory_for_reuse():
     import platform
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc's mallopt only")
-    faults = run_jobs(_page_faults_of_reused_blocks, [(), ()], workers=2)   # two jobs: two workers
+    from test_allocator import page_faults_of_reused_blocks
+    faults = run_jobs(page_faults_of_reused_blocks, [(), ()], workers=2)   # two jobs: two workers
     assert max(faults) < 5_000, faults             # rst.allocator.keep_freed_memory in each worker
