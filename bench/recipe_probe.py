@@ -60,10 +60,10 @@ def compare(a: dict, b: dict) -> dict:
     for what, sa, sb in pairs:
         n = min(len(sa), len(sb))
         pa, pb = decode_per_image(sa[:n]), decode_per_image(sb[:n])
-        rows[what] = {"n_images": n, a["name"]: float(pa.mean()), b["name"]: float(pb.mean()),
+        rows[what] = {"n_images": n, "a": float(pa.mean()), "b": float(pb.mean()),   # names may be equal
                       "se_a": standard_error(float(pa.mean()), n), "se_b": standard_error(float(pb.mean()), n),
                       "b_minus_a": paired_difference(pb, pa)}
-    return {"a": a["file"], "b": b["file"], "rows": rows}
+    return {"a": a["file"], "b": b["file"], "a_name": a["name"], "b_name": b["name"], "rows": rows}
 
 
 def main(argv=None) -> int:
