@@ -211,6 +211,13 @@ def _payload_digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def ticket_digest(ticket: Ticket) -> str:
+    """SHA-256 of a ticket's masks and BN statistics: two tickets with equal digests are the same
+    subnetwork, whatever their names and metrics say (the zoo uses it to know its reports are stale)."""
+    return _payload_digest({**{f"mask.{k}": v.to(torch.uint8) for k, v in ticket.masks.items()},
+                            **{f"bn.{k}": v for k, v in ticket.bn_stats.items()}})
+
+
 def _metadata_block(meta: dict) -> dict[str, str]:
     """The safetensors ``__metadata__``: the JSON, and its SHA-256 (a flipped digit in a metric shows)."""
     raw = json.dumps(meta)

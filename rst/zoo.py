@@ -22,8 +22,8 @@ from typing import Callable
 import torch
 
 from .atomic import atomic_write
-from .masks import CandidateSet, load_tickets, save_tickets
-from .checkpoint import config_differences
+from .masks import CandidateSet, load_tickets, save_tickets, ticket_digest
+from .checkpoint import SPEED_FIELDS, check_same_recipe, config_differences
 from .evaluate import pgd20
 from .search import SearchConfig, preset, run_search, search_data, validation_metrics
 
@@ -80,6 +80,22 @@ def _same_recipe(recorded: dict, cfg: SearchConfig) -> bool:
         return False
 
 
+def _report_stamp(cs: CandidateSet, cfg: SearchConfig) -> str:
+    """What a zoo's reports were computed from: each ticket's name, keep ratio and mask digest, and
+    the recipe (the dense baseline's too; speed settings left out). Another stamp: the reports are stale."""
+    recipe = {k: v for k, v in cfg.to_dict().items() if k not in SPEED_FIELDS + ("keep_ratio",)}
+    return "\n".join([f"{t.name}:{t.keep_ratio:g}:{ticket_digest(t)}" for t in cs.tickets]
+                     + [json.dumps(recipe, sort_keys=True)])
+
+
+def _dense_is_stale(path: Path, cfg: SearchConfig) -> bool:
+    """Was the dense baseline at ``path`` trained with another recipe than ``cfg`` (e.g. a zoo rebuilt
+    with new settings over the shipped one)?"""
+    from .masks import load_weights
+    recorded = load_weights(path)[1].get("config") or {}
+    return not _same_recipe(recorded, cfg.replace(keep_ratio=recorded.get("keep_ratio", cfg.keep_ratio)))
+
+
 def _log(progress: Callable[[str], None] | None, msg: str) -> None:
     if progress is not None:
         progress(msg)
@@ -133,10 +149,14 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         elif tfile.exists():
             _log(progress, f"keep_ratio {r:g}: found {tfile}")
             found[r] = load_tickets(tfile).tickets[0]
+            check_same_recipe(tfile, SearchConfig.recipe(found[r].search_config), plan.config(keep_ratio=r).to_dict())
         else:
             missing.append(r)
 
     dense_path = out / "dense_at.weights.safetensors"
+    if dense and dense_path.exists() and _dense_is_stale(dense_path, base):
+        _log(progress, f"dense baseline: {dense_path} was trained with another recipe; training it again")
+        dense_path.unlink()
     dense_todo = dense and not dense_path.exists()
     # with workers and an AutoAttack report, the dense baseline is trained by the job that then
     # AutoAttacks it, beside the tickets' evaluation jobs (rst.workers): no worker waits for it
@@ -378,8 +398,8 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
     from .workers import run_jobs
 
     folder.mkdir(parents=True, exist_ok=True)
-    stamp, members = folder / "candidate_set.txt", ",".join(f"{t.name}:{t.keep_ratio:g}" for t in cs.tickets)
-    if stamp.exists() and stamp.read_text() != members:   # the candidate set changed: reports are stale
+    stamp, members = folder / "candidate_set.txt", _report_stamp(cs, cfg)
+    if stamp.exists() and stamp.read_text() != members:   # the tickets or the recipe changed: reports are stale
         for f in folder.iterdir():
             if f.is_file():
                 f.unlink()

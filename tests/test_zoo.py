@@ -157,3 +157,27 @@ def test_update_index_replaces_in_place_appends_and_can_list_a_zoo_first(tmp_pat
     assert [z["id"] for z in read_index(tmp_path)["zoos"]] == ["c", "a", "b"]
     update_index(tmp_path, {"id": "b", "v": 3}, first=True)
     assert [(z["id"], z["v"]) for z in read_index(tmp_path)["zoos"]] == [("b", 3), ("c", 1), ("a", 2)]
+
+
+def test_a_rebuild_with_another_recipe_redoes_the_dense_baseline_and_the_reports_and_refuses_stale_work(tmp_path):
+    """Rebuilding a zoo over its shipped folder with new settings must not keep the old dense baseline
+    or the old reports (they would sit beside tickets of another recipe), and a work folder holding
+    tickets of another recipe is refused, not silently reused."""
+    from rst.checkpoint import ResumeMismatchError
+    plan = ZooPlan("tiny", keep_ratios=(0.3,), overrides=(("epochs", 1), ("val_images", 32)),
+                   eval_images=16, transfer_images=16, r2s_images=16, autoattack_images=0)
+    root = tmp_path / "zoo"
+    build_zoo(plan, root=root, work=tmp_path / "work1")
+    stamp = (root / "tiny" / "reports" / "candidate_set.txt").read_text()
+    other = ZooPlan(**{**plan.__dict__, "overrides": plan.overrides + (("lr", 0.05),)})
+    messages = []
+    entry = build_zoo(other, root=root, work=tmp_path / "work2", progress=messages.append)
+    assert any("trained with another recipe; training it again" in m for m in messages), messages
+    assert not any("reusing the shipped ticket" in m for m in messages), messages
+    assert any("report transfer: computing" in m for m in messages), messages
+    assert load_weights(root / entry["dense_baseline"])[1]["config"]["lr"] == 0.05
+    assert load_tickets(root / entry["candidate_set"]).tickets[0].search_config["lr"] == 0.05
+    assert (root / "tiny" / "reports" / "candidate_set.txt").read_text() != stamp
+    third = ZooPlan(**{**plan.__dict__, "overrides": plan.overrides + (("lr", 0.02),)})
+    with pytest.raises(ResumeMismatchError, match="another recipe"):
+        build_zoo(third, root=root, work=tmp_path / "work1")          # work1 holds lr-0.1 tickets
