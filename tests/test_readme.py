@@ -287,3 +287,22 @@ def test_toy_sizes_replace_flags_in_place_and_append_missing_ones():
     assert toy[toy.index("--keep-ratios") + 1] == "0.3,0.5"
     assert toy[-2:] == ["--set", "epochs=1"] and "width=1.0" in toy
     assert "--subset-images" not in toy                 # only where the command has it
+
+
+# --------------------------------------------------------------------------------------------
+# the README's numbers
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_default_zoos_tables_are_the_ones_its_index_and_reports_give():
+    """The README's tables for the app's default zoo are ``bench/zoo_table.py``'s output pasted as it
+    is: a zoo rebuilt without updating the README (or a number edited by hand) fails here."""
+    import importlib.util
+    import json
+    spec = importlib.util.spec_from_file_location("zoo_table", ROOT / "bench" / "zoo_table.py")
+    zoo_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoo_table)
+    default = json.loads((ROOT / "pretrained_masks" / "index.json").read_text())["zoos"][0]["id"]
+    readme = README.read_text().splitlines()
+    missing = [line for line in zoo_table.tables(default).splitlines() if line.strip() and line not in readme]
+    assert not missing, f"README lines that bench/zoo_table.py {default} prints differently:\n" + "\n".join(missing)
