@@ -23,7 +23,7 @@ import torch
 
 from .atomic import atomic_write
 from .masks import CandidateSet, load_tickets, save_tickets, ticket_digest
-from .checkpoint import SPEED_FIELDS, check_same_recipe, config_differences
+from .checkpoint import SPEED_FIELDS, ResumeMismatchError, config_differences
 from .evaluate import pgd20
 from .search import SearchConfig, preset, run_search, search_data, validation_metrics
 
@@ -149,7 +149,9 @@ def build_zoo(plan: ZooPlan, *, root: str | Path = "pretrained_masks", work: str
         elif tfile.exists():
             _log(progress, f"keep_ratio {r:g}: found {tfile}")
             found[r] = load_tickets(tfile).tickets[0]
-            check_same_recipe(tfile, SearchConfig.recipe(found[r].search_config), plan.config(keep_ratio=r).to_dict())
+            if not _same_recipe(found[r].search_config, plan.config(keep_ratio=r)):   # the shipped tickets' check
+                raise ResumeMismatchError(f"cannot reuse {tfile}: it was searched with another recipe; "
+                                          "start a new --work folder, or delete this one")
         else:
             missing.append(r)
 
