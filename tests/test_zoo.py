@@ -138,6 +138,17 @@ def test_a_rebuild_recognises_every_shipped_ticket(zoo):
         assert not _same_recipe({**t.search_config, "epochs": 999}, plan_cfg(keep_ratio=t.keep_ratio))
 
 
+@pytest.mark.parametrize("zoo", INDEX["zoos"], ids=[z["id"] for z in INDEX["zoos"]])
+def test_a_rebuild_keeps_every_shipped_report(zoo):
+    """A rebuild with the recorded command finds the shipped reports current: their stamp is the one
+    the build writes for these tickets and this recipe (a stale stamp makes it delete and redo them)."""
+    from rst.zoo import _report_stamp
+    cs = load_tickets(REPO / "pretrained_masks" / zoo["candidate_set"], verify_weights=False)
+    plan = ZooPlan(zoo["preset"], overrides=tuple((k, v) for k, v in zoo["config"].items() if k != "keep_ratio"))
+    folder = (REPO / "pretrained_masks" / zoo["candidate_set"]).parent / "reports"
+    assert (folder / "candidate_set.txt").read_text() == _report_stamp(cs, plan.config()), zoo["id"]
+
+
 def test_update_index_replaces_an_entry_where_it_stands(tmp_path):
     from rst.zoo import update_index
     for zid in ("a", "b", "c"):
