@@ -532,11 +532,12 @@ def _warning_printer(original):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command. A bad mask file, a full disk, an unwritable or locked output folder: one line
-    ``error: ...`` on stderr and exit code 2 (every command, ``eval ...`` included)."""
+    """Run one command. A bad mask file, missing data (offline), a full disk, an unwritable or locked
+    output folder: one line ``error: ...`` on stderr and exit code 2 (every command, ``eval ...`` included)."""
     from .allocator import keep_freed_memory
     from .atomic import OutputError, is_no_space
     from .checkpoint import ResumeMismatchError
+    from .data import DataUnavailableError
     from .device import deterministic
     from .masks import MaskFileError, MaskFileWarning
     from .runlock import RunLockError
@@ -548,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with _output_folder(args), deterministic(getattr(args, "deterministic", False)):
                 return args.func(args)   # search / train / finetune --deterministic
-        except (MaskFileError, OutputError, RunLockError, ResumeMismatchError) as e:
+        except (MaskFileError, OutputError, RunLockError, ResumeMismatchError, DataUnavailableError) as e:
             print(f"error: {_one_line(e)}", file=sys.stderr)
             return 2
         except (OSError, RuntimeError) as e:   # a full disk, also when torch.save wraps the failed write

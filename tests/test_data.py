@@ -323,6 +323,29 @@ def test_offline_download_failure_says_offline(tmp_path, monkeypatch):
         load_dataset("cifar10", train=False, data_dir=tmp_path, download=True)
 
 
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_a_command_without_its_data_is_one_line_exit_2(command, tmp_path, monkeypatch, capsys):
+    """Offline and no files: the CLI says where it looked in one line, no traceback (the real
+    torchvision error spans several lines)."""
+    import torchvision.datasets
+
+    from rst import cli
+
+    def no_network(self, *args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried http://x/, got:\n"
+                           "<urlopen error [Errno -2] Name or service not known>\n")
+
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "download", no_network)
+    monkeypatch.setattr(data, "_SYSTEM_DIRS", ())
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "env"))
+    code = cli.main([command, "--preset", "fmnist-cpu", "--epochs", "1", "--out", str(tmp_path / "out"),
+                     "--data-dir", str(tmp_path / "none"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: fashion_mnist (train split") and err.count("\n") == 1, err
+    assert str(tmp_path / "none") in err and "RST_DATA_DIR" in err
+
+
 # ---------------------------------------------------------------- subsets
 
 
