@@ -81,7 +81,7 @@ def _setup(args):
     try:       # --images N up to the shipped subset's size: its images, offline (see evaluation_images)
         x, y, _ = evaluation_images(cs, args.images or None, getattr(args, "subset", None), args.data_dir)
     except DataUnavailableError as e:
-        raise SystemExit("error: no test images: " + " ".join(str(e).split())) from None
+        raise DataUnavailableError(f"no test images: {e}") from None      # rst.cli.main: one line, exit 2
     eps = args.eps if args.eps is not None else default_eps(cs)
     alpha = args.alpha if args.alpha is not None else eps / 4
     attack = AttackConfig("pgd", eps=eps, alpha=alpha, steps=args.steps)
