@@ -6,7 +6,9 @@ each accuracy with its binomial standard error and each difference against PGD w
 
     RST_DATA_DIR=/path/to/fashion-mnist python bench/inner_attacks_paired.py
 """
-import torch, math, json
+import math
+
+import torch
 from rst.masks import load_tickets
 from rst.data import load_dataset
 from rst.evaluate import adversarial_examples, predict

@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import strict_from_dict
+from .config import check_field_types, strict_from_dict
 from .masked import cached_masks
 
 # A user loss: (model, x_adv (B, ...), y (B,)) -> per-example loss to maximise, (B,).
@@ -471,6 +471,7 @@ class AttackConfig:
     early_stop: bool = False
 
     def __post_init__(self):
+        check_field_types(self)
         if self.name not in _ENTRIES:
             raise ValueError(f"unknown attack {self.name!r}; known: {', '.join(sorted(_ENTRIES))}")
         entry = _ENTRIES[self.name]

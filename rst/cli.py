@@ -16,6 +16,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from .cli_input import OneLineParser, UsageError, count, r2s_protocols
+
 
 # --------------------------------------------------------------------------------------------
 # shared helpers
@@ -28,11 +30,12 @@ def _parse_overrides(pairs: list[str]) -> dict:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
+            raise UsageError(f"--set expects key=value, got {pair!r}")
         try:
-            out[key.strip()] = ast.literal_eval(value)
+            value = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            out[key.strip()] = value
+            pass                                   # a string: inner_attack=pgd
+        out[key.strip()] = tuple(value) if isinstance(value, list) else value   # lr_milestones=[0.5]
     return out
 
 
@@ -49,12 +52,19 @@ def _overrides(args) -> dict:
 def _config_from_args(args, base=None):
     """``--preset`` with the command line's overrides (or ``base`` with them when no preset is named)."""
     from .search import preset
-    try:
+    with _bad_configuration():
         if args.preset or base is None:
             return preset(args.preset or "fmnist", **_overrides(args))
         return base.replace(**_overrides(args))
-    except (KeyError, TypeError, ValueError) as e:
-        raise SystemExit(f"bad configuration: {e}")
+
+
+@contextlib.contextmanager
+def _bad_configuration():
+    """A preset, override or keep ratio the configuration refuses → :class:`UsageError` (one line, exit 2)."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as e:      # KeyError: an unknown preset (its str() is quoted)
+        raise UsageError(f"bad configuration: {e.args[0] if e.args else e}") from None
 
 
 class _Progress:
@@ -231,7 +241,7 @@ def _search_batched(cfg, args) -> int:
         results = search_tickets(cfg, ratios, device=device, data_dir=args.data_dir, workdir=out,
                                  resume=args.resume, progress=bar, allow_changes=tuple(args.allow_changes))
     except ValueError as e:
-        raise SystemExit(f"error: {e}")
+        raise UsageError(str(e)) from None
     finally:
         bar.close()
     cs = CandidateSet(results[0].spec, [r.ticket for r in results])
@@ -256,35 +266,11 @@ def _note_batched_on_cpu(device) -> None:
               "'Several tickets in one pass'); it is meant for GPUs", file=sys.stderr)
 
 
-def _positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (anything else: argparse's one-line error, exit 2)."""
-    import argparse
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
-
-
-def _r2s_protocols(text: str) -> str:
-    """An argparse type: known R2S protocols, comma-separated (anything else: argparse's one-line error)."""
-    import argparse
-
-    from .r2s import PROTOCOLS
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = [t for t in names if t not in PROTOCOLS]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"unknown R2S protocols {unknown or text!r}; known: {', '.join(PROTOCOLS)}")
-    return ",".join(names)
-
-
 def _ratios(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(r) for r in text.split(","))
     except ValueError:
-        raise SystemExit(f"--keep-ratios expects comma-separated numbers, got {text!r}")
+        raise UsageError(f"--keep-ratios expects comma-separated numbers, got {text!r}") from None
 
 
 def _save_trained(result, cfg, args, kind: str, extra: dict) -> int:
@@ -360,11 +346,12 @@ def zoo_plan(args):
     """The :class:`rst.zoo.ZooPlan` of parsed ``zoo build`` arguments (its ``command()`` parses back to it)."""
     from .zoo import DEFAULT_KEEP_RATIOS, ZooPlan
     ratios = _ratios(args.keep_ratios) if args.keep_ratios else DEFAULT_KEEP_RATIOS
-    return ZooPlan(args.preset, ratios, zoo_id=args.id, overrides=tuple(_parse_overrides(args.set).items()),
-                   eval_images=args.eval_images, transfer_images=args.transfer_images,
-                   r2s_images=args.r2s_images, autoattack_images=args.autoattack_images,
-                   r2s_protocols=tuple(args.r2s_protocols.split(",")) if args.r2s_protocols else ZooPlan.r2s_protocols,
-                   autoattack_tickets=args.autoattack_tickets, subset_images=args.subset_images)
+    with _bad_configuration():
+        return ZooPlan(args.preset, ratios, zoo_id=args.id, overrides=tuple(_parse_overrides(args.set).items()),
+                       eval_images=args.eval_images, transfer_images=args.transfer_images,
+                       r2s_images=args.r2s_images, autoattack_images=args.autoattack_images,
+                       r2s_protocols=tuple(args.r2s_protocols.split(",")) if args.r2s_protocols else ZooPlan.r2s_protocols,
+                       autoattack_tickets=args.autoattack_tickets, subset_images=args.subset_images)
 
 
 def _cmd_zoo_build(args) -> int:
@@ -424,7 +411,7 @@ def _add_run_args(s, preset_default: str | None = "fmnist"):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rst", description="RST Explorer: robust scratch tickets and R2S")
+    p = OneLineParser(prog="python -m rst", description="RST Explorer: robust scratch tickets and R2S")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("models", help="list the registered architectures").set_defaults(func=_cmd_models)
     sub.add_parser("presets", help="list the search presets").set_defaults(func=_cmd_presets)
@@ -469,11 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--r2s-images", dest="r2s_images", type=int, default=500)
     s.add_argument("--autoattack-images", dest="autoattack_images", type=int, default=200,
                    help="test images for AutoAttack per ticket (0: skip that report)")
-    s.add_argument("--r2s-protocols", dest="r2s_protocols", type=_r2s_protocols, default=None,
+    s.add_argument("--r2s-protocols", dest="r2s_protocols", type=r2s_protocols, default=None,
                    help="comma-separated R2S protocols of the r2s report (default: paper,expectation,ensemble,eot)")
-    s.add_argument("--autoattack-tickets", dest="autoattack_tickets", type=_positive_int, default=None, metavar="N",
+    s.add_argument("--autoattack-tickets", dest="autoattack_tickets", type=count, default=None, metavar="N",
                    help="AutoAttack only the N tickets best under PGD-20, and the dense baseline (default: all)")
-    s.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+    s.add_argument("--jobs", type=count, default=1, metavar="N",
                    help="worker processes for the searches and reports, the threads split between them "
                         "(on a 2-core CPU, --jobs 2 beats one 2-thread process)")
     s.add_argument("--no-eval", dest="no_eval", action="store_true", help="skip the reports")
@@ -498,18 +485,24 @@ _RUN_COMMANDS = ("search", "train", "finetune")
 
 @contextlib.contextmanager
 def _output_folder(args):
-    """An unwritable ``--out`` is refused before the run starts; one writer per folder (rank 0 takes the lock)."""
+    """An unwritable ``--out`` is refused before the run starts; one writer per folder (rank 0 takes the lock).
+    A folder made here and left empty (a refused configuration, missing data) is removed again."""
     if getattr(args, "command", None) not in _RUN_COMMANDS or not getattr(args, "out", None):
         yield
         return
     from .atomic import ensure_writable_dir
     from .runlock import run_lock
+    made = not Path(args.out).exists()
     folder = ensure_writable_dir(args.out)
-    if int(os.environ.get("RANK", "0")) != 0:       # torchrun: the other ranks write nothing there
-        yield
-        return
-    with run_lock(folder):
-        yield
+    try:
+        if int(os.environ.get("RANK", "0")) != 0:   # torchrun: the other ranks write nothing there
+            yield
+            return
+        with run_lock(folder):
+            yield
+    finally:
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _one_line(e) -> str:
@@ -532,8 +525,9 @@ def _warning_printer(original):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command. A bad mask file, missing data (offline), a full disk, an unwritable or locked
-    output folder: one line ``error: ...`` on stderr and exit code 2 (every command, ``eval ...`` included)."""
+    """Run one command. Bad input (rst.cli_input), a bad mask file, missing data (offline), a full disk, an
+    unwritable or locked output folder: one line ``error: ...`` on stderr and exit code 2 (every command,
+    ``eval ...`` included)."""
     from .allocator import keep_freed_memory
     from .atomic import OutputError, is_no_space
     from .checkpoint import ResumeMismatchError
@@ -549,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with _output_folder(args), deterministic(getattr(args, "deterministic", False)):
                 return args.func(args)   # search / train / finetune --deterministic
-        except (MaskFileError, OutputError, RunLockError, ResumeMismatchError, DataUnavailableError) as e:
+        except (UsageError, MaskFileError, OutputError, RunLockError, ResumeMismatchError, DataUnavailableError) as e:
             print(f"error: {_one_line(e)}", file=sys.stderr)
             return 2
         except (OSError, RuntimeError) as e:   # a full disk, also when torch.save wraps the failed write

@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from .cli_input import UsageError, count, images, radius
+
 _DATASET_EPS = {"cifar10": 8 / 255, "cifar100": 8 / 255, "svhn": 8 / 255}   # else 0.1 (Fashion-MNIST, synthetic)
 
 
@@ -53,7 +55,7 @@ def _int_list(text: str | None) -> list[int] | None:
     try:
         return [int(t) for t in text.split(",") if t.strip() != ""]
     except ValueError:
-        raise SystemExit(f"expected a comma-separated list of integers, got {text!r}") from None
+        raise UsageError(f"expected a comma-separated list of integers, got {text!r}") from None
 
 
 def _str_list(text: str | None) -> list[str] | None:
@@ -192,7 +194,7 @@ def cmd_r2s_all(args) -> int:
         from .masks import load_weights
         dense = load_weights(dense_path, device=device)[0]
     elif args.dense:
-        raise SystemExit(f"--dense {args.dense}: no such file")
+        raise UsageError(f"--dense {args.dense}: no such file")
     cfg = SuiteConfig(eps=attack.eps, alpha=attack.alpha, steps=attack.steps, long_steps=args.long_steps,
                       long_restarts=args.long_restarts, apgd_t_targets=args.apgd_t_targets,
                       apgd_steps=args.apgd_steps, apgd_t_steps=args.apgd_t_steps, arc_topk=args.arc_topk,
@@ -245,7 +247,7 @@ def cmd_r2s(args) -> int:
     protocols = _str_list(args.protocols) or list(PROTOCOLS)
     unknown = [p for p in protocols if p not in PROTOCOLS]
     if unknown:
-        raise SystemExit(f"unknown protocols {unknown}; known: {', '.join(PROTOCOLS)}")
+        raise UsageError(f"unknown protocols {unknown}; known: {', '.join(PROTOCOLS)}")
     r2s = R2S(cs, members=_int_list(args.members), switch=args.switch, seed=args.seed, device=device)
     if "autoattack_rand" in protocols and device.type == "cpu" and len(x) > 16:
         print(f"note: autoattack_rand runs APGD-CE/DLR with EOT=20 (4000 gradient steps per batch) on "
@@ -331,18 +333,6 @@ def default_subset_path() -> Path:
     """``$RST_TEST_SUBSET``, else the repository's ``assets/fashion_mnist_test_subset.safetensors``."""
     env = os.environ.get(SUBSET_ENV)
     return Path(env) if env else Path(__file__).resolve().parent.parent / "assets" / "fashion_mnist_test_subset.safetensors"
-
-
-def _images_arg(text: str) -> int | None:
-    if text.strip().lower() in ("all", "0"):
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of images or 'all', got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError("the number of images must be positive")
-    return n
 
 
 def evaluation_images(cs, n: int | None, subset: str | os.PathLike | None = None, data_dir=None):
@@ -474,13 +464,13 @@ def cmd_accuracy(args) -> int:
 
 def _common(s: argparse.ArgumentParser) -> None:
     s.add_argument("file", help="mask file (.rst.safetensors) with one or more tickets")
-    s.add_argument("--eps", type=float, default=None,
+    s.add_argument("--eps", type=radius, default=None,
                    help="L-inf radius in [0, 1] pixel units (default: the tickets' search eps, else 8/255 for "
                         "CIFAR/SVHN, 0.1 otherwise)")
-    s.add_argument("--alpha", type=float, default=None, help="PGD step size (default eps/4)")
-    s.add_argument("--steps", type=int, default=20, help="PGD steps (default 20)")
-    s.add_argument("--images", type=int, default=None, help="first N test images (default: all)")
-    s.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+    s.add_argument("--alpha", type=radius, default=None, help="PGD step size (default eps/4)")
+    s.add_argument("--steps", type=count, default=20, help="PGD steps (default 20)")
+    s.add_argument("--images", type=images, default=None, help="first N test images (default: all)")
+    s.add_argument("--batch-size", dest="batch_size", type=count, default=256)
     s.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, ...")
     s.add_argument("--data-dir", dest="data_dir", help="data folder (else $RST_DATA_DIR, then defaults)")
     s.add_argument("--out", default="runs/eval", help="output folder for NAME.json/.csv/.png (default runs/eval)")
@@ -493,20 +483,20 @@ def add_eval_commands(eval_subparsers) -> None:
     s = eval_subparsers.add_parser("accuracy", help="clean and robust test accuracy of every ticket in a file")
     s.add_argument("file", help="mask file (.rst.safetensors) with one or more tickets")
     s.add_argument("--attack", default="pgd", choices=("fgsm", "fgsm_rs", "pgd", "cw", "none"))
-    s.add_argument("--eps", type=float, default=None,
+    s.add_argument("--eps", type=radius, default=None,
                    help="L-inf radius in [0, 1] pixel units (default: the tickets' search eps, else 8/255 for "
                         "CIFAR/SVHN, 0.1 otherwise)")
-    s.add_argument("--alpha", type=float, default=None, help="step size (default eps/4)")
-    s.add_argument("--steps", type=int, default=20, help="attack steps (default 20)")
+    s.add_argument("--alpha", type=radius, default=None, help="step size (default eps/4)")
+    s.add_argument("--steps", type=count, default=20, help="attack steps (default 20)")
     s.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
                    help="the attack's arithmetic (default fp32; bf16/auto: autocast where native, rst.speed)")
-    s.add_argument("--images", type=_images_arg, default=DEFAULT_IMAGES,
+    s.add_argument("--images", type=images, default=DEFAULT_IMAGES,
                    help=f"the first N test images (default {DEFAULT_IMAGES}: the shipped test subset, offline); "
                         "'all' for the whole test split (needs the data set)")
     s.add_argument("--subset", help=f"test subset file (default ${SUBSET_ENV}, else assets/fashion_mnist_test_subset"
                                     ".safetensors); used when it is of the tickets' data set and has N images")
     s.add_argument("--tickets", help="ticket indices, e.g. 0,2 (default: all)")
-    s.add_argument("--batch-size", dest="batch_size", type=int, default=250)
+    s.add_argument("--batch-size", dest="batch_size", type=count, default=250)
     s.add_argument("--seed", type=int, default=0, help="seed of the attack's random start")
     s.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu, cuda, ...")
     s.add_argument("--data-dir", dest="data_dir", help="data folder (else $RST_DATA_DIR, then defaults)")
@@ -532,33 +522,33 @@ def add_eval_commands(eval_subparsers) -> None:
                                        "arc,autoattack_rand (default: each of them; autoattack_rand is slow on a "
                                        "CPU), or 'all': the like-with-like table of R2S, every member and dense AT "
                                        "(--images for R2S, default 500; --single-images, default 1000)")
-    s.add_argument("--single-images", dest="single_images", type=int, default=None,
+    s.add_argument("--single-images", dest="single_images", type=count, default=None,
                    help="with --protocols all: first N test images for each single model (default 1000)")
     s.add_argument("--dense", help="with --protocols all: the dense baseline's weights (default: "
                                    "dense_at.weights.safetensors beside the tickets file, when present)")
-    s.add_argument("--long-steps", dest="long_steps", type=int, default=100,
+    s.add_argument("--long-steps", dest="long_steps", type=count, default=100,
                    help="with --protocols all: steps of the single models' long PGD (default 100)")
-    s.add_argument("--long-restarts", dest="long_restarts", type=int, default=2,
+    s.add_argument("--long-restarts", dest="long_restarts", type=count, default=2,
                    help="with --protocols all: restarts of the long PGD (default 2)")
-    s.add_argument("--apgd-t-targets", dest="apgd_t_targets", type=int, default=9,
+    s.add_argument("--apgd-t-targets", dest="apgd_t_targets", type=count, default=9,
                    help="with --protocols all: APGD-T target classes (default 9, AutoAttack standard)")
-    s.add_argument("--apgd-steps", dest="apgd_steps", type=int, default=100,
+    s.add_argument("--apgd-steps", dest="apgd_steps", type=count, default=100,
                    help="with --protocols all: APGD iterations (R2S's APGD-CE/DLR on the expectation; default 100)")
-    s.add_argument("--apgd-t-steps", dest="apgd_t_steps", type=int, default=None,
+    s.add_argument("--apgd-t-steps", dest="apgd_t_steps", type=count, default=None,
                    help="with --protocols all: APGD-T iterations of the single models (default: --apgd-steps)")
-    s.add_argument("--arc-topk", dest="arc_topk", type=int, default=None,
+    s.add_argument("--arc-topk", dest="arc_topk", type=count, default=None,
                    help="with --protocols all: ARC-lite, only the top-k classes' boundaries (default: all)")
     s.add_argument("--rows", help="with --protocols all: rows to compute, a subset of r2s,members,dense "
                                   "(default: all; run parts in parallel and join them with --reuse)")
     s.add_argument("--reuse", nargs="*", help="with --protocols all: earlier r2s_compare.json files whose rows "
                                               "(same images, radius, suite) are taken instead of recomputed")
-    s.add_argument("--eot-samples", dest="eot_samples", type=int, default=10, help="EOT samples per step (eot)")
+    s.add_argument("--eot-samples", dest="eot_samples", type=count, default=10, help="EOT samples per step (eot)")
     s.add_argument("--switch", choices=("call", "batch", "example"), default="batch",
                    help="how R2S draws members (eot / autoattack_rand attack this switching)")
     s.add_argument("--sanity", action="store_true",
                    help="also run rst.sanity's attack-based checks on R2S (eps sweep, steps, EOT, Square)")
-    s.add_argument("--sanity-images", dest="sanity_images", type=int, default=128)
-    s.add_argument("--square-queries", dest="square_queries", type=int, default=1000)
+    s.add_argument("--sanity-images", dest="sanity_images", type=count, default=128)
+    s.add_argument("--square-queries", dest="square_queries", type=count, default=1000)
     s.set_defaults(func=cmd_r2s)
 
     s = eval_subparsers.add_parser("autoattack", help="AutoAttack (Croce & Hein 2020) on each ticket or on R2S")

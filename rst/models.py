@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import strict_from_dict
+from .config import check_field_types, strict_from_dict
 from .masked import GRANULARITIES, MaskedConv2d, MaskedLinear, masked_layers, set_keep_ratio
 from .weights import INITS, init_scores, init_weights, weight_checksum
 
@@ -99,6 +99,7 @@ class NetworkSpec:
     granularity: str = "element"
 
     def __post_init__(self):
+        check_field_types(self)
         model_entry(self.arch)
         if self.dataset not in DATASET_STATS:
             raise ValueError(f"unknown dataset {self.dataset!r}; known: {', '.join(DATASET_STATS)}")

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from . import distributed
 from .attacks import AttackConfig, check_pixel_range
+from .config import check_field_types, check_known_fields
 from .checkpoint import check_same_recipe, checkpoint_in, load_checkpoint, save_checkpoint
 from .data import DeviceLoader, default_augment, load_dataset, split_train_val, synthetic_dataset
 from .guard import GUARDS, Guard, build_guard
@@ -99,6 +100,7 @@ class SearchConfig:
     compile: bool = False                # torch.compile the network for the attack and the update
 
     def __post_init__(self):
+        check_field_types(self)   # width='abc', eps=inf, augment=0: refused before the range checks below
         self.network_spec()  # validates arch, dataset, init, granularity, width
         checks = [
             (0 < self.keep_ratio <= 1, f"keep_ratio must be in (0, 1], got {self.keep_ratio}"),
@@ -112,6 +114,8 @@ class SearchConfig:
             (self.selection in ("val", "last"), "selection must be 'val' or 'last'"),
             (self.epochs >= 1 and self.batch_size >= 1 and self.steps >= 1, "epochs, batch_size, steps must be >= 1"),
             (self.eps >= 0 and self.alpha >= 0, "eps and alpha must be >= 0"),
+            (self.train_subset is None or self.train_subset >= 1, f"train_subset must be >= 1 (or None: all "
+                                                                 f"the images), got {self.train_subset}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
             (self.selection == "last" or self.val_size > 0, "selection='val' needs val_size > 0"),
         ]
@@ -141,11 +145,13 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "SearchConfig":
         d = dict(d)
+        check_known_fields(cls, d, "SearchConfig")
         if "lr_milestones" in d:
             d["lr_milestones"] = tuple(d["lr_milestones"])
         return cls(**d)
 
     def replace(self, **changes) -> "SearchConfig":
+        check_known_fields(type(self), changes, "SearchConfig")
         return dataclasses.replace(self, **changes)
 
     @classmethod

@@ -46,6 +46,10 @@ class ZooPlan:
     autoattack_tickets: int | None = None  # AutoAttack the N tickets best under PGD-20 (None: all)
     subset_images: int = 1000             # the test subset shipped in assets/ for the app
 
+    def __post_init__(self):
+        for r in self.keep_ratios:    # an unknown preset, a bad override or keep ratio: refused before any work
+            self.config(keep_ratio=r)
+
     @property
     def id(self) -> str:
         return self.zoo_id or self.preset

@@ -1,6 +1,5 @@
 """Resume only into the same recipe (rst.checkpoint): a mixed ticket is refused, with the fields named."""
 import pytest
-import torch
 
 from rst.checkpoint import ResumeMismatchError
 from rst.cli import main as cli_main

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 import rst.speed
-from rst.batched import TicketBatch
 from rst.evaluate import robust_accuracy
 from rst.attacks import AttackConfig
 from rst.models import NetworkSpec, build_network

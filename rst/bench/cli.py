@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..cli_input import OneLineParser
 from ..provenance import provenance
 from .search import bench_search, bench_tickets
 from .time_to_ticket import bench_time_to_ticket, plot_time_to_ticket
@@ -69,7 +70,7 @@ def _print_time_to_ticket(r: dict) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rst.bench", description="throughput benchmarks")
+    p = OneLineParser(prog="python -m rst.bench", description="throughput benchmarks")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search", help="search step: the reference recipe vs ours (images/s)")
     s.add_argument("--arch", default="resnet18")
