@@ -26,15 +26,29 @@ def count(text: str) -> int:
     return n
 
 
-def radius(text: str) -> float:
-    """``type=`` for an attack radius or step in [0, 1] pixel units."""
+def _number(text: str, what: str, ok) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] (pixel units), got {text!r}") from None
-    if not (math.isfinite(v) and 0 <= v <= 1):
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] (pixel units), got {text}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not (math.isfinite(v) and ok(v)):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
     return v
+
+
+def radius(text: str) -> float:
+    """``type=`` for an attack radius or step in [0, 1] pixel units."""
+    return _number(text, "a number in [0, 1] (pixel units)", lambda v: 0 <= v <= 1)
+
+
+def positive(text: str) -> float:
+    """``type=`` for a finite number > 0 (a width, a time budget in seconds)."""
+    return _number(text, "a number > 0", lambda v: v > 0)
+
+
+def fraction(text: str) -> float:
+    """``type=`` for a keep ratio: a number in (0, 1]."""
+    return _number(text, "a number in (0, 1]", lambda v: 0 < v <= 1)
 
 
 def images(text: str) -> int | None:

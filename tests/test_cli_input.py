@@ -85,3 +85,18 @@ def test_a_refusal_leaves_an_existing_output_folder_as_it_was(tmp_path, capsys):
     (out / "log.json").unlink()
     _refusal(["search", "--preset", "fmnist-cpu", "--set", "width=abc", "--out", str(out / "empty")], capsys)
     assert (out / "empty").is_dir()          # it was there before: not the command's to remove
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["search", "--warmup", "0"], "argument --warmup: expected a whole number >= 1, got 0"),
+    (["search", "--width", "-1"], "argument --width: expected a number > 0, got -1"),
+    (["search", "--keep-ratio", "1.5"], "argument --keep-ratio: expected a number in (0, 1], got 1.5"),
+    (["tickets", "--k", "0"], "argument --k: expected a whole number >= 1, got 0"),
+    (["time-to-ticket", "--budget", "inf"], "argument --budget: expected a number > 0, got inf"),
+])
+def test_the_benchmarks_refuse_bad_sizes_in_one_line(argv, says, capsys):
+    from rst.bench.cli import main as bench_main
+    with pytest.raises(SystemExit) as e:
+        bench_main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and says in err, err

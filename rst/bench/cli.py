@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cli_input import OneLineParser
+from ..cli_input import OneLineParser, count, fraction, positive
 from ..provenance import provenance
 from .search import bench_search, bench_tickets
 from .time_to_ticket import bench_time_to_ticket, plot_time_to_ticket
@@ -74,12 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("search", help="search step: the reference recipe vs ours (images/s)")
     s.add_argument("--arch", default="resnet18")
-    s.add_argument("--width", type=float, help="channel multiplier (default 1; --toy: 0.125)")
-    s.add_argument("--batch-size", dest="batch_size", type=int, help="images per step (default 256; --toy: 32)")
-    s.add_argument("--steps", type=int, help="timed optimiser steps (default 10; --toy: 2)")
-    s.add_argument("--warmup", type=int, help="untimed steps first, >= 1 (default 3; --toy: 1)")
-    s.add_argument("--attack-steps", dest="attack_steps", type=int, default=7, help="PGD steps of the inner attack")
-    s.add_argument("--keep-ratio", dest="keep_ratio", type=float, default=0.1)
+    s.add_argument("--width", type=positive, help="channel multiplier (default 1; --toy: 0.125)")
+    s.add_argument("--batch-size", dest="batch_size", type=count, help="images per step (default 256; --toy: 32)")
+    s.add_argument("--steps", type=count, help="timed optimiser steps (default 10; --toy: 2)")
+    s.add_argument("--warmup", type=count, help="untimed steps first, >= 1 (default 3; --toy: 1)")
+    s.add_argument("--attack-steps", dest="attack_steps", type=count, default=7, help="PGD steps of the inner attack")
+    s.add_argument("--keep-ratio", dest="keep_ratio", type=fraction, default=0.1)
     s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="ours: auto (default: bf16 + channels_last where native), fp32, bf16 (rst.speed)")
     s.add_argument("--channels-last", dest="channels_last", action="store_true",
@@ -87,26 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--compile", action="store_true", help="ours: torch.compile the model (experimental)")
     t = sub.add_parser("transfer", help="K x K transfer matrix: per pair (K² attacks) vs transfer_matrix (K)")
     t.add_argument("--arch", help="default resnet18; --toy: fmnist_conv4")
-    t.add_argument("--width", type=float, help="default 1; --toy: 0.25")
-    t.add_argument("--k", type=int, default=8, help="tickets")
-    t.add_argument("--images", type=int, help="default 1000; --toy: 64")
-    t.add_argument("--attack-steps", dest="attack_steps", type=int, default=7)
-    t.add_argument("--batch-size", dest="batch_size", type=int, default=512)
+    t.add_argument("--width", type=positive, help="default 1; --toy: 0.25")
+    t.add_argument("--k", type=count, default=8, help="tickets")
+    t.add_argument("--images", type=count, help="default 1000; --toy: 64")
+    t.add_argument("--attack-steps", dest="attack_steps", type=count, default=7)
+    t.add_argument("--batch-size", dest="batch_size", type=count, default=512)
     b = sub.add_parser("tickets", help="K searches one at a time vs K tickets in one batched pass")
     b.add_argument("--arch", default="fmnist_conv4")
-    b.add_argument("--width", type=float, help="default 1; --toy: 0.25")
-    b.add_argument("--k", type=int, default=7, help="tickets in the batch")
-    b.add_argument("--batch-size", dest="batch_size", type=int, help="images per step (default 256; --toy: 32)")
-    b.add_argument("--steps", type=int, help="timed optimiser steps (default 10; --toy: 2)")
-    b.add_argument("--warmup", type=int, help="untimed steps first, >= 1 (default 2; --toy: 1)")
-    b.add_argument("--attack-steps", dest="attack_steps", type=int, default=7)
+    b.add_argument("--width", type=positive, help="default 1; --toy: 0.25")
+    b.add_argument("--k", type=count, default=7, help="tickets in the batch")
+    b.add_argument("--batch-size", dest="batch_size", type=count, help="images per step (default 256; --toy: 32)")
+    b.add_argument("--steps", type=count, help="timed optimiser steps (default 10; --toy: 2)")
+    b.add_argument("--warmup", type=count, help="untimed steps first, >= 1 (default 2; --toy: 1)")
+    b.add_argument("--attack-steps", dest="attack_steps", type=count, default=7)
     b.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="rst.speed")
     w = sub.add_parser("time-to-ticket", help="reference vs fast recipe on real data: time to the same val PGD accuracy")
-    w.add_argument("--budget", type=float, default=600.0, help="training seconds per contestant (default 600)")
-    w.add_argument("--points", type=int, default=12, help="validations per contestant (default 12)")
-    w.add_argument("--keep-ratio", dest="keep_ratio", type=float, default=0.1)
-    w.add_argument("--width", type=float, default=1.0)
-    w.add_argument("--val-images", dest="val_images", type=int, default=500)
+    w.add_argument("--budget", type=positive, default=600.0, help="training seconds per contestant (default 600)")
+    w.add_argument("--points", type=count, default=12, help="validations per contestant (default 12)")
+    w.add_argument("--keep-ratio", dest="keep_ratio", type=fraction, default=0.1)
+    w.add_argument("--width", type=positive, default=1.0)
+    w.add_argument("--val-images", dest="val_images", type=count, default=500)
     w.add_argument("--data-dir", dest="data_dir", help="Fashion-MNIST folder (else $RST_DATA_DIR, then defaults)")
     w.add_argument("--plot", help="write the two curves to this PNG")
     for q in (s, t, b, w):
