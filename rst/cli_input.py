@@ -74,6 +74,11 @@ def r2s_protocols(text: str) -> str:
     return ",".join(names)
 
 
+def r2s_protocols_or_all(text: str) -> str:
+    """``type=`` for ``eval r2s --protocols``: known R2S protocols, or ``all`` (the like-with-like table)."""
+    return "all" if text.strip() == "all" else r2s_protocols(text)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose refusals are one line, ``error: PROG: MESSAGE (PROG --help)``, exit 2,
     instead of the whole usage block (subcommands' parsers are of this class too)."""

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from .cli_input import UsageError, count, images, radius
+from .cli_input import UsageError, count, images, r2s_protocols_or_all, radius
 
 _DATASET_EPS = {"cifar10": 8 / 255, "cifar100": 8 / 255, "svhn": 8 / 255}   # else 0.1 (Fashion-MNIST, synthetic)
 
@@ -244,10 +244,7 @@ def cmd_r2s(args) -> int:
     if _str_list(args.protocols) == ["all"]:
         return cmd_r2s_all(args)
     cs, x, y, device, attack = _setup(args)
-    protocols = _str_list(args.protocols) or list(PROTOCOLS)
-    unknown = [p for p in protocols if p not in PROTOCOLS]
-    if unknown:
-        raise UsageError(f"unknown protocols {unknown}; known: {', '.join(PROTOCOLS)}")
+    protocols = _str_list(args.protocols) or list(PROTOCOLS)       # known ones: r2s_protocols_or_all
     r2s = R2S(cs, members=_int_list(args.members), switch=args.switch, seed=args.seed, device=device)
     if "autoattack_rand" in protocols and device.type == "cpu" and len(x) > 16:
         print(f"note: autoattack_rand runs APGD-CE/DLR with EOT=20 (4000 gradient steps per batch) on "
@@ -518,10 +515,11 @@ def add_eval_commands(eval_subparsers) -> None:
     s = eval_subparsers.add_parser("r2s", help="R2S: paper's protocol and adaptive attacks, exact expectation")
     _common(s)
     s.add_argument("--members", help="ticket indices, e.g. 0,1,2 (default: all)")
-    s.add_argument("--protocols", help="comma-separated subset of paper,expectation,ensemble,eot,apgd_ce,apgd_dlr,"
-                                       "arc,autoattack_rand (default: each of them; autoattack_rand is slow on a "
-                                       "CPU), or 'all': the like-with-like table of R2S, every member and dense AT "
-                                       "(--images for R2S, default 500; --single-images, default 1000)")
+    s.add_argument("--protocols", type=r2s_protocols_or_all,
+                   help="comma-separated subset of paper,expectation,ensemble,eot,apgd_ce,apgd_dlr,"
+                        "arc,autoattack_rand (default: each of them; autoattack_rand is slow on a "
+                        "CPU), or 'all': the like-with-like table of R2S, every member and dense AT "
+                        "(--images for R2S, default 500; --single-images, default 1000)")
     s.add_argument("--single-images", dest="single_images", type=count, default=None,
                    help="with --protocols all: first N test images for each single model (default 1000)")
     s.add_argument("--dense", help="with --protocols all: the dense baseline's weights (default: "

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from rst import cli
+from rst.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKETS = str(ROOT / "pretrained_masks" / "fmnist-cpu" / "tickets.rst.safetensors")
@@ -69,6 +70,13 @@ def test_a_bad_evaluation_setting_is_refused_in_one_line(command, args, says, tm
     err = _refusal(["eval", command, TICKETS, *args, "--out", str(out)], capsys)
     assert says in err and f"(see: python -m rst eval {command} --help)" in err
     assert not out.exists()
+
+
+def test_unknown_r2s_protocols_are_refused_before_the_images_are_loaded(tmp_path, capsys):
+    err = _refusal(["eval", "r2s", TICKETS, "--protocols", "paper,foo", "--out", str(tmp_path / "out")], capsys)
+    assert "argument --protocols: unknown R2S protocols ['foo']; known: paper, expectation" in err
+    assert build_parser().parse_args(["eval", "r2s", TICKETS, "--protocols", "all"]).protocols == "all"
+    assert build_parser().parse_args(["eval", "r2s", TICKETS, "--protocols", "paper, eot"]).protocols == "paper,eot"
 
 
 def test_no_command_and_an_unknown_command_are_one_line(capsys):
