@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import types
@@ -62,8 +63,14 @@ def _describe(tp) -> str:
 def check_field_types(obj) -> None:
     """Refuse a field whose value does not fit its annotation: ``width='abc'``, ``eps=inf``,
     ``augment=0``. Called first in ``__post_init__``, so the range checks after it compare numbers."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        if not _fits(hints[f.name], v):
-            raise ValueError(f"{f.name} must be {_describe(hints[f.name])}, got {v!r}")
+    for name, tp in _field_types(type(obj)):
+        v = getattr(obj, name)
+        if not _fits(tp, v):
+            raise ValueError(f"{name} must be {_describe(tp)}, got {v!r}")
+
+
+@functools.cache
+def _field_types(cls) -> tuple[tuple[str, object], ...]:
+    """``(name, resolved annotation)`` of each field, once per class (the annotations are strings)."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
