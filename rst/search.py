@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from . import distributed
 from .attacks import AttackConfig, check_pixel_range
-from .config import check_field_types, check_known_fields
 from .checkpoint import check_same_recipe, checkpoint_in, load_checkpoint, save_checkpoint
+from .config import check_field_types, check_known_fields, strict_from_dict
 from .data import DeviceLoader, default_augment, load_dataset, split_train_val, synthetic_dataset
 from .guard import GUARDS, Guard, build_guard
 from .inner import INNER_ATTACKS, InnerAttack, build_inner_attack
@@ -145,10 +145,9 @@ class SearchConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "SearchConfig":
         d = dict(d)
-        check_known_fields(cls, d, "SearchConfig")
         if "lr_milestones" in d:
             d["lr_milestones"] = tuple(d["lr_milestones"])
-        return cls(**d)
+        return strict_from_dict(cls, d, "SearchConfig")
 
     def replace(self, **changes) -> "SearchConfig":
         check_known_fields(type(self), changes, "SearchConfig")
