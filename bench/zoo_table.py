@@ -47,8 +47,9 @@ def tables(zoo_id: str, root: str | Path = ROOT / "pretrained_masks") -> str:
         rows.append(("dense AT", 1.0, entry["dense"]["metrics"]))
     n_test = max(_n(m["test_pgd20"]["split"]) for _, _, m in rows)
     n_aa = max((a["n_images"] for a in aa.values()), default=0)
-    out += [f"| network | keep ratio | natural ({n_test:,} test) | PGD-20 ({n_test:,} test) | "
-            f"AutoAttack standard (first {n_aa:,} test) | validation PGD-10 |",
+    aa_head = f"AutoAttack standard (first {n_aa:,} test)" if n_aa else "AutoAttack standard (not run)"
+    out += [f"| network | keep ratio | natural ({n_test:,} test) | PGD-20 ({n_test:,} test) | {aa_head} | "
+            "validation PGD-10 |",
             "| --- | --- | --- | --- | --- | --- |"]
     for name, keep, m in rows:
         c, r = m["test_clean"], m["test_pgd20"]
