@@ -161,7 +161,8 @@ def bench_time_to_ticket(*, budget: float = 600.0, points: int = 12, keep_ratio:
 
     Returns:
         ``{"reference": {"curve": [...], "recipe", "time_to_target"}, "ours": {...}, "target",
-        "ratio", "device", "config"}``; ``ratio`` is None if ours never reached the target.
+        "ratio", "device", "config"}``; ``ratio`` is None if ours never reached the target, or if either
+        contestant was there at time 0 (the untrained ticket already at the target: no ratio to give).
     """
     device = resolve_device(device)
     dataset = "synthetic" if toy else "fashion_mnist"
