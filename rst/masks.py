@@ -46,6 +46,7 @@ from .mask_checks import MaskFileError, MaskFileWarning
 from .masked import masked_layers
 from .models import NetworkSpec, build_network
 from .provenance import provenance
+from .speed import flush_subnormal_bn_stats_
 from .weights import weight_checksum
 
 FORMAT_NAME = "rst-mask"
@@ -146,7 +147,7 @@ def apply_ticket(model: nn.Module, ticket: Ticket) -> nn.Module:
         layer.dense = False
     for key, module, buf in _bn_buffers(model):
         getattr(module, buf).copy_(ticket.bn_stats[key])
-    return model
+    return flush_subnormal_bn_stats_(model)      # a dead channel's decayed statistics slow fp32 convs
 
 
 def clear_ticket(model: nn.Module) -> None:
@@ -214,8 +215,9 @@ def _payload_digest(tensors: dict[str, torch.Tensor]) -> str:
 def ticket_digest(ticket: Ticket) -> str:
     """SHA-256 of a ticket's masks and BN statistics: two tickets with equal digests are the same
     subnetwork, whatever their names and metrics say (the zoo uses it to know its reports are stale)."""
+    # BN statistics as the file stores them (float32: a fresh ticket's num_batches_tracked is int64)
     return _payload_digest({**{f"mask.{k}": v.to(torch.uint8) for k, v in ticket.masks.items()},
-                            **{f"bn.{k}": v for k, v in ticket.bn_stats.items()}})
+                            **{f"bn.{k}": v.to(torch.float32) for k, v in ticket.bn_stats.items()}})
 
 
 def _metadata_block(meta: dict) -> dict[str, str]:

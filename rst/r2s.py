@@ -44,6 +44,7 @@ from .masks import CandidateSet, _bn_buffers, bit_shift_table, pack_bits, unpack
 from .models import build_network
 from .progress import ticker
 from .sanity import SanityCheck
+from .speed import flush_subnormal_
 
 SWITCHES = ("call", "batch", "example")
 PROTOCOLS = ("paper", "expectation", "ensemble", "eot", "apgd_ce", "apgd_dlr", "arc", "autoattack_rand")
@@ -155,7 +156,8 @@ class R2S(nn.Module):
                 stats.append(cs.tickets[m].bn_stats[key].to(getattr(module, buf).dtype))
             self._bn_modules[key] = (module, buf)
             self._bn_buffers[key] = f"bn_stats_{i}"
-            self.register_buffer(f"bn_stats_{i}", torch.stack(stats).to(dev), persistent=False)
+            self.register_buffer(f"bn_stats_{i}", flush_subnormal_(torch.stack(stats)).to(dev),   # as apply_ticket
+                                 persistent=False)
 
         self._active: int | None = None
         self._weights: dict[str, torch.Tensor] = {}

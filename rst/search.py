@@ -46,7 +46,7 @@ from .masks import Ticket, extract_ticket
 from .models import NetworkSpec, build_network
 from .provenance import provenance
 from .selection import LastEpoch, selection_for, validate
-from .speed import PRECISIONS, Speed, resolve_speed
+from .speed import PRECISIONS, Speed, flush_subnormal_bn_stats_, resolve_speed
 
 
 @dataclass(frozen=True)
@@ -382,6 +382,7 @@ def train_epoch(fit: Fit, epoch: int, progress: Callable[[dict], None] | None = 
     lr = fit.optimizer.param_groups[0]["lr"]              # the lr this epoch ran at (before the schedule moves)
     fit.scheduler.step()
     distributed.average_bn_stats(fit.model)                # ranks tracked BN statistics on their shards
+    flush_subnormal_bn_stats_(fit.model)                   # dead channels' decayed statistics (rst.speed)
     sums = distributed.all_reduce_sum(sums)
     fit.model.eval()
     loss_sum, correct, n = sums.sum(0).tolist()

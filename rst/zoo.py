@@ -15,6 +15,7 @@ exists, and searches resume from their last epoch, so a killed build continues w
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -27,6 +28,7 @@ from .checkpoint import SPEED_FIELDS, ResumeMismatchError, config_differences
 from .evaluate import pgd20
 from .search import SearchConfig, preset, run_search, search_data, validation_metrics
 
+AUTOATTACK_CHUNK = 250     # images per AutoAttack job: finished spans survive a kill
 DEFAULT_KEEP_RATIOS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
 INDEX_FORMAT = "rst-zoo-index"
 
@@ -349,11 +351,13 @@ def _transfer_and_r2s_reports(cs_path: Path, folder: Path, cfg: SearchConfig, x,
     return {**_write_transfer(folder, tr, tr_es), **_r2s_report(cs_path, folder, cfg, x, y, device, protocols, tr)}
 
 
-def _autoattack_row(cs_path: Path, member: int | None, dense_path: Path | None, cfg: SearchConfig, x, y,
-                    device: str, dense_job: tuple | None = None) -> dict:
-    """AutoAttack (standard) accuracy of ticket ``member`` of the candidate set, or of the dense
-    baseline (``member=None``), which ``dense_job`` (the arguments of ``_build_job``) trains first
-    when it is given and the baseline is missing."""
+def _autoattack_parts(cs_path: Path, member: int | None, dense_path: Path | None, cfg: SearchConfig, x, y,
+                      spans: list[tuple[int, int]], parts: list[str], device: str,
+                      dense_job: tuple | None = None) -> list[dict]:
+    """AutoAttack (standard) on images ``x[lo:hi]`` for each span, of ticket ``member`` of the
+    candidate set or of the dense baseline (``member=None``), which ``dense_job`` (the arguments of
+    ``_build_job``) trains first when it is given and the baseline is missing. Each span's result is
+    written to its file in ``parts`` as soon as it is done (a killed run keeps it); returns them."""
     from .autoattack import autoattack_accuracy
     from .masks import load_weights
     if dense_job is not None and not Path(dense_path).exists():
@@ -361,9 +365,29 @@ def _autoattack_row(cs_path: Path, member: int | None, dense_path: Path | None, 
     device = torch.device(device)
     model = load_weights(dense_path, device=device)[0] if member is None else \
         load_tickets(cs_path).model(member, device=device)
-    res = autoattack_accuracy(model, x, y, eps=cfg.eps, version="standard")
-    res.pop("log", None)
-    return res
+    results = []
+    for (lo, hi), part in zip(spans, parts):
+        res = autoattack_accuracy(model, x[lo:hi], y[lo:hi], eps=cfg.eps, version="standard")
+        res.pop("log", None)
+        res["images"] = [lo, hi]
+        atomic_write(Path(part), json.dumps(res))
+        results.append(res)
+    return results
+
+
+def _merge_autoattack_parts(parts: list[dict]) -> dict:
+    """One network's AutoAttack row from its spans' results (in image order)."""
+    n = sum(p["n_images"] for p in parts)
+    row = {k: v for k, v in parts[0].items() if k != "images"}
+    row.update(n_images=n, clean=sum(p["clean"] * p["n_images"] for p in parts) / n,
+               robust=sum(p["robust"] * p["n_images"] for p in parts) / n,
+               robust_per_image="".join(p["robust_per_image"] for p in parts),
+               chunk_images=AUTOATTACK_CHUNK)
+    return row
+
+
+def _part_path(part_dir: Path, name: str, span: tuple[int, int]) -> Path:
+    return part_dir / f"{name.replace(' ', '_')}.{span[0]}-{span[1]}.json"
 
 
 def _curve_rows(cs: CandidateSet, x, y, cfg: SearchConfig, device) -> list[dict]:
@@ -394,9 +418,12 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
     The curve is made here (from the tickets' test metrics where they match); transfer, R2S and
     each AutoAttack run are independent jobs, run in ``jobs`` worker processes (:mod:`rst.workers`)
     on the candidate set saved at ``cs_path``. AutoAttack covers the ``plan.autoattack_tickets``
-    tickets best under PGD-20 in the curve (all when None) and the dense baseline; its report is
-    saved after every network, so a killed run keeps the rows it finished. ``dense_job``: the
-    dense baseline is not trained yet; its AutoAttack job trains it first (``_build_job``'s arguments).
+    tickets best under PGD-20 in the curve (all when None) and the dense baseline, in jobs of
+    ``AUTOATTACK_CHUNK`` images whose results are files in ``folder/autoattack-parts/``, shipped with
+    the reports (a killed build, or one continued from a fresh clone, keeps every finished span); a
+    network's row goes into the report when its last span is done.
+    ``dense_job``: the dense baseline is not trained yet; its AutoAttack job trains it first
+    (``_build_job``'s arguments) and then runs all its spans.
     """
     import pandas as pd
 
@@ -409,6 +436,7 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
         for f in folder.iterdir():
             if f.is_file():
                 f.unlink()
+        shutil.rmtree(folder / "autoattack-parts", ignore_errors=True)
     stamp.write_text(members)
     if cs_path is None:                                    # the jobs read the candidate set from a file
         cs_path = folder / ".candidate_set.rst.safetensors"
@@ -443,7 +471,12 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
         units.append(("r2s", _r2s_report, (cs_path, folder, cfg, *_first(x_all, y_all, plan.r2s_images), device,
                                             plan.r2s_protocols)))
 
+    def save_aa():                                         # after every network: rows in the plan's order
+        aa_rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
+        write_report(folder, "autoattack", {"rows": aa_rows}, pd.DataFrame(aa_rows), None)
+
     aa_path, aa_rows, order = folder / "autoattack.json", [], []
+    part_dir = folder / "autoattack-parts"                 # shipped beside the reports: a build resumes anywhere
     if plan.autoattack_images:                             # 0: skip (AutoAttack is slow on a CPU)
         xa, ya = _first(x_all, y_all, plan.autoattack_images)
         aa_rows = json.loads(aa_path.read_text())["rows"] if aa_path.exists() else []
@@ -456,25 +489,47 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
             models.append(("dense AT", 1.0, None))
         order = [m[0] for m in models]
         have = {r["name"] for r in aa_rows}
-        # the longest jobs first, they set the wall time: the dense baseline's (it may train it first),
-        # then the tickets', then transfer and R2S
-        units = [(f"AutoAttack {name}", _autoattack_row,
-                  (cs_path, member, dense_path, cfg, xa, ya, device, dense_job if member is None else None),
-                  {"name": name, "keep_ratio": keep})
-                 for name, keep, member in sorted(models, key=lambda m: m[2] is not None) if name not in have] + units
         if len(have) == len(models):
             _log(progress, f"report autoattack: found {aa_path}")
-
-    def save_aa():                                         # after every row: a killed run keeps what it finished
-        aa_rows.sort(key=lambda r: order.index(r["name"]) if r["name"] in order else len(order))
-        write_report(folder, "autoattack", {"rows": aa_rows}, pd.DataFrame(aa_rows), None)
+        # each network's images in spans of AUTOATTACK_CHUNK, one job per span, span by span across the
+        # networks: the jobs share the workers evenly, and a stopped run keeps finished spans (files in
+        # part_dir) for the same images of every network; the dense baseline's spans run in the one job
+        # that trains it first when it is missing (the longest job, started first)
+        spans = [(lo, min(lo + AUTOATTACK_CHUNK, len(xa))) for lo in range(0, len(xa), AUTOATTACK_CHUNK)]
+        part_dir.mkdir(parents=True, exist_ok=True)
+        aa_units = []
+        for name, keep, member in sorted(models, key=lambda m: m[2] is not None):
+            if name in have:
+                continue
+            todo = [(sp, str(_part_path(part_dir, name, sp))) for sp in spans if not _part_path(part_dir, name, sp).exists()]
+            if len(todo) < len(spans):
+                _log(progress, f"AutoAttack {name}: {len(spans) - len(todo)} of {len(spans)} spans of "
+                               f"{AUTOATTACK_CHUNK} images found in {part_dir}")
+            if not todo:                                   # killed after its last span, before its row
+                aa_rows.append({"name": name, "keep_ratio": keep, **_merge_autoattack_parts(
+                    [json.loads(_part_path(part_dir, name, sp).read_text()) for sp in spans])})
+                save_aa()
+                continue
+            train_first = dense_job if member is None and not Path(dense_path).exists() else None
+            groups = [todo] if train_first is not None else [[t] for t in todo]
+            for g in groups:
+                label = f"AutoAttack {name} images {g[0][0][0]}-{g[-1][0][1]}"
+                aa_units.append((g[0][0][0], train_first is None, label, _autoattack_parts,
+                                 (cs_path, member, dense_path, cfg, xa, ya, [t[0] for t in g], [t[1] for t in g],
+                                  device, train_first), {"name": name, "keep_ratio": keep}))
+        # the job that trains the dense baseline first, then span by span; transfer and R2S last
+        units = [u[2:] for u in sorted(aa_units, key=lambda u: (u[1], u[0]))] + units
 
     def finished(i, result):
         label = units[i][0]
         if label.startswith("AutoAttack"):
-            aa_rows.append({**units[i][3], **result})
-            _log(progress, f"  {label}: robust {result['robust']:.3f} on {result['n_images']} images")
-            save_aa()
+            name = units[i][3]["name"]
+            _log(progress, f"  {label}: robust " + ", ".join(f"{r['robust']:.3f}" for r in result)
+                 + f" on {'+'.join(str(r['n_images']) for r in result)} images")
+            paths_ = [_part_path(part_dir, name, sp) for sp in spans]
+            if all(p.exists() for p in paths_) and name not in {r["name"] for r in aa_rows}:   # its last span
+                aa_rows.append({**units[i][3], **_merge_autoattack_parts([json.loads(p.read_text()) for p in paths_])})
+                save_aa()
         else:
             paths.update(result)
             _log(progress, f"report {label}: written")

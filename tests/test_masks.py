@@ -381,3 +381,14 @@ def test_metadata_digest_is_written_checked_and_optional_for_older_files():
     blob = json.dumps(changed).encode()
     with pytest.raises(MaskFileError, match="metadata does not match"):
         read_metadata(struct.pack("<Q", len(blob)) + blob + good[8 + n:])
+
+
+def test_a_fresh_ticket_has_the_digest_of_its_file(tmp_path, tiny_spec, tiny_model):
+    """The zoo compares digests of tickets fresh from a search with those of the files it wrote (its
+    reports' stamp): BN statistics count as the file stores them (float32; num_batches_tracked is
+    int64 in a model), or a one-process rebuild took its own reports for stale and redid them."""
+    from rst.masks import ticket_digest
+    ticket = extract_ticket(tiny_model, name="t")
+    assert any(v.dtype == torch.int64 for v in ticket.bn_stats.values())
+    save_tickets(tmp_path / "t.rst.safetensors", CandidateSet(tiny_spec, [ticket]))
+    assert ticket_digest(load_tickets(tmp_path / "t.rst.safetensors").tickets[0]) == ticket_digest(ticket)

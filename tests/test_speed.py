@@ -113,3 +113,70 @@ def test_memory_format_is_channels_last_inside_and_restored_after():
         torch.testing.assert_close(inside, before)     # the layout changes, not the arithmetic
         with memory_format(model, False):
             assert conv.is_contiguous()
+
+
+TINY32 = torch.finfo(torch.float32).tiny
+
+
+def _subnormals(t: torch.Tensor) -> int:
+    return int(((t != 0) & (t.abs() < TINY32)).sum())
+
+
+def _ticket_with_a_dead_channel(tiny_spec):
+    """A ticket whose first conv's channel 0 is masked out and whose BN statistics for it decayed
+    into the subnormal range, as a search leaves them."""
+    from rst.masks import extract_ticket
+    model = build_network(tiny_spec, keep_ratio=0.5).eval()
+    ticket = extract_ticket(model)
+    first = next(k for k in ticket.masks)
+    ticket.masks[first][0] = False                                   # channel 0 of the first conv: dead
+    bn = next(k for k in ticket.bn_stats if k.endswith("running_mean"))
+    ticket.bn_stats[bn][0] = -3e-41                                  # decayed mean of the dead channel
+    ticket.bn_stats[bn.replace("running_mean", "running_var")][0] = 2e-40
+    return ticket, bn
+
+
+def test_flush_subnormal_zeroes_subnormals_only():
+    from rst.speed import flush_subnormal_
+    t = torch.tensor([1e-41, -1e-40, 0.0, 1e-30, -2.5, TINY32])
+    normal = t[3:].clone()
+    assert flush_subnormal_(t) is t
+    assert t[:3].tolist() == [0.0, 0.0, 0.0] and torch.equal(t[3:], normal)
+    counts = torch.tensor([3, 0, 7])
+    assert flush_subnormal_(counts).tolist() == [3, 0, 7]           # integer tensors untouched
+
+
+def test_a_ticket_with_decayed_bn_statistics_computes_no_subnormal_activations(tiny_spec, tiny_batch):
+    """apply_ticket (and so CandidateSet.model) and R2S flush the dead channel's statistics: in eval mode
+    it outputs exact zeros, not subnormals (which slow fp32 convolutions on a CPU about 13x); the
+    ticket itself, and so its digest, is left as it was."""
+    from rst.masks import CandidateSet, apply_ticket, ticket_digest
+    from rst.r2s import R2S
+    ticket, bn = _ticket_with_a_dead_channel(tiny_spec)
+    digest = ticket_digest(ticket)
+    model = apply_ticket(build_network(tiny_spec, keep_ratio=0.5), ticket).eval()
+    assert sum(_subnormals(b) for b in model.buffers() if b.is_floating_point()) == 0
+    seen = []
+    handle = model[1].features[1].register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+    with torch.no_grad():
+        logits = model(tiny_batch[0])
+    handle.remove()
+    assert _subnormals(seen[0]) == 0 and (seen[0][:, 0] == 0).all()  # the dead channel: exact zeros
+    assert ticket_digest(ticket) == digest and ticket.bn_stats[bn][0].item() == pytest.approx(-3e-41, rel=1e-3)
+    r2s = R2S(CandidateSet(tiny_spec, [ticket]))
+    assert sum(_subnormals(b) for b in r2s.buffers() if b.is_floating_point()) == 0
+    with torch.no_grad():
+        assert torch.equal(r2s(tiny_batch[0]), logits)               # one member: plain inference
+
+
+def test_a_fit_leaves_no_subnormal_bn_statistics(monkeypatch):
+    """Every epoch of a search flushes the statistics its dead channels decayed into (before
+    validation, selection and the checkpoint), so the ticket it returns carries none."""
+    import rst.search
+    cfg = preset("tiny", keep_ratio=0.3, epochs=2)
+    calls = []
+    real = rst.search.flush_subnormal_bn_stats_
+    monkeypatch.setattr(rst.search, "flush_subnormal_bn_stats_", lambda m: calls.append(m) or real(m))
+    res = run_search(cfg, device=CPU)
+    assert len(calls) == cfg.epochs
+    assert sum(_subnormals(v) for v in res.ticket.bn_stats.values() if v.is_floating_point()) == 0

@@ -1,5 +1,6 @@
 """The ticket zoo: the shipped tickets reproduce their numbers; the build pipeline on `tiny`."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,11 +75,12 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
     assert (tmp_path / "zoo" / entry["candidate_set"]).read_bytes() == shipped_bytes
     assert not any("searching" in m or "computing" in m or "adversarial training" in m or "AutoAttack" in m
                    for m in messages), messages
-    # an AutoAttack report without the dense row (older builds) gets that row only
+    # an AutoAttack report without the dense row and without its spans (older builds) gets that row only
     aa_path.write_text(json.dumps({"rows": aa[:2]}))
+    shutil.rmtree(aa_path.parent / "autoattack-parts")
     messages.clear()
     build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
-    assert [m.split(":")[0].strip() for m in messages if "AutoAttack" in m] == ["AutoAttack dense AT"]
+    assert [m.split(":")[0].strip() for m in messages if "AutoAttack" in m] == ["AutoAttack dense AT images 0-8"]
     assert [r["name"] for r in json.loads(aa_path.read_text())["rows"]] == ["keep0.3", "keep0.6", "dense AT"]
     # the curve reuses each ticket's test metrics (measured on the same images with the same attack)
     curve = json.loads((tmp_path / "zoo" / entry["reports"]["curve"]).read_text())["rows"]
@@ -91,6 +93,43 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
     build_zoo(one, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
     assert [r["name"] for r in json.loads(aa_path.read_text())["rows"]] == [best, "dense AT"]
     assert not any("searching" in m or "adversarial training" in m for m in messages), messages
+
+
+def test_autoattack_runs_in_spans_that_a_killed_build_keeps(tmp_path, monkeypatch):
+    """AutoAttack goes span by span (rst.zoo.AUTOATTACK_CHUNK images a job), each span's result a file
+    beside the reports; a build killed mid-way recomputes only the spans it lacks, and a network's row
+    is its spans joined in image order."""
+    import rst.zoo
+    monkeypatch.setattr(rst.zoo, "AUTOATTACK_CHUNK", 3)
+    plan = ZooPlan("tiny", keep_ratios=(0.3,), overrides=(("epochs", 1), ("val_images", 16)), eval_images=16,
+                   transfer_images=8, r2s_images=8, r2s_protocols=("paper",), autoattack_images=8)
+    root, messages = tmp_path / "zoo", []
+    entry = build_zoo(plan, root=root, work=tmp_path / "work", progress=messages.append)
+    aa_path = root / entry["reports"]["autoattack"]
+    parts = aa_path.parent / "autoattack-parts"
+    assert sorted(p.name for p in parts.iterdir()) == sorted(
+        f"{n}.{s}.json" for n in ("keep0.3", "dense_AT") for s in ("0-3", "3-6", "6-8"))
+    rows = json.loads(aa_path.read_text())["rows"]
+    assert [r["name"] for r in rows] == ["keep0.3", "dense AT"]
+    for r in rows:
+        bits = r["robust_per_image"]
+        assert r["n_images"] == 8 and len(bits) == 8 and r["chunk_images"] == 3
+        assert r["robust"] == pytest.approx(bits.count("1") / 8)
+        spans = [json.loads((parts / f"{r['name'].replace(' ', '_')}.{s}.json").read_text()) for s in ("0-3", "3-6", "6-8")]
+        assert bits == "".join(p["robust_per_image"] for p in spans)
+        assert [p["images"] for p in spans] == [[0, 3], [3, 6], [6, 8]]
+    # killed after two spans of the ticket, before any row was written: only the missing span runs
+    aa_path.unlink()
+    (parts / "keep0.3.3-6.json").unlink()
+    messages.clear()
+    build_zoo(plan, root=root, work=tmp_path / "work", progress=messages.append)
+    ran = [m.split(":")[0].strip() for m in messages if m.strip().startswith("AutoAttack") and "robust" in m]
+    assert ran == ["AutoAttack keep0.3 images 3-6"], messages
+    assert json.loads(aa_path.read_text())["rows"] == rows          # the same images, the same seed: the same row
+    # new tickets or another recipe: the spans go with the stale reports
+    (aa_path.parent / "candidate_set.txt").write_text("another candidate set")
+    build_zoo(ZooPlan(**{**plan.__dict__, "autoattack_images": 0}), root=root, work=tmp_path / "work")
+    assert not parts.exists()
 
 
 def test_recorded_build_command_parses_back_to_the_same_plan():
