@@ -375,15 +375,18 @@ def _autoattack_parts(cs_path: Path, member: int | None, dense_path: Path | None
     return results
 
 
-def _merge_autoattack_parts(parts: list[dict]) -> dict:
-    """One network's AutoAttack row from its spans' results (in image order)."""
+def _row_from_parts(part_dir: Path, name: str, keep_ratio: float, spans: list[tuple[int, int]]) -> dict | None:
+    """A network's AutoAttack row from its spans' files (joined in image order), or None while one
+    is missing."""
+    files = [_part_path(part_dir, name, sp) for sp in spans]
+    if not all(f.exists() for f in files):
+        return None
+    parts = [json.loads(f.read_text()) for f in files]
     n = sum(p["n_images"] for p in parts)
-    row = {k: v for k, v in parts[0].items() if k != "images"}
-    row.update(n_images=n, clean=sum(p["clean"] * p["n_images"] for p in parts) / n,
-               robust=sum(p["robust"] * p["n_images"] for p in parts) / n,
-               robust_per_image="".join(p["robust_per_image"] for p in parts),
-               chunk_images=AUTOATTACK_CHUNK)
-    return row
+    return {"name": name, "keep_ratio": keep_ratio, **{k: v for k, v in parts[0].items() if k != "images"},
+            "n_images": n, "clean": sum(p["clean"] * p["n_images"] for p in parts) / n,
+            "robust": sum(p["robust"] * p["n_images"] for p in parts) / n,
+            "robust_per_image": "".join(p["robust_per_image"] for p in parts), "chunk_images": spans[0][1] - spans[0][0]}
 
 
 def _part_path(part_dir: Path, name: str, span: tuple[int, int]) -> Path:
@@ -501,13 +504,13 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
         for name, keep, member in sorted(models, key=lambda m: m[2] is not None):
             if name in have:
                 continue
-            todo = [(sp, str(_part_path(part_dir, name, sp))) for sp in spans if not _part_path(part_dir, name, sp).exists()]
+            todo = [(sp, str(_part_path(part_dir, name, sp))) for sp in spans]
+            todo = [t for t in todo if not Path(t[1]).exists()]
             if len(todo) < len(spans):
                 _log(progress, f"AutoAttack {name}: {len(spans) - len(todo)} of {len(spans)} spans of "
                                f"{AUTOATTACK_CHUNK} images found in {part_dir}")
             if not todo:                                   # killed after its last span, before its row
-                aa_rows.append({"name": name, "keep_ratio": keep, **_merge_autoattack_parts(
-                    [json.loads(_part_path(part_dir, name, sp).read_text()) for sp in spans])})
+                aa_rows.append(_row_from_parts(part_dir, name, keep, spans))
                 save_aa()
                 continue
             train_first = dense_job if member is None and not Path(dense_path).exists() else None
@@ -526,9 +529,9 @@ def evaluate_zoo(cs: CandidateSet, folder: Path, cfg: SearchConfig, x_all: torch
             name = units[i][3]["name"]
             _log(progress, f"  {label}: robust " + ", ".join(f"{r['robust']:.3f}" for r in result)
                  + f" on {'+'.join(str(r['n_images']) for r in result)} images")
-            paths_ = [_part_path(part_dir, name, sp) for sp in spans]
-            if all(p.exists() for p in paths_) and name not in {r["name"] for r in aa_rows}:   # its last span
-                aa_rows.append({**units[i][3], **_merge_autoattack_parts([json.loads(p.read_text()) for p in paths_])})
+            row = _row_from_parts(part_dir, name, units[i][3]["keep_ratio"], spans)
+            if row is not None and name not in {r["name"] for r in aa_rows}:   # the network's last span
+                aa_rows.append(row)
                 save_aa()
         else:
             paths.update(result)
