@@ -24,9 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def _subnormal_count(ticket) -> int:
-    import torch
-    tiny = torch.finfo(torch.float32).tiny
-    return sum(int(((v != 0) & (v.abs() < tiny)).sum()) for v in ticket.bn_stats.values() if v.is_floating_point())
+    from rst.speed import is_subnormal
+    return sum(int(is_subnormal(v).sum()) for v in ticket.bn_stats.values() if v.is_floating_point())
 
 
 def _as_stored(model, ticket):

@@ -106,12 +106,18 @@ def memory_format(model: torch.nn.Module, channels_last: bool):
             model.to(memory_format=torch.contiguous_format)
 
 
+def is_subnormal(t: torch.Tensor) -> torch.Tensor:
+    """Bool tensor: where floating ``t`` is subnormal (non-zero, |v| below ``torch.finfo(dtype).tiny``,
+    1.2e-38 in fp32)."""
+    return (t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)
+
+
 @torch.no_grad()
 def flush_subnormal_(t: torch.Tensor) -> torch.Tensor:
-    """Set the subnormal values of ``t`` (|v| below ``torch.finfo(dtype).tiny``, 1.2e-38 in fp32) to
-    zero, in place; returns ``t``. Integer tensors are left as they are."""
+    """Set the subnormal values of ``t`` (:func:`is_subnormal`) to zero, in place; returns ``t``.
+    Integer tensors are left as they are."""
     if t.is_floating_point():
-        t.masked_fill_(t.abs() < torch.finfo(t.dtype).tiny, 0.0)
+        t.masked_fill_(is_subnormal(t), 0.0)
     return t
 
 
@@ -159,4 +165,4 @@ def resolve_speed(precision: str, *, channels_last: bool, compile: bool, device:
 
 
 __all__ = ["FP32", "PRECISIONS", "Speed", "bf16_supported", "eval_channels_last", "flush_subnormal_",
-           "flush_subnormal_bn_stats_", "memory_format", "resolve_speed"]
+           "flush_subnormal_bn_stats_", "is_subnormal", "memory_format", "resolve_speed"]
