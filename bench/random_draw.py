@@ -97,9 +97,9 @@ def _spread(mean: float | None, std: float | None, unit: str = " %") -> str:
     return f"{100 * mean:+.2f}{unit} ± {sd}" if unit == " pt" else f"{100 * mean:.2f}{unit} ± {sd}"
 
 
-def _paired(zoo: str, name: str, n: int) -> str:
+def _paired(zoo: str, name: str, n: int, out: Path) -> str:
     from rst.compare import decode_per_image, paired_difference
-    a, b = _per_image_path(zoo, name, n), _per_image_path(zoo, "dense AT", n)
+    a, b = _per_image_path(zoo, name, n, out), _per_image_path(zoo, "dense AT", n, out)
     if not (a.exists() and b.exists()):
         return "not measured"
     pa, pb = (decode_per_image(json.loads(p.read_text())["pgd20_per_image"]) for p in (a, b))
@@ -107,7 +107,8 @@ def _paired(zoo: str, name: str, n: int) -> str:
     return f"{100 * d['difference']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
 
 
-def table(zoo_id: str, root: Path, n: int = 10000, transfer_images: int = 2000) -> str:
+def table(zoo_id: str, root: Path, n: int = 10000, transfer_images: int = 2000, out_dir: Path = OUT) -> str:
+    """The markdown of docs/random-draw.md: across networks, each network with its paired gap, transfer."""
     sibs = sibling_zoos(read_index(root), zoo_id)
     rows = across_networks(sibs)
     seeds = ", ".join(str(e["seed"]) for e in sibs)
@@ -123,10 +124,10 @@ def table(zoo_id: str, root: Path, n: int = 10000, transfer_images: int = 2000) 
             "|---|---|---|---|---|---|"]
     for r in rows:
         for p in r["per_network"]:
-            gap = "—" if r["name"] == "dense AT" else _paired(p["zoo"], r["name"], n)
+            gap = "—" if r["name"] == "dense AT" else _paired(p["zoo"], r["name"], n, out_dir)
             out.append(f"| {p['seed']} | {r['name']} | {p['n_images']} | {_pct(p['clean'], p['clean_se'])} | "
                        f"{_pct(p['robust'], p['robust_se'])} | {gap} |")
-    tp = OUT / f"{zoo_id}-transfer-{transfer_images}.json"
+    tp = out_dir / f"{zoo_id}-transfer-{transfer_images}.json"
     if tp.exists():
         tr = json.loads(tp.read_text())
         out += ["", f"Transfer on the first {tr['n_images']} test images ({tr['attack']}): row = source, "
