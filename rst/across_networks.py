@@ -16,6 +16,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from .per_image import standard_error
+
 # what may differ between sibling zoos: the seed (the draw) and the config's default keep ratio
 # (each ticket records its own)
 RECIPE_FREE = ("seed", "keep_ratio")
@@ -56,16 +58,11 @@ class NetworkResult:
 
     @property
     def clean_se(self) -> float:
-        return binomial_se(self.clean, self.n_images)
+        return standard_error(self.clean, self.n_images)
 
     @property
     def robust_se(self) -> float:
-        return binomial_se(self.robust, self.n_images)
-
-
-def binomial_se(p: float, n: int) -> float:
-    """``sqrt(p (1 - p) / n)``: the test-sample standard error of an accuracy on ``n`` images."""
-    return math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else float("nan")
+        return standard_error(self.robust, self.n_images)
 
 
 def _split_size(split: str) -> int:

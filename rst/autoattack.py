@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from .attacks import model_mode
-from .compare import encode_per_image
+from .per_image import encode_per_image
 from .masked import cached_masks
 from .speed import eval_channels_last, memory_format
 
