@@ -315,3 +315,12 @@ def bn_statistics(what: str, stats: dict[str, torch.Tensor]) -> None:
                                 "(the network would output NaN or constants)")
         if key.endswith(("running_var", "num_batches_tracked")) and bool((v < 0).any()):
             raise MaskFileError(f"{what}: BatchNorm statistic {show(key, 50)} has negative values")
+
+
+def switch_probabilities(p, n_tickets: int) -> list[float]:
+    """The file's R2S switch probabilities: one finite, non-negative number per ticket, summing to 1."""
+    from .switch_probabilities import check_probabilities
+    try:
+        return check_probabilities(p, n_tickets, "its 'switch_probabilities'")
+    except ValueError as e:
+        raise MaskFileError(f"corrupted mask file: {e}") from None

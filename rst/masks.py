@@ -77,13 +77,15 @@ class CandidateSet:
     """Tickets over the same seeded random network (``spec``), plus the file's metadata.
 
     ``warnings``: what loading could not verify (one line each, e.g. metadata without its digest);
-    the CLI and the app show them.
+    the CLI and the app show them. ``probabilities``: the R2S switch probabilities of the tickets
+    (one per ticket, summing to 1; :mod:`rst.switch_probabilities`), or None: uniform.
     """
     spec: NetworkSpec
     tickets: list[Ticket]
     weight_checksum: str = ""
     meta: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    probabilities: list[float] | None = None
 
     def model(self, index: int = 0, device: torch.device | str | None = None) -> nn.Module:
         """A fresh network with ticket ``index`` applied, in eval mode."""
@@ -251,6 +253,8 @@ def to_bytes(cs: CandidateSet) -> bytes:
         "extra": cs.meta.get("extra", {}),
         "payload_sha256": _payload_digest(tensors),
     }
+    if cs.probabilities is not None:
+        meta["switch_probabilities"] = checks.switch_probabilities(list(cs.probabilities), len(cs.tickets))
     return save(tensors, metadata=_metadata_block(meta))
 
 
@@ -422,7 +426,9 @@ def load_tickets(source: PathOrBytes, device: torch.device | str | None = None,
         tickets.append(Ticket(keep_ratio=float(tm["keep_ratio"]), masks=masks, bn_stats=bn,
                               name=tm.get("name", ""), metrics=tm.get("metrics", {}),
                               search_config=tm.get("search_config", {})))
-    cs = CandidateSet(spec, tickets, meta["weight_checksum"], meta, list(notes))
+    probs = meta.get("switch_probabilities")
+    probs = None if probs is None else checks.switch_probabilities(probs, len(tickets))
+    cs = CandidateSet(spec, tickets, meta["weight_checksum"], meta, list(notes), probs)
     for note in notes:
         warnings.warn(note, MaskFileWarning, stacklevel=2)
     if device is not None:

@@ -45,6 +45,7 @@ from .models import build_network
 from .progress import ticker
 from .sanity import SanityCheck
 from .speed import flush_subnormal_
+from .switch_probabilities import check_probabilities, is_uniform
 
 SWITCHES = ("call", "batch", "example")
 PROTOCOLS = ("paper", "expectation", "ensemble", "eot", "apgd_ce", "apgd_dlr", "arc", "autoattack_rand")
@@ -88,6 +89,10 @@ class R2S(nn.Module):
             (Default: "batch")
         seed (int): seed of the ``torch.Generator`` (CPU) that draws the members. (Default: 0)
         device: where the network lives. (Default: CPU)
+        probabilities (list[float] | None): the switch probabilities ``alpha`` of the members
+            (:mod:`rst.switch_probabilities`); every draw, expected accuracy and attack on the
+            switch uses them. None: the candidate set's recorded ones when it has them for these
+            members, else uniform (the paper's R2S). (Default: None)
 
     Shape:
         - x: :math:`(B, C, H, W)` in [0, 1]. - output: :math:`(B, num\\_classes)` logits.
@@ -101,7 +106,8 @@ class R2S(nn.Module):
     """
 
     def __init__(self, cs: CandidateSet, *, members: list[int] | None = None, switch: str = "batch",
-                 seed: int = 0, device: torch.device | str | None = None):
+                 seed: int = 0, device: torch.device | str | None = None,
+                 probabilities: Sequence[float] | None = None):
         super().__init__()
         if switch not in SWITCHES:
             raise ValueError(f"switch must be one of {SWITCHES}, got {switch!r}")
@@ -119,6 +125,10 @@ class R2S(nn.Module):
         self.seed = int(seed)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.last_members: torch.Tensor | None = None   # (B,) member of each example of the last call
+        if probabilities is None and cs.probabilities is not None:
+            recorded = torch.tensor([cs.probabilities[m] for m in members], dtype=torch.float64)
+            probabilities = (recorded / recorded.sum()).tolist() if recorded.sum() > 0 else None
+        self.set_probabilities(probabilities)
 
         self.net = build_network(cs.spec, device=device).eval()
         dev = next(self.net.parameters()).device
@@ -197,6 +207,13 @@ class R2S(nn.Module):
         """Number of members."""
         return len(self.members)
 
+    def set_probabilities(self, probabilities: Sequence[float] | None) -> None:
+        """Set the switch probabilities ``alpha`` (None: uniform); checked (:func:`check_probabilities`)."""
+        K = self.K
+        p = [1.0 / K] * K if probabilities is None else check_probabilities(probabilities, K)
+        self.member_probs = torch.tensor(p, dtype=torch.float32)         # read by rst.ensemble_attacks
+        self.uniform = is_uniform(self.member_probs)
+
     def reseed(self, seed: int | None = None) -> None:
         """Restart the member draws from ``seed`` (default: the constructor's seed)."""
         self.generator.manual_seed(self.seed if seed is None else int(seed))
@@ -242,8 +259,10 @@ class R2S(nn.Module):
             self._fixed.pop()
 
     def draw(self, n: int) -> torch.Tensor:
-        """``n`` member indices drawn uniformly with the module's generator, (n,) int64 on the CPU."""
-        return torch.randint(self.K, (n,), generator=self.generator)
+        """``n`` member indices drawn with probabilities ``member_probs`` (the module's generator), (n,) int64, CPU."""
+        if self.uniform:
+            return torch.randint(self.K, (n,), generator=self.generator)
+        return torch.multinomial(self.member_probs, n, replacement=True, generator=self.generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W) in [0, 1]
         B = x.shape[0]
@@ -280,7 +299,8 @@ class R2S(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return f"K={self.K}, switch={self.switch!r}, seed={self.seed}, members={self.names}"
+        probs = "" if self.uniform else f", probabilities={[round(v, 4) for v in self.member_probs.tolist()]}"
+        return f"K={self.K}, switch={self.switch!r}, seed={self.seed}, members={self.names}{probs}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,17 +376,25 @@ def _fmt_list(v: Sequence[float]) -> str:
     return " ".join(f"{a:.4f}" for a in v)
 
 
+def _weighted_mean(model: R2S, v: torch.Tensor) -> torch.Tensor:
+    """``sum_k alpha_k v[k]`` over the first dimension (the plain mean for a uniform switch)."""
+    if getattr(model, "uniform", True):
+        return v.mean(0)
+    p = model.member_probs.to(device=v.device, dtype=v.dtype)
+    return (p.view(-1, *([1] * (v.dim() - 1))) * v).sum(0)
+
+
 def expectation_loss(model: R2S, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over all members, per example (B,): the exact EOT objective."""
+    """Expected cross-entropy over the switch (``alpha``-weighted), per example (B,): the exact EOT objective."""
     logits = model.member_logits(x_adv)                                      # (K, B, C)
     K, B, C = logits.shape
     ce = F.cross_entropy(logits.reshape(K * B, C), y.repeat(K), reduction="none")
-    return ce.view(K, B).mean(0)
+    return _weighted_mean(model, ce.view(K, B))
 
 
 def ensemble_loss(model: R2S, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the members' mean logits, per example (B,)."""
-    return F.cross_entropy(model.member_logits(x_adv).mean(0), y, reduction="none")
+    """Cross-entropy of the members' (``alpha``-weighted) mean logits, per example (B,)."""
+    return F.cross_entropy(_weighted_mean(model, model.member_logits(x_adv)), y, reduction="none")
 
 
 @torch.no_grad()
@@ -508,8 +536,8 @@ def evaluate_r2s(r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
                 for _ in batches:
                     tick()
                 m = tr.matrix
-                per_member = m.mean(0).tolist()                       # column j: target j, random source
-                results.append(R2SResult(proto, THREAT_MODELS[proto], False, tr.attack, float(m.mean()),
+                per_member = _weighted_mean(r2s, m).tolist()         # column j: target j, source drawn by alpha
+                results.append(R2SResult(proto, THREAT_MODELS[proto], False, tr.attack, _expected_paper(r2s, m),
                                          float(min(per_member)), per_member, N,
                                          {"transfer_matrix": m.tolist(), "transfer_label": tr.label,
                                           "diagonal_mean": float(m.diagonal().mean()),
@@ -533,7 +561,7 @@ def evaluate_r2s(r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
             desc = describe_adaptive(proto, K=K, eps=eps, alpha=alpha, steps=steps, eot_samples=eot_samples,
                                      switch=r2s.switch)
             extra = {"log": "\n".join(log)} if log else {}
-            results.append(R2SResult(proto, THREAT_MODELS[proto], True, desc, float(ok.float().mean()),
+            results.append(R2SResult(proto, THREAT_MODELS[proto], True, desc, _expected(r2s, ok),
                                      float(min(per_member)), per_member, N, extra))
     finally:
         r2s.train(was_training)
@@ -541,18 +569,34 @@ def evaluate_r2s(r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, eps: float, step
     if correct:
         worst = torch.stack(list(correct.values())).all(0)                     # (K, N)
         worst_per_member = worst.float().mean(1).tolist()
-        worst_acc = float(worst.float().mean())
+        worst_acc = _expected(r2s, worst)
     else:
         worst_per_member, worst_acc = [], float("nan")
     clean_per_member = clean.float().mean(1).tolist()
-    report = R2SReport(results, float(clean.float().mean()), clean_per_member, worst_acc, [],
+    report = R2SReport(results, _expected(r2s, clean), clean_per_member, worst_acc, [],
                        {"eps": eps, "alpha": alpha, "steps": steps, "eot_samples": eot_samples,
                         "protocols": list(protocols), "batch_size": batch_size, "seed": seed,
                         "members": list(r2s.members), "names": list(r2s.names),
-                        "keep_ratios": list(r2s.keep_ratios), "switch": r2s.switch, "n_images": N},
+                        "keep_ratios": list(r2s.keep_ratios), "switch": r2s.switch, "n_images": N,
+                        "probabilities": r2s.member_probs.tolist()},
                        worst_per_member)
     report.sanity = _report_checks(report, clean, correct, N)
     return report
+
+
+def _expected(r2s: R2S, ok: torch.Tensor) -> float:
+    """Expected accuracy over the switch of per-member results ``ok`` (K, N): ``mean_n sum_k alpha_k ok[k, n]``."""
+    if r2s.uniform:
+        return float(ok.float().mean())
+    return float(_weighted_mean(r2s, ok.float()).mean())
+
+
+def _expected_paper(r2s: R2S, m: torch.Tensor) -> float:
+    """The paper protocol's expected accuracy: source i and target j drawn independently, ``sum_ij a_i a_j m_ij``."""
+    if r2s.uniform:
+        return float(m.mean())
+    p = r2s.member_probs.to(m.dtype)
+    return float(p @ m @ p)
 
 
 def _check_transfer(tr, r2s: R2S, n: int, attack: AttackConfig):
