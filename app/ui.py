@@ -1,8 +1,9 @@
 """Small rendering helpers shared by the pages: class names, the app's Plotly layout, a progress bar
-for cached computations."""
+for cached computations, and accuracies with their error (``pct_se``, ``paired``)."""
 from __future__ import annotations
 
 import contextlib
+import math
 
 import streamlit as st
 
@@ -47,3 +48,32 @@ def progress_bar(text: str, quiet: bool = False):
         yield update
     finally:
         holder.empty()
+
+
+def se_points(acc: float | None, n: int | None) -> float | None:
+    """One binomial standard error, in points, of an accuracy ``acc`` (a fraction) on ``n`` images."""
+    if acc is None or not n or acc != acc:
+        return None
+    return 100 * math.sqrt(max(acc * (1 - acc), 0.0) / n)
+
+
+def pct_se(acc: float | None, n: int | None, digits: int = 1) -> str:
+    """``"67.8 % ± 4.1"``: an accuracy (fraction) in percent with one binomial standard error on ``n``
+    images; ``"—"`` when there is no number, no ± when ``n`` is unknown (said as "n?")."""
+    if acc is None or acc != acc:
+        return "—"
+    se = se_points(acc, n)
+    return f"{100 * acc:.{digits}f} % ± {se:.{digits}f}" if se is not None else f"{100 * acc:.{digits}f} % (n?)"
+
+
+def paired(a, b, z: float = 1.96) -> dict:
+    """Paired difference ``a − b`` of two models' per-image scores on the *same* images (0/1 or
+    expected accuracies per image, sequences or tensors of equal length): ``rst.per_image.
+    paired_difference``'s dict (difference, se, ci_low, ci_high, n_images, significant) plus ``text``,
+    e.g. ``"+1.6 points [−2.1, +5.3], 128 paired images"``."""
+    import torch
+    from rst.per_image import paired_difference
+    d = paired_difference(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64), z=z)
+    d["text"] = (f"{100 * d['difference']:+.1f} points [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}], "
+                 f"{d['n_images']} paired images")
+    return d
