@@ -5,6 +5,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+import across
 import compute
 import reports
 import state
@@ -22,10 +23,14 @@ entry = store.zoo_entry(act.zoo_id) if act.zoo_id else None
 default_eps = state.default_eps(act)
 
 stored = reports.stored_curve(act.zoo_id, cs)
-options = (["stored"] if stored else []) + ["live"]
+options = (["stored"] if stored else []) + ["live"] + (["across"] if act.zoo_id else [])
 source = st.radio("Numbers", options, horizontal=True, key="sparsity_source",
                   format_func={"stored": f"stored ({stored[1] if stored else ''})",
-                               "live": "compute live on test images"}.get)
+                               "live": "compute live on test images",
+                               "across": "across random networks (same recipe, other seeds)"}.get)
+if source == "across":
+    across.render(act.zoo_id)
+    st.stop()
 
 rows, where = None, ""
 if source == "stored":
