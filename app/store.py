@@ -148,18 +148,57 @@ def paper_reference() -> dict:
 UPLOAD_MAX_WEIGHTS = 12_000_000
 
 
+# ... and at most this long: a parse that takes longer ends with a message, the session unchanged.
+UPLOAD_MAX_SECONDS = 30.0
+
+
 def parse_upload(data: bytes):
     """Validate and load an uploaded mask file (never unpickled); raises MaskFileError with the reason.
 
     Every failure is a one-line MaskFileError (an unexpected exception too); the metadata is checked
-    first, and a network over ``UPLOAD_MAX_WEIGHTS`` is refused before anything is built.
+    first, and a network over ``UPLOAD_MAX_WEIGHTS`` is refused before anything is built. Bounded by
+    size (``MAX_FILE_BYTES``) and by time (``UPLOAD_MAX_SECONDS``).
     The loaded set's ``warnings`` say what could not be verified (the page shows them).
     """
-    from rst.mask_checks import network_weights
     from rst.masks import MAX_FILE_BYTES, MaskFileError
     if len(data) > MAX_FILE_BYTES:
         raise MaskFileError(f"the file is {len(data) / 2**20:.1f} MiB, over the {MAX_FILE_BYTES / 2**20:.0f} MiB "
                             "limit for mask files")
+    return _within_seconds(lambda: _parse_upload(data), UPLOAD_MAX_SECONDS)
+
+
+def _within_seconds(fn, seconds: float):
+    """``fn()`` in a worker thread; MaskFileError when it has not returned after ``seconds`` (the thread is
+    left to finish on its own: nothing it returns late is used)."""
+    import threading
+
+    from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
+
+    from rst.masks import MaskFileError
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as e:      # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+    worker = threading.Thread(target=run, name="rst-upload-parse", daemon=True)
+    ctx = get_script_run_ctx(suppress_warning=True)
+    if ctx is not None:
+        add_script_run_ctx(worker, ctx)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise MaskFileError(f"reading the file took more than {seconds:g} s, so the app stopped; "
+                            "check it with `python -m rst inspect FILE`")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _parse_upload(data: bytes):
+    from rst.mask_checks import network_weights
+    from rst.masks import MaskFileError
     try:
         from rst.models import NetworkSpec
         spec = NetworkSpec.from_dict(upload_metadata(data)["network"])   # read_metadata checked it

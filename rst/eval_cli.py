@@ -344,6 +344,9 @@ def evaluation_images(cs, n: int | None, subset: str | os.PathLike | None = None
     path = Path(subset) if subset else default_subset_path()
     why = ""
     if n is not None and dataset != "synthetic":
+        if os.path.lexists(path):             # a FIFO, device or /proc file is refused, never read
+            from .mask_checks import regular_file_stat
+            regular_file_stat(path, 2**40)
         if not path.is_file():
             why = f"no test subset at {path}"
         else:

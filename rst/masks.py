@@ -283,14 +283,8 @@ def _read(source: PathOrBytes, max_bytes: int) -> bytes:
         data = bytes(source)
         label = "uploaded data"
     else:
-        p = Path(source)
-        if not p.is_file():
-            raise MaskFileError(f"no mask file at {p}")
-        size = p.stat().st_size
-        if size > max_bytes:
-            raise MaskFileError(f"{p.name} is {size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB "
-                                "limit for mask files")
-        data = p.read_bytes()
+        p = Path(source)      # a regular file only, read up to its stat size (rst.mask_checks)
+        data = checks.read_regular_file(p, max_bytes)
         label = p.name
     if len(data) > max_bytes:
         raise MaskFileError(f"{label} is {len(data) / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB "

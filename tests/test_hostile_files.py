@@ -236,3 +236,183 @@ def test_weights_files_get_the_same_checks(tmp_path, tiny_spec):
     for edit, word in ((nan_var, "NaN"), (bf16, "dtype")):
         with pytest.raises(MaskFileError, match=word):
             load_weights(_weights_file(tmp_path, tiny_spec, edit))
+
+
+# --------------------------------------------------------------------------------------------
+# paths that are not regular files: refused from os.stat (symlinks resolved), never read
+# --------------------------------------------------------------------------------------------
+
+SPECIAL_KINDS = {                      # name -> (make it at PATH, words of the one-line refusal)
+    "pagemap": (lambda p: p.symlink_to("/proc/self/pagemap"), "kernel pseudo-file"),
+    "fifo": (lambda p: os.mkfifo(p), "a FIFO"),
+    "dev_zero": (lambda p: p.symlink_to("/dev/zero"), "a character device"),
+    "dev_urandom": (lambda p: p.symlink_to("/dev/urandom"), "a character device"),
+    "directory": (lambda p: p.mkdir(), "a directory"),
+}
+
+
+@pytest.fixture(params=sorted(SPECIAL_KINDS))
+def special_file(request, tmp_path):
+    make, words = SPECIAL_KINDS[request.param]
+    path = tmp_path / f"{request.param}.rst.safetensors"
+    make(path)
+    return path, words
+
+
+def test_a_path_that_is_not_a_regular_file_is_refused_in_python_within_5_s(special_file):
+    from rst.masks import read_metadata
+    path, words = special_file
+    for load in (load_tickets, read_metadata, load_weights):
+        t = time.perf_counter()
+        with pytest.raises(MaskFileError) as info:
+            load(path)
+        assert time.perf_counter() - t < SECONDS
+        message = str(info.value)
+        assert message.startswith(f"not a regular file: {path}") and words in message and "\n" not in message
+
+
+def test_a_path_that_is_not_a_regular_file_exits_2_in_one_line_from_the_cli(special_file, tmp_path):
+    path, words = special_file
+    commands = (["inspect", str(path)], ["inspect", "--json", str(path)], ["eval", "accuracy", str(path)],
+                ["eval", "curve", str(path)], ["eval", "transfer", str(path)], ["eval", "r2s", str(path)],
+                ["eval", "autoattack", str(path)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    code = ("import sys; from rst import cli\nfor argv in " + json.dumps(commands) +
+            ":\n    print(cli.main(argv), flush=True); print('--', file=sys.stderr, flush=True)")
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["2"] * len(commands), proc.stdout
+    for argv, err in zip(commands, proc.stderr.split("--\n")):
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: not a regular file") and words in lines[0], (argv, err)
+    assert time.perf_counter() - t < 60          # one interpreter, 7 commands: each well within 5 s
+
+
+def test_python_m_rst_inspect_of_a_fifo_exits_2_at_once(tmp_path):
+    """A FIFO nobody writes to: opening it for reading would block forever."""
+    fifo = tmp_path / "waiting.rst.safetensors"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "rst", "inspect", str(fifo)], capture_output=True, text=True,
+                          timeout=60, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: not a regular file: {fifo} (a FIFO)"
+
+
+def test_an_eval_subset_that_is_not_a_regular_file_exits_2(tmp_path, capsys):
+    from rst import cli
+    subset = tmp_path / "subset.safetensors"
+    subset.symlink_to("/dev/zero")
+    rc = cli.main(["eval", "accuracy", str(BAD_MASKS / "good.rst.safetensors"), "--subset", str(subset),
+                   "--images", "8"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "not a regular file" in lines[0] and "character device" in lines[0], lines
+
+
+def _shrink_or_grow_while_read(monkeypatch, path: Path, change) -> None:
+    """After the reader's first chunk, ``change(path)`` really truncates or extends the file on disk."""
+    import rst.mask_checks as checks
+    real_read, calls = os.read, []
+
+    def read(fd, n):
+        out = real_read(fd, n)
+        if not calls:
+            calls.append(n)
+            change(path)
+        return out
+    monkeypatch.setattr(checks, "CHUNK", 4096)
+    monkeypatch.setattr(checks.os, "read", read)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda p: os.truncate(p, 5000), "truncated while it was read"),
+    (lambda p: p.open("ab").write(b"\0" * 100), "changed size while it was read"),
+])
+def test_a_file_that_shrinks_or_grows_while_it_is_read_is_refused(tmp_path, monkeypatch, change, words):
+    from rst import cli
+    path = tmp_path / "moving.rst.safetensors"
+    good = (BAD_MASKS / "good.rst.safetensors").read_bytes()
+    assert len(good) > 3 * 4096
+    for run in ("python", "cli"):
+        path.write_bytes(good)
+        with monkeypatch.context() as m:
+            _shrink_or_grow_while_read(m, path, change)
+            if run == "python":
+                with pytest.raises(MaskFileError, match=words):
+                    load_tickets(path)
+            else:
+                assert cli.main(["inspect", str(path)]) == 2
+    path.write_bytes(good)
+    assert len(load_tickets(path)) >= 1               # the same file, left alone, loads
+
+
+def test_the_app_refuses_a_zoo_entry_that_is_not_a_regular_file(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "app"))
+    try:
+        import store
+    finally:
+        sys.path.remove(str(REPO / "app"))
+    for name, (make, words) in SPECIAL_KINDS.items():
+        zoo = tmp_path / name
+        zoo.mkdir()
+        make(zoo / "set.rst.safetensors")
+        (zoo / "index.json").write_text(json.dumps({"format": store.INDEX_FORMAT, "version": store.INDEX_VERSION,
+                                                    "zoos": [{"id": "z", "candidate_set": "set.rst.safetensors"}]}))
+        monkeypatch.setenv("RST_ZOO_DIR", str(zoo))
+        t = time.perf_counter()
+        with pytest.raises(MaskFileError, match="not a regular file") as info:
+            store.load_zoo_set("z")
+        assert words in str(info.value) and time.perf_counter() - t < SECONDS
+
+
+def _upload_bytes(path: Path) -> bytes:
+    """What a browser would send for ``path``: at most 1 MiB of what reading it gives (nothing for a
+    FIFO nobody writes to or a directory)."""
+    if not path.is_file() and not path.is_char_device():
+        return b""
+    with open(path, "rb") as f:
+        return f.read(2**20)
+
+
+def test_the_app_upload_refuses_what_special_files_give_in_one_line_and_keeps_the_session(tmp_path):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=120).run()
+    at.switch_page("views/masks.py").run()
+    before = {k: at.session_state[k] for k in ("active_key",) if k in at.session_state}
+    for name, (make, _) in SPECIAL_KINDS.items():
+        path = tmp_path / f"{name}.rst.safetensors"
+        make(path)
+        t = time.perf_counter()
+        at.file_uploader(key="mask_upload").upload(path.name, _upload_bytes(path)).run()
+        errors = [str(e.value) for e in at.error]
+        assert not at.exception and len(errors) == 1 and "cannot be used" in errors[0] and "\n" not in errors[0], errors
+        assert time.perf_counter() - t < SECONDS
+        assert {k: at.session_state[k] for k in ("active_key",) if k in at.session_state} == before
+        assert "session_sets" not in at.session_state or not at.session_state["session_sets"]
+
+
+def test_a_slow_upload_parse_ends_with_a_message_and_leaves_the_session(monkeypatch):
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+    sys.path.insert(0, str(REPO / "app"))
+    try:
+        import store
+    finally:
+        sys.path.remove(str(REPO / "app"))
+    good = (BAD_MASKS / "good.rst.safetensors").read_bytes()
+    at = AppTest.from_file(str(REPO / "app" / "main.py"), default_timeout=120).run()
+    at.switch_page("views/masks.py").run()
+    real = store._parse_upload
+    monkeypatch.setattr(store, "UPLOAD_MAX_SECONDS", 0.5)
+    monkeypatch.setattr(store, "_parse_upload", lambda data: (time.sleep(3), real(data))[1])
+    t = time.perf_counter()
+    at.file_uploader(key="mask_upload").upload("slow.rst.safetensors", good).run()
+    errors = [str(e.value) for e in at.error]
+    assert time.perf_counter() - t < 2.5
+    assert len(errors) == 1 and "took more than 0.5 s" in errors[0] and "\n" not in errors[0], errors
+    assert not at.success
+    assert "session_sets" not in at.session_state or not at.session_state["session_sets"]
+    monkeypatch.setattr(store, "UPLOAD_MAX_SECONDS", 30.0)    # the same file within the bound: accepted
+    at.file_uploader(key="mask_upload").upload("slow2.rst.safetensors", good).run()
+    assert not at.error and "verified" in "\n".join(str(s.value) for s in at.success)
