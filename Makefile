@@ -16,7 +16,7 @@ venv: .venv/.installed
 	touch $@
 
 app: venv
-	$(PY) -m streamlit run app/main.py --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
+	$(PY) -m streamlit run app --server.headless true --server.port $(PORT) --browser.gatherUsageStats false
 
 # Headless Chromium for the end-to-end app test (Debian packages); skipped quietly where apt is absent.
 browser:

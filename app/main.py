@@ -1,59 +1,6 @@
-"""RST Explorer, the Streamlit app: ``streamlit run app/main.py``.
-
-A thin shell over ``rst``: the pages in ``app/views/`` render, ``rst`` computes, and the modules
-beside this script hold one concern each: ``store`` (files: zoo, reports, subset, uploads), ``state``
-(the session's candidate sets and device), ``reports`` (stored reports as tables), ``compute`` and
-``r2s_eval`` (cached live evaluations), ``jobs`` (the background search), ``ui`` (rendering helpers).
-The sidebar holds what every page shares: the active candidate set and the device.
-
-The page folder is ``views/``, not ``pages/``: a folder named ``pages`` beside the main script turns on
-Streamlit's legacy multipage mode for the first run of a process (and for every run under ``AppTest``),
-which runs a page's file *instead of* this script, so the sidebar and the session defaults would be missing.
-"""
-from __future__ import annotations
-
-import sys
+"""The app's former entry, kept so that ``streamlit run app/main.py`` still works: it runs
+``app/streamlit_app.py`` (the app; ``streamlit run app`` starts that file) on every script run."""
+import runpy
 from pathlib import Path
 
-import streamlit as st
-
-APP_DIR = Path(__file__).resolve().parent
-if str(APP_DIR) not in sys.path:          # `import state` etc. from every page, however the app is started
-    sys.path.insert(0, str(APP_DIR))
-
-import state  # noqa: E402
-from rst.allocator import keep_freed_memory  # noqa: E402
-
-keep_freed_memory()      # the app's process owns the allocator setting (idempotent on every rerun)
-
-FAVICON = APP_DIR.parent / "assets" / "favicon.png"      # shipped: no font CDN is asked for the page icon
-st.set_page_config(page_title="RST Explorer", page_icon=str(FAVICON) if FAVICON.is_file() else None, layout="wide")
-
-PAGES = [
-    st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("views/network.py", title="Network", icon=":material/hub:", url_path="network"),
-    st.Page("views/search.py", title="Search", icon=":material/search:", url_path="search"),
-    st.Page("views/sparsity.py", title="Sparsity", icon=":material/show_chart:", url_path="sparsity"),
-    st.Page("views/transfer.py", title="Transfer", icon=":material/swap_horiz:", url_path="transfer"),
-    st.Page("views/r2s_live.py", title="R2S live", icon=":material/casino:", url_path="r2s"),
-    st.Page("views/masks.py", title="Masks", icon=":material/save:", url_path="masks"),
-]
-page = st.navigation(PAGES)
-
-state.init_state()
-with st.sidebar:
-    options = state.set_options()
-    if options:
-        st.selectbox("Active candidate set", list(options), format_func=options.get, key=state.K_ACTIVE,
-                     help="Tickets over one seeded random network: from the zoo, an upload or a live search. "
-                          "Every page uses this set.")
-    else:
-        st.caption("No candidate set loaded: see Home.")
-    devs = state.devices()
-    st.selectbox("Device", devs, key=state.K_DEVICE,
-                 help="GPU when there is one, else CPU (rst.device.available_devices).")
-    job = st.session_state.get(state.K_JOB)
-    if job is not None and job.running:
-        st.caption(f":material/search: a search is running ({100 * job.fraction_done():.0f} %) — see Search")
-
-page.run()
+runpy.run_path(str(Path(__file__).with_name("streamlit_app.py")), run_name="__main__")

@@ -1,4 +1,4 @@
-"""The app in a real browser, for the browser test and the app benchmark: ``streamlit run app/main.py``
+"""The app in a real browser, for the browser test and the app benchmark: ``streamlit run app``
 on a free port (its own process group) and headless Chromium driven by Selenium.
 
 Chromium runs with ``--headless --no-sandbox --disable-gpu --disable-background-networking
@@ -32,10 +32,10 @@ def free_port() -> int:
 
 
 def start_server(port: int, env: dict, log_path: Path) -> subprocess.Popen:
-    """``streamlit run app/main.py`` headless, in its own process group (stopped as a group)."""
+    """``streamlit run app`` (the folder entry, as ``make app`` starts it) headless, in its own process group (stopped as a group)."""
     log = open(log_path, "w")
     return subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP / "main.py"), "--server.headless", "true",
+        [sys.executable, "-m", "streamlit", "run", "app", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

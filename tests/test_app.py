@@ -452,7 +452,7 @@ def test_masks_caption_after_use_says_it_is_active(zoo_env):
 
 
 def test_the_page_icon_is_a_shipped_file():
-    main = (APP / "main.py").read_text()
+    main = (APP / "streamlit_app.py").read_text()
     assert "favicon.png" in main and ":material/" not in main.split("set_page_config")[1].split("\n")[0]
     assert (APP.parent / "assets" / "favicon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -488,3 +488,30 @@ def test_r2s_live_shows_the_like_with_like_report_and_the_paired_difference(tiny
     frame = next(d.value for d in at.dataframe if "worst_case" in d.value.columns)
     assert list(frame["model"]) == [r.name for r in rep.rows] and "arc" in frame["suite"].iloc[0].lower()
     assert any(o.startswith("ARC") for o in at.selectbox(key="r2s_attack").options)
+
+
+# ------------------------------------------------------------------------------------------ entry, first page, ± and training data (issue 32)
+
+
+def test_streamlit_run_app_serves(tmp_path):
+    """``streamlit run app`` (the folder entry, as ``make app`` and the browser test start it) serves:
+    healthy, the page is fetched, and the script's first run has no error in the server log."""
+    import os
+    import urllib.request
+
+    from browser import free_port, start_server, stop_server, wait_healthy
+    assert "streamlit run app " in (APP.parent / "Makefile").read_text()
+    port, log = free_port(), tmp_path / "server.log"
+    proc = start_server(port, {**os.environ, "RST_ZOO_DIR": str(tmp_path / "no_zoo")}, log)
+    try:
+        wait_healthy(port, proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert r.status == 200 and b'<div id="root">' in r.read()
+    finally:
+        stop_server(proc)
+    assert "does not exist" not in log.read_text() and "Error" not in log.read_text()
+
+
+def test_main_py_runs_the_same_app():
+    at = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception and at.title[0].value == "RST Explorer"
