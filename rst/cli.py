@@ -149,7 +149,7 @@ def _cmd_inspect(args) -> int:
     except MaskFileError as e:
         check = f"FAILED: {e}"
     print("\n".join(inspect_summary(meta, str(args.file), check)))
-    return 0 if check.startswith("verified") else 1
+    return 0 if check.startswith("verified") else 2      # a refused file: exit 2, as every refusal
 
 
 def _headline(metrics: dict) -> str:
@@ -355,21 +355,30 @@ def zoo_plan(args):
 
 
 def _cmd_zoo_build(args) -> int:
+    from .atomic import ensure_writable_dir
     from .device import resolve_device
-    from .zoo import build_zoo
+    from .runlock import run_lock
     plan = zoo_plan(args)
     if args.batched:
         _note_batched_on_cpu(resolve_device(args.device))
-    bar = _Progress(f"zoo {plan.id}", args.quiet)
-    try:
-        entry = build_zoo(plan, root=args.root, work=args.work, device=resolve_device(args.device),
-                          data_dir=args.data_dir, progress=print, step_progress=bar, evaluate=not args.no_eval,
-                          dense=not args.no_dense, subset_path=args.subset, batched=args.batched, jobs=args.jobs,
-                          app_default=args.app_default)
-    finally:
-        bar.close()
+    work = ensure_writable_dir(Path(args.work) / plan.id)     # one build per --work folder of a zoo
+    with run_lock(work):
+        entry = _build_zoo_with_progress(plan, args)
     print(f"{len(entry['tickets'])} tickets in {args.root}/{entry['candidate_set']}")
     return 0
+
+
+def _build_zoo_with_progress(plan, args) -> dict:
+    from .device import resolve_device
+    from .zoo import build_zoo
+    bar = _Progress(f"zoo {plan.id}", args.quiet)
+    try:
+        return build_zoo(plan, root=args.root, work=args.work, device=resolve_device(args.device),
+                         data_dir=args.data_dir, progress=print, step_progress=bar, evaluate=not args.no_eval,
+                         dense=not args.no_dense, subset_path=args.subset, batched=args.batched, jobs=args.jobs,
+                         app_default=args.app_default)
+    finally:
+        bar.close()
 
 
 def _cmd_zoo_list(args) -> int:

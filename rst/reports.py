@@ -21,6 +21,7 @@ from typing import Any
 
 from matplotlib.figure import Figure   # Agg canvas on savefig; pyplot (global state) is never used
 
+from .atomic import atomic_write
 from .provenance import provenance
 
 
@@ -56,7 +57,8 @@ def write_report(folder: str | os.PathLike, name: str, payload: dict, frame=None
 
     The JSON gets ``provenance`` (package versions, git revision, time, device; a provenance the
     payload already carries is kept) and ``files`` (the sibling CSV / PNG names). Returns the paths
-    written, keyed "json", "csv", "png". Files are written atomically (temporary file, rename).
+    written, keyed "json", "csv", "png". Each file is written with :func:`rst.atomic.atomic_write` (a
+    temporary file per writer, fsync, rename): a writer killed at any point leaves the old files whole.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -65,27 +67,19 @@ def write_report(folder: str | os.PathLike, name: str, payload: dict, frame=None
     files = {}
     if frame is not None:
         paths["csv"] = folder / f"{name}.csv"
-        _atomic_write(paths["csv"], frame.to_csv(index=False).encode())
+        atomic_write(paths["csv"], frame.to_csv(index=False).encode())
         files["csv"] = paths["csv"].name
     if figure is not None:
         paths["png"] = folder / f"{name}.png"
-        tmp = paths["png"].with_name(paths["png"].name + ".tmp")
-        figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight",
-                       metadata={"Software": f"rst {prov.get('versions', {}).get('rst', '')}",
-                                 "Description": f"{name}; git {prov.get('git_revision', 'unknown')}; "
-                                                f"created {prov.get('created', '')}"})
-        os.replace(tmp, paths["png"])
+        png_meta = {"Software": f"rst {prov.get('versions', {}).get('rst', '')}",
+                    "Description": f"{name}; git {prov.get('git_revision', 'unknown')}; created {prov.get('created', '')}"}
+        atomic_write(paths["png"], lambda f: figure.savefig(f, format="png", dpi=120, bbox_inches="tight",
+                                                             metadata=png_meta))
         files["png"] = paths["png"].name
     doc = {**payload, "provenance": prov, "files": files}
     paths["json"] = folder / f"{name}.json"
-    _atomic_write(paths["json"], json.dumps(_jsonable(doc), indent=2, allow_nan=False).encode())
+    atomic_write(paths["json"], json.dumps(_jsonable(doc), indent=2, allow_nan=False).encode())
     return paths
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -105,4 +105,4 @@ def test_inspect_reports_a_failed_checksum(tmp_path):
     cs.weight_checksum = "0" * 64           # the file now claims other weights than its seed regenerates
     bad = save_tickets(tmp_path / "bad.rst.safetensors", cs)
     proc = _rst("inspect", str(bad))
-    assert "FAILED" in proc.stdout and proc.returncode == 1
+    assert "FAILED" in proc.stdout and proc.returncode == 2      # a refused file: exit 2, as every refusal

@@ -261,7 +261,7 @@ def test_every_command_gives_one_line_and_exit_2_on_a_bad_file(name, tmp_path, c
         rc = cli.main(argv)
         cap = capsys.readouterr()
         lines = cap.err.strip().splitlines()
-        if argv[0] == "inspect" and rc == 1:
+        if argv[0] == "inspect" and "FAILED: " in cap.out:
             # the metadata reads, the tensors do not: inspect prints its summary with the check FAILED
             assert "FAILED: " in cap.out and EXPECTED[name]["keyword"].lower() in cap.out.lower(), cap.out
             assert not lines, cap.err
