@@ -573,8 +573,22 @@ def save_subset(path: str | os.PathLike, x: torch.Tensor, y: torch.Tensor, meta:
     return path
 
 
-def load_subset(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Read a file written by :func:`save_subset`: ``(x float32 (N, C, H, W) in [0, 1], y int64 (N,), meta)``."""
+def subset_split(meta: dict) -> str | None:
+    """The split a subset's images come from, ``"train"`` or ``"test"``, read from its ``"split"``
+    metadata (``"train[:6000]"``, ``"test[:1000]"``); None when the file does not say."""
+    split = str(meta.get("split") or "").split("[")[0].strip()
+    return split if split in ("train", "test") else None
+
+
+def load_subset(path: str | os.PathLike, split: str | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Read a file written by :func:`save_subset`: ``(x float32 (N, C, H, W) in [0, 1], y int64 (N,), meta)``.
+
+    ``split="train"`` (or ``"test"``) refuses, with a ``ValueError``, a file whose metadata does not
+    say its images come from that split: a search never takes test images for training ones.
+
+    Example:
+        >>> x, y, meta = load_subset("assets/fashion_mnist_train_subset.safetensors", split="train")
+    """
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -591,6 +605,8 @@ def load_subset(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor, di
     if meta.get("format") != _SUBSET_FORMAT or meta.get("format_version") != _SUBSET_VERSION:
         raise ValueError(f"{path}: unsupported subset format {meta.get('format')!r} "
                          f"version {meta.get('format_version')!r}")
+    if split is not None and subset_split(meta) != split:
+        raise ValueError(f"{path}: its images are from the {meta.get('split')!r} split, not the {split} split")
     x, y = tensors["x"], tensors["y"]
     if x.dtype != torch.uint8 or x.ndim != 4 or y.dtype != torch.int64 or y.shape != (len(x),):
         raise ValueError(f"{path}: corrupt subset: x {x.dtype} {tuple(x.shape)}, y {y.dtype} {tuple(y.shape)}")

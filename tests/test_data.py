@@ -366,6 +366,39 @@ def test_subset_round_trip(tmp_path):
         load_subset(tmp_path / "bad.safetensors")
 
 
+def test_load_subset_refuses_a_file_of_another_split(tmp_path):
+    x, y = synthetic_dataset(8, seed=0)
+    path = save_subset(tmp_path / "test.safetensors", x, y, {"dataset": "synthetic", "split": "test[:8]"})
+    assert data.subset_split(load_subset(path)[2]) == "test"
+    assert len(load_subset(path, split="test")[1]) == 8
+    with pytest.raises(ValueError, match="not the train split"):
+        load_subset(path, split="train")
+    assert data.subset_split({"split": "validation"}) is None and data.subset_split({}) is None
+
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def test_shipped_training_subset_is_training_images_with_provenance():
+    """assets/fashion_mnist_train_subset.safetensors: 6,000 uint8 training images, every class, its
+    provenance in the metadata; none of its images is one of the shipped test subset's."""
+    path = ASSETS / "fashion_mnist_train_subset.safetensors"
+    x, y, meta = load_subset(path, split="train")
+    assert x.shape == (6000, 1, 28, 28) and meta["split"] == "train[:6000]" and meta["dataset"] == "fashion_mnist"
+    assert "Zalando" in meta["source"] and "MIT" in meta["licence"] and path.stat().st_size < 5_000_000
+    assert torch.bincount(y, minlength=10).min() > 500
+    xt, _, meta_t = load_subset(ASSETS / "fashion_mnist_test_subset.safetensors", split="test")
+    train_rows = {bytes(r) for r in (x * 255).round().to(torch.uint8).flatten(1).numpy()}
+    assert not train_rows & {bytes(r) for r in (xt * 255).round().to(torch.uint8).flatten(1).numpy()}
+
+
+@pytest.mark.skipif(not SHARED_FMNIST.is_dir(), reason=f"no real Fashion-MNIST at {SHARED_FMNIST}")
+def test_shipped_training_subset_is_the_training_split_first_6000():
+    x, y, _ = load_subset(ASSETS / "fashion_mnist_train_subset.safetensors", split="train")
+    xf, yf = load_dataset("fashion_mnist", train=True, data_dir=SHARED_FMNIST, download=False)
+    assert torch.equal(x, xf[:6000]) and torch.equal(y, yf[:6000])
+
+
 # ---------------------------------------------------------------- real Fashion-MNIST (when present)
 
 
