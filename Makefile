@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 PORT ?= 8501
 
-.PHONY: app test test-slow venv browser bench-app
+.PHONY: app test test-slow venv browser bench-app fuzz
 
 venv: .venv/.installed
 
@@ -26,6 +26,13 @@ browser:
 
 test: venv browser
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q
+
+# The long fuzz campaign of the mask and weights file readers (docs/fuzzing.md): FUZZ_SEED empty draws one, printed.
+FUZZ_CASES ?= 100000
+FUZZ_SEED ?=
+FUZZ_WORKERS ?= 2
+fuzz: venv
+	OMP_NUM_THREADS=1 $(PY) tests/fuzz_campaign.py --cases $(FUZZ_CASES) --workers $(FUZZ_WORKERS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 test-slow: venv
 	RUN_SLOW=1 $(PY) -m pytest -q -m "slow or not slow"

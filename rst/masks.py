@@ -518,6 +518,12 @@ def load_weights(source: PathOrBytes, device: torch.device | str | None = None,
         raise MaskFileError(f"weights file does not fit {spec.arch}: differing keys "
                             f"{sorted(set(tensors) ^ expected)[:3]}")
     targets = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    unfit = next((k for k, v in tensors.items() if tuple(v.shape) != tuple(targets[k].shape)
+                  or v.dtype != targets[k].dtype), None)
+    if unfit is not None:                 # copy_ would broadcast a (1,) tensor or cast an F16 one without a word
+        v, t = tensors[unfit], targets[unfit]
+        raise MaskFileError(f"weights file does not fit {spec.arch}: tensor {checks.show(unfit, 50)} has shape "
+                            f"{tuple(v.shape)} ({v.dtype}), the network expects {tuple(t.shape)} ({t.dtype})")
     with torch.no_grad():
         for k, v in tensors.items():
             targets[k].copy_(v)
