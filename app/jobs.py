@@ -1,6 +1,9 @@
-"""The live search: ``rst.search.run_search`` in a background thread, and the data it searches on."""
+"""Background work of the app: the live search (``rst.search.run_search`` in a thread, and the data it
+searches on), and the pages' live computations (``LiveJob``: one per session, chunks of CPU work taken
+from one pool shared by every session, ``POOL``, with a visible queue position)."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
@@ -42,6 +45,9 @@ class SearchJob:
 
     def _run(self) -> None:
         from rst.search import run_search
+        if not POOL.acquire(self.id, self._stop.is_set):     # the CPU pool every session shares
+            self.error, self.finished = "stopped while waiting for the CPU", time.time()
+            return
         try:
             self.result = run_search(self.cfg, device=self.device, data=self.data, progress=self._on_event,
                                      should_stop=self._stop.is_set)
@@ -49,7 +55,12 @@ class SearchJob:
             self.error = f"{type(e).__name__}: {e}"
             self.error_trace = traceback.format_exc()
         finally:
+            POOL.release(self.id)
             self.finished = time.time()
+
+    def queue_position(self) -> int:
+        """0: running (or done); n >= 1: n-th in line for the shared CPU pool."""
+        return POOL.position(self.id)
 
     def _on_event(self, event: dict) -> None:
         (self.steps if event["event"] == "step" else self.epochs).append(dict(event))
@@ -124,3 +135,178 @@ def result_summary(res) -> str:
         text += (f" Epoch {res.best_epoch + 1} was stopped part-way: its numbers are of a partly trained "
                  "epoch (validated after the last step it ran).")
     return text
+
+
+# --------------------------------------------------------------------------------------------
+# the live computations of the pages: one background job per session, one CPU pool for all
+# --------------------------------------------------------------------------------------------
+
+K_LIVE = "live_job"          # session-state key of the session's LiveJob (one at a time)
+
+
+class JobStopped(Exception):
+    """Raised inside a job's computation when its Stop was pressed (by the forward hook below)."""
+
+
+class CpuPool:
+    """A bounded FIFO pool of CPU work shared by every session of the process: ``slots`` computations
+    run at once (default 1: torch already spreads one over every core), the others wait in line and
+    can read their position. A job takes a slot per chunk of work, so two users alternate chunks."""
+
+    def __init__(self, slots: int = 1):
+        self.slots = max(1, int(slots))
+        self._cond = threading.Condition()
+        self._queue: list[str] = []        # waiting job ids, first come first served
+        self._running: set[str] = set()
+
+    def position(self, job_id: str) -> int:
+        """0: running or not waiting; n >= 1: n-th in line."""
+        with self._cond:
+            return self._queue.index(job_id) + 1 if job_id in self._queue else 0
+
+    def acquire(self, job_id: str, should_stop=lambda: False) -> bool:
+        """Wait for a slot (False if ``should_stop()`` became true while waiting)."""
+        with self._cond:
+            self._queue.append(job_id)
+            try:
+                while not (self._queue[0] == job_id and len(self._running) < self.slots):
+                    if should_stop():
+                        return False
+                    self._cond.wait(0.1)
+                self._running.add(job_id)
+                return True
+            finally:
+                self._queue.remove(job_id)
+                self._cond.notify_all()
+
+    def release(self, job_id: str) -> None:
+        with self._cond:
+            self._running.discard(job_id)
+            self._cond.notify_all()
+
+
+POOL = CpuPool()             # the process's one pool (every session shares it)
+_LOCAL = threading.local()   # the LiveJob whose thread this is (read by the forward hook)
+_HOOK: list = []
+
+
+def _stop_hook(module, args):
+    job = getattr(_LOCAL, "job", None)
+    if job is not None and job.stop_requested:
+        raise JobStopped()
+
+
+def _install_stop_hook() -> None:
+    """One global forward pre-hook: a forward in a stopped job's thread raises JobStopped, so Stop ends
+    any rst computation (attacks, curves, matrices) within one forward, whatever its batch size."""
+    if not _HOOK:
+        import torch
+        _HOOK.append(torch.nn.modules.module.register_module_forward_pre_hook(_stop_hook))
+
+
+class LiveJob:
+    """A page's live computation in a daemon thread: ``fn(job)`` does the work, calling
+    ``job.progress(done, total, text)``, ``job.publish(partial)`` (what the page shows so far) and
+    ``with job.cpu():`` around each chunk of CPU work (the shared pool). ``stop()`` ends it within one
+    forward pass; what was published stays (``job.partial``), ``job.stopped`` says so."""
+
+    def __init__(self, kind: str, params: dict, fn, pool: CpuPool = POOL):
+        self.kind, self.params, self._fn, self._pool = kind, params, fn, pool
+        self.id = uuid.uuid4().hex[:8]
+        self.partial: Any = None
+        self.done, self.total, self.text = 0, 1, "waiting"
+        self.error: str | None = None
+        self.stopped = False
+        self.started = time.time()
+        self.first_partial_s: float | None = None
+        self.finished: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"rst-{kind}-{self.id}", daemon=True)
+
+    def start(self) -> "LiveJob":
+        _install_stop_hook()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        _LOCAL.job = self
+        try:
+            self._fn(self)
+        except JobStopped:
+            self.stopped = True
+        except Exception as e:   # noqa: BLE001 - reported to the user on the page in one line
+            self.error = f"{type(e).__name__}: {e}"
+            self.error_trace = traceback.format_exc()
+        finally:
+            _LOCAL.job = None
+            self.stopped = self.stopped or self._stop.is_set()
+            self.finished = time.time()
+
+    @contextlib.contextmanager
+    def cpu(self):
+        """A slot of the shared pool for the block (raises JobStopped if stopped while waiting)."""
+        self.text_waiting = True
+        if not self._pool.acquire(self.id, self._stop.is_set):
+            raise JobStopped()
+        self.text_waiting = False
+        try:
+            yield
+        finally:
+            self._pool.release(self.id)
+
+    def progress(self, done: int, total: int, text: str = "") -> None:
+        self.done, self.total, self.text = int(done), max(1, int(total)), text or self.text
+        if self._stop.is_set():
+            raise JobStopped()
+
+    def publish(self, partial: Any) -> None:
+        if self.first_partial_s is None:
+            self.first_partial_s = time.time() - self.started
+        self.partial = partial
+
+    def queue_position(self) -> int:
+        return self._pool.position(self.id)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def fraction_done(self) -> float:
+        return 1.0 if (self.finished and not self.error and not self.stopped) else min(1.0, self.done / self.total)
+
+
+def start_live(session_state, kind: str, params: dict, fn) -> tuple["LiveJob | None", str | None]:
+    """Start ``fn`` as this session's live job: ``(job, None)``, or ``(None, message)`` when a job of
+    the same ``kind`` is still running (a second start is refused; Stop it first). A running job of
+    another kind, or this session's running search, is stopped first: one computation per session."""
+    old = session_state.get(K_LIVE)
+    if old is not None and old.running and old.kind == kind:
+        return None, "A computation is already running on this page: press Stop first, or wait for it to end."
+    cancelled = []
+    for key in (K_LIVE, "search_job"):
+        other = session_state.get(key)
+        if other is not None and other.running:
+            other.stop()
+            cancelled.append(other)
+    for other in cancelled:          # cleanly: the old thread is out of the models before the new one starts
+        other.join(2.0)
+    job = LiveJob(kind, params, fn).start()
+    session_state[K_LIVE] = job
+    return job, None
+
+
+def live_job(session_state, kind: str) -> "LiveJob | None":
+    """This session's live job of ``kind`` (running or finished), else None."""
+    job = session_state.get(K_LIVE)
+    return job if job is not None and job.kind == kind else None

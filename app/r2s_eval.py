@@ -1,18 +1,21 @@
-"""The R2S live evaluation: ``rst.r2s.evaluate_r2s`` plus the attacks its protocols do not cover,
-the comparison rows and the gallery, cached per argument set."""
+"""The R2S live evaluation, in chunks of images so that the page shows numbers within seconds and
+refines them: per chunk, the chosen attack on the switch (``rst.r2s.adaptive_examples``, or the glue
+below for the naive and transfer attacks), every member alone under white-box PGD (the paper protocol's
+transfer matrix, whose diagonal is each ticket alone), every adversarial batch scored on every member
+(exact expectation). Per-image results are kept, so every accuracy has its standard error and R2S
+against each ticket its paired interval on the same images."""
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import streamlit as st
 import torch
 
 from compute import attack_config
 from store import eval_data
-from ui import progress_bar
-
+from ui import paired
 
 
 # attack choice -> (label, how it is computed). "protocol:*" go to rst.r2s.evaluate_r2s;
@@ -20,7 +23,15 @@ from ui import progress_bar
 # switch draws); "member" attacks one member and transfers (glue below).
 # what the R2S live page starts with (the benchmark times exactly this): every member of the active set
 PAGE_DEFAULTS = {"attack": "protocol:expectation", "switch": "batch", "steps": 10, "n_images": 128, "seed": 0,
-                 "compare": True}
+                 "compare": True, "precision": "bf16"}
+CHUNK = 32                  # images per chunk: the first numbers come after one chunk, then they refine
+
+
+def default_precision(dev: str) -> str:
+    """bf16 autocast for the live attacks where the device has it natively (AVX-512 BF16 / AMX, Ampere+),
+    else fp32; the accuracies are always scored in fp32."""
+    from rst.speed import bf16_supported
+    return "bf16" if bf16_supported(torch.device(dev)) else "fp32"
 
 R2S_ATTACKS = {
     "protocol:expectation": "Expectation PGD: mean loss over all members (adaptive)",
@@ -36,27 +47,6 @@ R2S_ATTACKS = {
     "deployed:cw": "CW-L∞ on the deployed switching model (naive)",
     "member": "Transfer from one member: PGD on member i, inferred by R2S (non-adaptive)",
 }
-
-@dataclass
-class R2SLive:
-    table: list[dict]                # one row per attack / single ticket, accuracies as fractions
-    per_member: list[dict]           # one row per (attack, member)
-    sanity: list[dict]
-    report_frame: Any                # rst's R2SReport.to_frame() of the library protocols
-    gallery: dict                    # x, x_adv (G, C, H, W) numpy, y, preds clean/adv (K, G), attack label
-    members: list[str]
-    n_images: int
-    data: str
-    seconds: float
-
-
-def _member_accs(r2s, x_adv: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> list[float]:
-    """Accuracy of every member on ``x_adv``, as a list of K fractions (exact expectation)."""
-    from rst.r2s import member_correct
-    dev = next(r2s.parameters()).device
-    ok = torch.cat([member_correct(r2s, x_adv[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)).cpu()
-                    for i in range(0, len(y), batch_size)], dim=1)                # (K, N)
-    return ok.float().mean(1).tolist()
 
 
 def _member_preds(r2s, x: torch.Tensor) -> list[list[int]]:
@@ -89,78 +79,185 @@ def _glue_attack(kind: str, r2s, x, y, eps: float, steps: int, seed: int, source
     return x_adv.cpu(), f"{cfg.describe()} on the deployed switching model (switch='{r2s.switch}')"
 
 
+
+@dataclass
+class R2SLive:
+    table: list[dict]                # one row per attack / single ticket, accuracies as fractions, n and se
+    per_member: list[dict]           # one row per (attack, member)
+    sanity: list[dict]
+    gallery: dict                    # x, x_adv (G, C, H, W) numpy, y, preds clean/adv (K, G), attack label
+    members: list[str]
+    n_images: int                    # images attacked so far
+    n_target: int                    # images asked for
+    data: str
+    seconds: float
+    precision: str
+    complete: bool
+
+
+def build_r2s(cache: dict, cs, set_key: str, members, switch: str, seed: int, dev: str):
+    """The R2S module of these members, built once per session and reused across reruns (``cache``:
+    a per-session dict holding the last one; never shared between sessions, whose runs mutate it)."""
+    from rst.r2s import R2S
+    key = (set_key, tuple(members), switch, int(seed), dev)
+    if cache.get("key") != key:
+        r2s = R2S(cs, members=list(members), switch=switch, seed=seed, device=dev)
+        for p in r2s.parameters():
+            p.requires_grad_(False)          # the attacks need input gradients only
+        cache.clear()
+        cache.update(key=key, r2s=r2s)
+    return cache["r2s"]
+
+
+def _autocast(precision: str, dev):
+    from rst.speed import resolve_speed
+    return resolve_speed(precision, channels_last=False, compile=False, device=torch.device(dev)).autocast(
+        torch.device(dev))
+
+
+def attack_chunk(r2s, attack: str, x, y, *, eps: float, steps: int, seed: int, source_k: int, compare: bool,
+                 precision: str) -> dict:
+    """One chunk: ``clean`` (K, b), ``chosen`` (K, b) float, member k right (for the paper protocol: the
+    share of random sources it survives) on the chosen attack's x_adv,
+    ``paper`` (K, K, b) (source member, scored member, image) when ``compare``; ``x_adv`` (b, C, H, W)."""
+    from rst.attacks import run_attack
+    from rst.r2s import adaptive_examples, member_correct
+    dev = next(r2s.parameters()).device
+    xd, yd = x.to(dev), y.to(dev)
+    out = {"clean": member_correct(r2s, xd, yd).cpu()}
+    need_paper = compare or attack == "protocol:paper"
+    if need_paper:
+        cfg = attack_config("pgd", eps, steps)
+        rows, advs = [], []
+        for k in range(r2s.K):
+            g = torch.Generator(device=dev).manual_seed(seed + k)
+            with r2s.use_member(k), _autocast(precision, dev):
+                xk = run_attack(cfg, r2s, xd, yd, generator=g).float()
+            rows.append(member_correct(r2s, xk, yd).cpu())
+            advs.append(xk)
+        out["paper"] = torch.stack(rows)                                    # (K, K, b)
+    if attack == "protocol:paper":
+        out["chosen"], out["x_adv"] = out["paper"].float().mean(0), advs[0].cpu()   # (K, b): random source
+    elif attack.startswith("protocol:"):
+        g = torch.Generator(device=dev).manual_seed(seed)
+        with _autocast(precision, dev):
+            x_adv, _ = adaptive_examples(attack.split(":", 1)[1], r2s, xd, yd, eps=eps, alpha=eps / 4, steps=steps,
+                                         generator=g, seed=seed)
+        x_adv = x_adv.float()
+        out["chosen"], out["x_adv"] = member_correct(r2s, x_adv, yd).cpu().float(), x_adv.cpu()
+    else:
+        with _autocast(precision, dev):
+            x_adv, _ = _glue_attack(attack, r2s, x, y, eps, steps, seed, source_k)
+        x_adv = x_adv.float()
+        out["chosen"], out["x_adv"] = member_correct(r2s, x_adv.to(dev), yd).cpu().float(), x_adv
+    return out
+
+
+def _cat(parts: list[dict], key: str):
+    return torch.cat([p[key] for p in parts], dim=-1) if key in parts[0] else None
+
+
+def _row(what, threat, adaptive, attack, per_member_images, clean_frac, n, r2s_per_image=None) -> dict:
+    """A table row from per-image results (K, n): expected accuracy with its SE over images."""
+    exp_img = per_member_images.float().mean(0)                           # (n,) expected accuracy per image
+    expected = float(exp_img.mean())
+    se = float(exp_img.std(unbiased=True) / n ** 0.5) * 100 if n > 1 else None
+    row = {"what": what, "threat model": threat, "adaptive": adaptive, "attack": attack, "expected": expected,
+           "± SE": se, "worst member": float(per_member_images.float().mean(1).min()), "clean": clean_frac, "n": n}
+    if r2s_per_image is not None and n > 1:
+        d = paired(r2s_per_image, exp_img)
+        row["R2S − this (paired)"] = (f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, "
+                                      f"{100 * d['ci_high']:+.1f}]")
+        row["_paired"] = d
+    return row
+
+
+def summarize(parts: list[dict], names: list[str], attack: str, p: dict, data_desc: str, seconds: float,
+              n_target: int, complete: bool, x, y, r2s) -> R2SLive:
+    """The page's view of the chunks done so far."""
+    clean, chosen, paper = _cat(parts, "clean"), _cat(parts, "chosen"), _cat(parts, "paper")
+    n, K = clean.shape[1], len(names)
+    chosen_label = {"member": f"R2S · transfer from {names[p['source_k']]}"}.get(attack) or (
+        f"R2S · {attack.split(':', 1)[1]}" if attack.startswith("protocol:")
+        else f"R2S · {attack.split(':', 1)[1]} on the deployed model")
+    adaptive = attack.startswith("protocol:") and attack != "protocol:paper"
+    r2s_img = chosen.float().mean(0)                                        # (n,) R2S expected, per image
+    desc = _describe(attack, names, p)
+    from rst.r2s import THREAT_MODELS
+    threat = THREAT_MODELS.get(attack.split(":", 1)[1], R2S_ATTACKS[attack]) if attack.startswith("protocol:") \
+        else R2S_ATTACKS[attack]
+    table = [_row(chosen_label, threat, adaptive, desc, chosen, float(clean.float().mean()), n)]
+    per_member = [{"attack": chosen_label, "member": nm, "accuracy": float(a)} for nm, a in zip(names, chosen.mean(1))]
+    if paper is not None and attack != "protocol:paper":
+        pm = paper.float().mean(0)                                          # (K, n): random source per target
+        table.append(_row("R2S · paper", THREAT_MODELS["paper"], False, _describe("protocol:paper", names, p),
+                          pm, float(clean.float().mean()), n))
+        per_member += [{"attack": "R2S · paper", "member": nm, "accuracy": float(a)} for nm, a in zip(names, pm.mean(1))]
+    table.append(_row("R2S · clean", "no attack", False, "none", clean, float(clean.float().mean()), n))
+    if paper is not None:
+        for k, name in enumerate(names):
+            diag = paper[k, k].float().unsqueeze(0)                          # (1, n): ticket k alone, white-box
+            table.append(_row(f"ticket {name} alone", "white-box, single network", True,
+                              _describe("single", names, p), diag, float(clean[k].float().mean()), n, r2s_img))
+    g_n = min(8, n)
+    xg_adv = parts[0]["x_adv"][:g_n]
+    gallery = {"x": x[:g_n].numpy(), "x_adv": xg_adv.numpy(), "y": y[:g_n].tolist(),
+               "clean_preds": _member_preds(r2s, x[:g_n]), "adv_preds": _member_preds(r2s, xg_adv), "attack": desc}
+    clean_exp = float(clean.float().mean())
+    sanity = [{"check": "every attack's expected accuracy <= clean expected accuracy (same images)",
+               "passed": all(r["expected"] <= clean_exp + 1e-9 for r in table if r["what"].startswith("R2S ·")),
+               "detail": f"{n} images"}]
+    return R2SLive(table, per_member, sanity, gallery, names, n, n_target, data_desc, seconds, p["precision"], complete)
+
+
+def _describe(attack: str, names: list[str], p: dict) -> str:
+    from rst.r2s import describe_adaptive
+    eps, steps, K = p["eps"], p["steps"], len(names)
+    prec = f", attack in {p['precision']}"
+    if attack in ("single", "protocol:paper"):
+        base = attack_config("pgd", eps, steps).describe()
+        return (f"{base} on the ticket alone" if attack == "single"
+                else f"{base} on one member, scored on every member (transfer matrix, no early stop)") + prec
+    if attack.startswith("protocol:"):
+        return describe_adaptive(attack.split(":", 1)[1], K=K, eps=eps, alpha=eps / 4, steps=steps,
+                                 switch=p["switch"]) + prec
+    base = attack_config(attack.split(":", 1)[1] if attack.startswith("deployed:") else "pgd", eps, steps).describe()
+    return (f"{base} on member {names[p['source_k']]} alone, transferred" if attack == "member"
+            else f"{base} on the deployed switching model (switch='{p['switch']}')") + prec
+
+
+def run_chunks(job, cs, set_key: str, p: dict, cache: dict) -> R2SLive:
+    """The live evaluation in chunks of ``CHUNK`` images; ``job`` is a ``jobs.LiveJob`` (or None):
+    each chunk takes the shared CPU pool, and the summary so far is published after every chunk."""
+    t0 = time.perf_counter()
+    data = eval_data(cs.spec.dataset, p["n_images"])
+    x, y = data.x, data.y
+    members = list(p["members"])
+    p = {**p, "source_k": members.index(p["source_member"]) if p["attack"] == "member" else 0}
+    parts, live = [], None
+    bounds = list(range(0, len(y), CHUNK)) + [len(y)]
+    for ci, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        with (job.cpu() if job is not None else contextlib.nullcontext()):
+            r2s = build_r2s(cache, cs, set_key, members, p["switch"], p["seed"], p["dev"])
+            if job is not None:
+                job.progress(a, len(y), f"attacking images {a + 1}-{b} of {len(y)}")
+            parts.append(attack_chunk(r2s, p["attack"], x[a:b], y[a:b], eps=p["eps"], steps=p["steps"],
+                                      seed=p["seed"] + 1000 * ci, source_k=p["source_k"], compare=p["compare"],
+                                      precision=p["precision"]))
+            live = summarize(parts, list(r2s.names), p["attack"], p, data.description, time.perf_counter() - t0,
+                             len(y), b == len(y), x[:b], y[:b], r2s)
+        if job is not None:
+            job.publish(live)
+            job.progress(b, len(y), f"{b} of {len(y)} images attacked")
+    return live
+
+
 def r2s_live(set_key: str, cs, members: tuple[int, ...], switch: str, attack: str, eps: float, steps: int,
              n_images: int, seed: int, dev: str, source_member: int = 0, compare: bool = True,
-             gallery_size: int = 8, quiet: bool = False) -> R2SLive:
-    """The R2S live evaluation the page shows (cached per session-independent arguments).
-
-    ``compare=True`` also runs the paper's protocol on the same images and settings — K more
-    single-member PGD attacks, whose transfer matrix's diagonal is each ticket's white-box accuracy
-    (about twice the time of the chosen attack alone)."""
-    return _r2s_live(set_key, cs, tuple(members), switch, attack, float(eps), int(steps), int(n_images), int(seed),
-                     dev, int(source_member), bool(compare), int(gallery_size), quiet)
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def _r2s_live(set_key: str, _cs, members: tuple[int, ...], switch: str, attack: str, eps: float, steps: int,
-              n_images: int, seed: int, dev: str, source_member: int, compare: bool, gallery_size: int,
-              quiet: bool = False) -> R2SLive:
-    from rst.r2s import R2S, evaluate_r2s
-    t0 = time.perf_counter()
-    data = eval_data(_cs.spec.dataset, n_images)
-    x, y = data.x, data.y
-    r2s = R2S(_cs, members=list(members), switch=switch, seed=seed, device=dev)
-    names = list(r2s.names)
-    # the paper's protocol always (its transfer matrix's diagonal is every member's white-box accuracy)
-    protocols = ["paper"] if compare or attack == "protocol:paper" else []
-    if attack.startswith("protocol:") and attack != "protocol:paper":
-        protocols.append(attack.split(":", 1)[1])
-    with progress_bar("attack batches:", quiet) as progress:
-        report = evaluate_r2s(r2s, x, y, eps=eps, steps=steps, protocols=tuple(protocols), seed=seed,
-                              progress=progress)
-    rows = {}
-    per_member = []
-    for res in report.results:
-        label = f"R2S · {res.protocol}"
-        rows[res.protocol] = {"what": label, "threat model": res.threat_model, "adaptive": bool(res.adaptive),
-                              "attack": res.attack, "expected": res.expected_acc,
-                              "worst member": res.worst_member_acc, "clean": report.clean_expected_acc}
-        per_member += [{"attack": label, "member": n, "accuracy": a} for n, a in zip(names, res.per_member_acc)]
-    chosen = attack.split(":", 1)[1] if attack.startswith("protocol:") else None
-    table = [rows[chosen]] if chosen else []
-    if chosen is None:
-        k_src = list(members).index(source_member) if attack == "member" else 0
-        x_adv, desc = _glue_attack(attack, r2s, x, y, eps, steps, seed, k_src)
-        accs = _member_accs(r2s, x_adv, y)
-        label = (f"R2S · transfer from {names[k_src]}" if attack == "member"
-                 else f"R2S · {attack.split(':', 1)[1]} on the deployed model")
-        table.append({"what": label, "threat model": R2S_ATTACKS[attack], "adaptive": False, "attack": desc,
-                      "expected": sum(accs) / len(accs), "worst member": min(accs),
-                      "clean": report.clean_expected_acc})
-        per_member = [{"attack": label, "member": n, "accuracy": a} for n, a in zip(names, accs)] + per_member
-    if chosen != "paper" and "paper" in rows:
-        table.append(rows["paper"])
-    table.append({"what": "R2S · clean", "threat model": "no attack", "adaptive": False, "attack": "none",
-                  "expected": report.clean_expected_acc, "worst member": min(report.clean_per_member_acc),
-                  "clean": report.clean_expected_acc})
-    # every member alone, attacked white-box: the diagonal of the paper protocol's transfer matrix
-    if "paper" in rows:
-        paper = report.result("paper")
-        diag = [row[k] for k, row in enumerate(paper.extra["transfer_matrix"])]
-        for k, name in enumerate(names):
-            table.append({"what": f"ticket {name} alone", "threat model": "white-box, single network",
-                          "adaptive": True, "attack": paper.attack, "expected": diag[k], "worst member": diag[k],
-                          "clean": report.clean_per_member_acc[k]})
-    # gallery: the chosen attack's images (the exact expectation attack for the library protocols)
-    g_n = min(gallery_size, len(x))
-    xg, yg = x[:g_n], y[:g_n]
-    if chosen is None:
-        xg_adv, g_desc = _glue_attack(attack, r2s, xg, yg, eps, steps, seed,
-                                      list(members).index(source_member) if attack == "member" else 0)
-    else:
-        xg_adv, g_desc = _glue_attack("expectation", r2s, xg, yg, eps, steps, seed, 0)
-    gallery = {"x": xg.numpy(), "x_adv": xg_adv.numpy(), "y": yg.tolist(), "clean_preds": _member_preds(r2s, xg),
-               "adv_preds": _member_preds(r2s, xg_adv), "attack": g_desc}
-    sanity = [{"check": c.name, "passed": bool(c.passed), "detail": c.detail} for c in report.sanity]
-    return R2SLive(table, per_member, sanity, report.to_frame(), gallery, names, len(y), data.description,
-                   time.perf_counter() - t0)
+             precision: str = "fp32", quiet: bool = True) -> R2SLive:
+    """The whole live evaluation in this thread (the benchmark and scripts; the page runs ``run_chunks``
+    in a ``jobs.LiveJob``)."""
+    p = dict(members=tuple(members), switch=switch, attack=attack, eps=float(eps), steps=int(steps),
+             n_images=int(n_images), seed=int(seed), dev=dev, source_member=int(source_member), compare=bool(compare),
+             precision=precision)
+    return run_chunks(None, cs, set_key, p, {})

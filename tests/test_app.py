@@ -63,6 +63,17 @@ def _texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
 
+def _finish(at: AppTest, timeout: float = TIMEOUT) -> AppTest:
+    """Wait for the session's live job (the pages compute in the background) and rerun the page."""
+    job = at.session_state["live_job"] if "live_job" in at.session_state else None
+    if job is not None:
+        assert job.join(timeout), "the live job did not end"
+        assert job.error is None, job.error
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 # ------------------------------------------------------------------------------------------ defaults
 
 
@@ -182,6 +193,7 @@ def test_sparsity_live_computation(zoo_env):
     at.number_input(key="sp_images").set_value(16)
     at.number_input(key="sp_steps").set_value(2)
     at.button(key="sp_compute").click().run()
+    _finish(at)
     assert not at.exception, [e.value for e in at.exception]
     assert "Numbers: computed live" in _texts(at.caption)
     assert len(at.dataframe[0].value) == 3
@@ -196,6 +208,7 @@ def test_transfer_stored_toggle_and_live(zoo_env):
     at.number_input(key="tr_images").set_value(16)
     at.number_input(key="tr_steps").set_value(2)
     at.button(key="tr_compute").click().run()
+    _finish(at)
     assert not at.exception, [e.value for e in at.exception]
     assert "WITHOUT early stop" in _plotly(at, "transfer_heatmap")
 
@@ -206,6 +219,7 @@ def test_r2s_live_small_attack_gallery_and_attributions(zoo_env):
     at.number_input(key="r2s_images").set_value(16)
     at.number_input(key="r2s_steps").set_value(2)
     at.button(key="r2s_run").click().run()
+    _finish(at)
     assert not at.exception, [e.value for e in at.exception]
     table = _dataframe(at, "clean")
     assert list(table["what"][:3]) == ["R2S · expectation", "R2S · paper", "R2S · clean"]
@@ -225,6 +239,7 @@ def test_r2s_live_transfer_from_one_member(zoo_env):
     at.number_input(key="r2s_images").set_value(16)
     at.number_input(key="r2s_steps").set_value(2)
     at.button(key="r2s_run").click().run()
+    _finish(at)
     assert not at.exception, [e.value for e in at.exception]
     assert _dataframe(at, "clean")["what"][0] == "R2S · transfer from keep0.5"
 
@@ -322,6 +337,7 @@ def test_without_a_zoo_a_searched_ticket_is_usable_everywhere(empty_env):
     at.number_input(key="sp_images").set_value(16)
     at.number_input(key="sp_steps").set_value(1)
     at.button(key="sp_compute").click().run()
+    _finish(at)
     assert not at.exception, [e.value for e in at.exception]
     assert _metric(at, "Keep ratio") == "0.5"
     at.switch_page("views/masks.py").run()
@@ -431,6 +447,7 @@ def test_r2s_attributions_in_keep_ratio_order_and_attacks_in_full(zoo_env):
     at.number_input(key="r2s_images").set_value(16)
     at.number_input(key="r2s_steps").set_value(2)
     at.button(key="r2s_run").click().run()
+    _finish(at)
     columns = _dataframe(at, "clean").columns
     assert "attack" not in columns and "threat model" not in columns       # the long texts: below, in full
     assert "PGD-2 Linf" in _texts(at.markdown) and "adaptive white-box" in _texts(at.markdown)
@@ -481,8 +498,10 @@ def test_r2s_live_shows_the_like_with_like_report_and_the_paired_difference(tiny
     best = rep.paired["best_member"]
 
     at = _app("views/r2s_live.py")
-    assert f"{100 * best['difference']:+.1f} points" == _metric(at, "R2S − best single ticket")
-    assert _metric(at, "R2S, worst case over its suite") == f"{100 * rep.rows[0].worst_case:.1f} %"
+    assert _metric(at, "R2S − best single ticket (paired, 95 %)") == (
+        f"{100 * best['difference']:+.1f} [{100 * best['ci_low']:+.1f}, {100 * best['ci_high']:+.1f}]")
+    se = 100 * (rep.rows[0].worst_case * (1 - rep.rows[0].worst_case) / best["n_images"]) ** 0.5
+    assert _metric(at, "R2S, worst case over its suite") == f"{100 * rep.rows[0].worst_case:.1f} % ± {se:.1f}"
     text = _texts(at.markdown)
     assert "significant" in text and f"over {best['n_images']} paired images" in text
     frame = next(d.value for d in at.dataframe if "worst_case" in d.value.columns)
