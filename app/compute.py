@@ -9,7 +9,6 @@ import torch
 
 from reports import TransferView, transfer_from_result
 from store import eval_data
-from ui import progress_bar
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -75,27 +74,44 @@ def attack_config(name: str, eps: float, steps: int, alpha: float | None = None,
     return AttackConfig(name=name, eps=float(eps), alpha=float(alpha if alpha is not None else eps / 4),
                         steps=int(steps), early_stop=early_stop)
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def sparsity_rows(set_key: str, _cs, n_images: int, attack_json: str, dev: str) -> list[dict]:
-    """``rst.evaluate.sparsity_curve`` of every ticket on the first ``n_images`` test images."""
+def sparsity_job(job, cs, n_images: int, attack_json: str, dev: str) -> list[dict]:
+    """``rst.evaluate.sparsity_curve`` ticket by ticket in a ``jobs.LiveJob``: each ticket's row is
+    published as it lands (one slot of the shared CPU pool per ticket), so Stop keeps the rows done."""
     from rst.attacks import AttackConfig
     from rst.evaluate import sparsity_curve
-    data = eval_data(_cs.spec.dataset, n_images)
+    from rst.masks import CandidateSet
+    data = eval_data(cs.spec.dataset, n_images)
     attack = AttackConfig.from_dict(json.loads(attack_json))
-    with progress_bar("attacking every ticket:") as progress:
-        rows = sparsity_curve(_cs, data.x, data.y, attack, device=dev, progress=progress)
-    return [dict(r) for r in rows]
+    rows = []
+    for k, ticket in enumerate(cs.tickets):
+        job.progress(k, len(cs), f"attacking ticket {k + 1} of {len(cs)}")
+        with job.cpu():
+            rows += [dict(r, n_images=len(data.y)) for r in sparsity_curve(CandidateSet(cs.spec, [ticket]), data.x,
+                                                                            data.y, attack, device=dev)]
+        job.publish(sorted(rows, key=lambda r: r["keep_ratio"]))
+    job.progress(len(cs), len(cs), "every ticket attacked")
+    return rows
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def transfer_live(set_key: str, _cs, n_images: int, attack_json: str, early_stop: bool, dev: str) -> TransferView:
-    """``rst.evaluate.transfer_matrix`` on the first ``n_images`` test images."""
+
+def transfer_job(job, cs, n_images: int, attack_json: str, early_stop: bool, dev: str, chunk: int = 64) -> TransferView:
+    """``rst.evaluate.transfer_matrix`` on chunks of ``chunk`` test images in a ``jobs.LiveJob``: after each
+    chunk the matrix over the images done so far (image-weighted mean of the chunks) is published."""
     from rst.attacks import AttackConfig
     from rst.evaluate import transfer_matrix
-    data = eval_data(_cs.spec.dataset, n_images)
+    data = eval_data(cs.spec.dataset, n_images)
     attack = AttackConfig.from_dict(json.loads(attack_json))
-    with progress_bar("attacked images:") as progress:
-        res = transfer_matrix(_cs, data.x, data.y, attack, early_stop=early_stop, device=dev, progress=progress)
-    return transfer_from_result(res, f"computed live on {data.description}")
+    total, acc, res = len(data.y), None, None
+    for a in range(0, total, chunk):
+        b = min(total, a + chunk)
+        job.progress(a, total, f"attacking images {a + 1}-{b} of {total}")
+        with job.cpu():
+            res = transfer_matrix(cs, data.x[a:b], data.y[a:b], attack, early_stop=early_stop, device=dev,
+                                  seed=a)
+        acc = res.matrix * (b - a) if acc is None else acc + res.matrix * (b - a)
+        res.matrix, res.n_images = acc / b, b
+        job.publish(transfer_from_result(res, f"computed live on the first {b} of {data.description}"))
+    job.progress(total, total, "done")
+    return job.partial
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def attributions(set_key: str, _cs, members: tuple[int, ...], image_index: int, method: str,

@@ -77,3 +77,31 @@ def paired(a, b, z: float = 1.96) -> dict:
     d["text"] = (f"{100 * d['difference']:+.1f} points [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}], "
                  f"{d['n_images']} paired images")
     return d
+
+
+def job_panel(job, key: str) -> None:
+    """Progress, queue position and Stop of a page's ``jobs.LiveJob``, polled twice a second while it
+    runs; the whole page reruns when new partial results land (or the job ends), so it shows them."""
+    seen_key = f"{key}_seen"
+
+    @st.fragment(run_every=0.5 if job.running else None)
+    def panel():
+        version = (id(job.partial), job.running)
+        if st.session_state.get(seen_key) not in (None, version):
+            st.session_state[seen_key] = version
+            st.rerun()
+        st.session_state[seen_key] = version
+        if job.running:
+            pos = job.queue_position()
+            c1, c2 = st.columns([5, 1])
+            c1.progress(job.fraction_done(), text=f"waiting for the CPU: position {pos} in the queue" if pos
+                        else job.text)
+            if c2.button("Stop", key=key):
+                job.stop()
+                job.join(1.0)
+                st.rerun()
+        elif job.error:
+            st.error(f"The computation failed: {job.error}")
+        elif job.stopped:
+            st.warning("Stopped: what is shown was computed before Stop.")
+    panel()

@@ -7,6 +7,7 @@ import streamlit as st
 
 import across
 import compute
+import jobs
 import reports
 import state
 import store
@@ -47,15 +48,19 @@ else:
     if go_live:
         params = dict(n_images=int(n_images), attack_json=json.dumps(
             compute.attack_config(attack, eps, steps).to_dict(), sort_keys=True), dev=state.device())
-        rows = compute.sparsity_rows(act.key, cs, **params)
-        st.session_state[K_PARAMS] = (act.key, params)
-    elif st.session_state.get(K_PARAMS, (None,))[0] == act.key:
-        rows = compute.sparsity_rows(act.key, cs, **st.session_state[K_PARAMS][1])
-    if rows is None:
+        _, msg = jobs.start_live(st.session_state, "sparsity", {**params, "set_key": act.key},
+                                 lambda job, cs=cs, params=params: compute.sparsity_job(job, cs, **params))
+        if msg:
+            st.warning(msg)
+    job = jobs.live_job(st.session_state, "sparsity")
+    if job is None or job.params.get("set_key") != act.key:
         st.info("Choose the test images and the attack, then **Compute**.")
         st.stop()
-    where = "computed live"
-    rows = [{**r, "n_images": st.session_state[K_PARAMS][1]["n_images"]} for r in rows]
+    ui.job_panel(job, "sp_stop")
+    rows = job.partial
+    if not rows:
+        st.stop()
+    where = "computed live" + (f" ({len(rows)} of {len(cs)} tickets so far)" if len(rows) < len(cs) else "")
 
 df = pd.DataFrame(rows)
 if "n_images" not in df:
@@ -142,8 +147,9 @@ with c_main:
 with c_side:
     m1, m2, m3 = st.columns(3)
     m1.metric("Keep ratio", f"{row['keep_ratio']:g}")
-    m2.metric("Robust", f"{row['robust']:.1f} %" if pd.notna(row["robust"]) else "—")
-    m3.metric("Natural", f"{row['clean']:.1f} %" if pd.notna(row["clean"]) else "—")
+    n_row = None if pd.isna(row["n_images"]) else int(row["n_images"])
+    m2.metric("Robust", ui.pct_se(row["robust"] / 100, n_row) if pd.notna(row["robust"]) else "—")
+    m3.metric("Natural", ui.pct_se(row["clean"] / 100, n_row) if pd.notna(row["clean"]) else "—")
     if row["ticket"] >= 0:
         stats = pd.DataFrame(compute.ticket_layer_stats(act.key, cs, int(row["ticket"])))
         name = cs.tickets[int(row["ticket"])].name

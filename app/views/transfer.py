@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 import compute
+import jobs
 import reports
 import state
 import store
@@ -56,12 +57,17 @@ else:
     if go_live:
         params = dict(n_images=int(n_images), early_stop=bool(early_stop), dev=state.device(),
                       attack_json=json.dumps(compute.attack_config(attack, eps, steps).to_dict(), sort_keys=True))
-        view = compute.transfer_live(act.key, cs, **params)
-        st.session_state[K_PARAMS] = (act.key, params)
-    elif st.session_state.get(K_PARAMS, (None,))[0] == act.key:
-        view = compute.transfer_live(act.key, cs, **st.session_state[K_PARAMS][1])
-    if view is None:
+        _, msg = jobs.start_live(st.session_state, "transfer", {**params, "set_key": act.key},
+                                 lambda job, cs=cs, params=params: compute.transfer_job(job, cs, **params))
+        if msg:
+            st.warning(msg)
+    job = jobs.live_job(st.session_state, "transfer")
+    if job is None or job.params.get("set_key") != act.key:
         st.info("Choose the test images and the attack, then **Compute**.")
+        st.stop()
+    ui.job_panel(job, "tr_stop")
+    view = job.partial
+    if view is None:
         st.stop()
 
 m = 100 * np.asarray(view.matrix, dtype=float) if np.nanmax(view.matrix) <= 1.0 else np.asarray(view.matrix, float)
@@ -70,7 +76,8 @@ ticks = [f"{n} ({k:g})" if k == k else str(n) for n, k in zip(view.names, view.k
 fig = go.Figure(go.Heatmap(z=m.tolist(), x=ticks, y=ticks, colorscale="Viridis", zmin=float(np.nanmin(m)), zmax=float(np.nanmax(m)),
                            text=[[f"{v:.1f}" for v in r] for r in m], texttemplate="%{text}", textfont=dict(size=13),
                            colorbar=dict(title="acc. %"),
-                           hovertemplate="attack %{y}<br>inference %{x}<br>%{z:.1f} %<extra></extra>"))
+                           customdata=[[ui.se_points(v / 100, view.n_images) or 0 for v in r] for r in m],
+                           hovertemplate="attack %{y}<br>inference %{x}<br>%{z:.1f} % ± %{customdata:.1f}<extra></extra>"))
 fig.update_layout(title=view.label, xaxis_title="inference ticket (evaluated)", yaxis_title="attack ticket (source)",
                   height=480, margin=dict(t=60, b=10, r=120))      # colour bar, then the tool bar
 fig.update_xaxes(type="category")
@@ -81,12 +88,15 @@ k = len(m)
 diag = float(np.mean(np.diag(m)))
 off = float((m.sum() - np.trace(m)) / max(1, k * k - k))
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Diagonal (white-box)", f"{diag:.1f} %")
-c2.metric("Off-diagonal (transfer)", f"{off:.1f} %")
-c3.metric("Mean of all cells", f"{float(m.mean()):.1f} %",
+n_img = view.n_images
+c1.metric("Diagonal (white-box)", ui.pct_se(diag / 100, n_img))
+c2.metric("Off-diagonal (transfer)", ui.pct_se(off / 100, n_img))
+c3.metric("Mean of all cells", ui.pct_se(float(m.mean()) / 100, n_img),
           help="The paper's R2S number (63.93 %) is close to the mean of its matrix (64.42 %).")
 c4.metric("Early stop", {True: "on (inflated)", False: "off", None: "not recorded"}[view.early_stop])
-st.caption(f"{view.source} · attack: {view.attack} · {view.n_images or '?'} images · ours = {cs.spec.dataset}.")
+st.caption(f"{view.source} · attack: {view.attack} · {view.n_images or '?'} images · ours = {cs.spec.dataset}. "
+           f"± one binomial standard error at that accuracy on {view.n_images or '?'} images (every cell: see its "
+           "hover); the cells share their images, so compare them paired, not by their ± alone.")
 
 with st.expander("Reference: the paper's matrix (ResNet-18, CIFAR-10, PGD-20 ε=8/255, with early stop)"):
     p = store.paper_reference()["transfer_matrix_resnet18_cifar10"]
