@@ -534,3 +534,173 @@ def test_streamlit_run_app_serves(tmp_path):
 def test_main_py_runs_the_same_app():
     at = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=TIMEOUT).run()
     assert not at.exception and at.title[0].value == "RST Explorer"
+
+
+# ------------------------------------------------------------------------------------------ live jobs: R2S, Sparsity, Transfer (background, Stop, sessions, ±)
+
+
+def _start_long_r2s(at: AppTest) -> object:
+    """Start an R2S run long enough to interact with (every test image, 200 steps); returns its job."""
+    at.number_input(key="r2s_images").set_value(256)
+    at.number_input(key="r2s_steps").set_value(200)
+    at.button(key="r2s_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at.session_state["live_job"]
+
+
+def _wait(cond, timeout: float = 60.0) -> None:
+    import time
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.05)
+
+
+def test_r2s_page_stays_interactive_and_stop_keeps_partial_results(zoo_env):
+    import time
+    at = _app("views/r2s_live.py")
+    job = _start_long_r2s(at)
+    _wait(lambda: job.partial is not None)                    # the first chunk has landed
+    t0 = time.monotonic()
+    at.radio(key="cap_method").set_value("Saliency")          # another form, while the run goes on
+    at.button(key="cap_explain").click().run()
+    assert time.monotonic() - t0 < 30 and job.running, "the page waited for the run"
+    assert "Saliency" in _plotly(at, "captum_maps")
+    assert any(m.label.startswith("R2S · expectation") for m in at.metric)   # the partial numbers are shown
+    t0 = time.monotonic()
+    at.button(key="r2s_stop").click().run()
+    assert job.join(1.0) and time.monotonic() - t0 < 1.0 + 5, "Stop did not end the run"
+    assert job.stopped and job.error is None
+    kept = job.partial.n_images
+    assert 32 <= kept < 256 and not job.partial.complete
+    at.run()
+    assert "Stopped" in _texts(at.warning) and f"{kept} images" in _texts(at.warning)
+    assert at.session_state["live_job"] is job                # nothing replaced it
+
+
+def test_live_job_stop_ends_within_a_second_inside_one_long_attack():
+    """The forward hook stops any rst computation in a stopped job's thread, mid-attack."""
+    import time
+    import jobs
+    import torch
+    from rst.attacks import pgd
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    x, y = torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long)
+    job = jobs.LiveJob("test", {}, lambda j: pgd(net, x, y, 0.1, 0.01, 10 ** 7), pool=jobs.CpuPool()).start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    job.stop()
+    assert job.join(1.0), "still running 1 s after Stop"
+    assert time.monotonic() - t0 < 1.0 and job.stopped and job.error is None
+
+
+def test_the_cpu_pool_queues_jobs_first_come_first_served_and_says_where_they_are():
+    import threading
+    import jobs
+    pool, gate = jobs.CpuPool(slots=1), threading.Event()
+
+    def work(j):
+        with j.cpu():
+            gate.wait(10)
+            j.publish(j.id)
+    a = jobs.LiveJob("a", {}, work, pool=pool).start()
+    _wait(lambda: a.id in pool._running)
+    b = jobs.LiveJob("b", {}, work, pool=pool).start()
+    c = jobs.LiveJob("c", {}, work, pool=pool).start()
+    _wait(lambda: b.queue_position() == 1 and c.queue_position() == 2)
+    assert a.queue_position() == 0 and b.partial is None
+    c.stop()                                          # leaves the queue without running
+    assert c.join(2.0) and c.stopped and c.partial is None
+    gate.set()
+    assert a.join(5) and b.join(5) and a.partial == a.id and b.partial == b.id
+
+
+def test_two_sessions_neither_share_nor_corrupt_each_others_jobs(zoo_env):
+    one, two = _app("views/r2s_live.py"), _app("views/r2s_live.py")
+    job_one = _start_long_r2s(one)
+    assert "live_job" not in two.session_state
+    two.number_input(key="r2s_images").set_value(32)
+    two.number_input(key="r2s_steps").set_value(2)
+    two.button(key="r2s_run").click().run()
+    job_two = two.session_state["live_job"]
+    assert job_two is not job_one and job_one.running
+    one.button(key="r2s_stop").click().run()          # Stop in one session leaves the other's run alone
+    assert job_one.join(5) and job_one.stopped
+    _finish(two)
+    assert not job_two.stopped and job_two.partial.complete and job_two.partial.n_images == 32
+    assert one.session_state["live_job"] is job_one and two.session_state["live_job"] is job_two
+
+
+def test_r2s_second_start_while_running_is_refused_in_one_line(zoo_env):
+    at = _app("views/r2s_live.py")
+    job = _start_long_r2s(at)
+    at.button(key="r2s_run").click().run()
+    assert at.session_state["live_job"] is job and job.running        # state unchanged
+    assert [w.value for w in at.warning] == ["A computation is already running on this page: press Stop first, "
+                                            "or wait for it to end."]
+    job.stop()
+    assert job.join(5)
+
+
+def test_r2s_no_members_is_refused_in_one_line_and_starts_nothing(zoo_env):
+    at = _app("views/r2s_live.py")
+    at.multiselect(key="r2s_members").set_value([])
+    at.button(key="r2s_run").click().run()
+    assert [e.value for e in at.error] == ["Choose at least one member."]
+    assert "live_job" not in at.session_state
+
+
+def test_a_new_request_on_another_page_cancels_the_old_job(zoo_env):
+    at = _app("views/r2s_live.py")
+    job = _start_long_r2s(at)
+    at.switch_page("views/sparsity.py").run()
+    at.radio(key="sparsity_source").set_value("live").run()
+    at.number_input(key="sp_images").set_value(16)
+    at.number_input(key="sp_steps").set_value(2)
+    at.button(key="sp_compute").click().run()
+    assert not job.running and job.stopped
+    _finish(at)
+    assert len(at.dataframe[0].value) == 3
+
+
+def test_r2s_stored_report_on_opening_and_every_live_accuracy_has_its_error(zoo_env):
+    at = _app("views/r2s_live.py")
+    assert "Stored zoo report" in at.expander[0].label                       # before any run
+    at.number_input(key="r2s_images").set_value(48)
+    at.number_input(key="r2s_steps").set_value(2)
+    at.button(key="r2s_run").click().run()
+    _finish(at)
+    percents = [m.value for m in at.metric if "%" in m.value]
+    assert percents and all("±" in v for v in percents), percents
+    table = _dataframe(at, "clean")
+    assert table["± SE"].notna().all() and (table["n"] == 48).all()
+    alone = table[table["what"].str.endswith("alone")]
+    assert len(alone) == 3 and alone["R2S − this (paired)"].str.match(r"^[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]$").all()
+    assert "paired 95 % interval" in _texts(at.markdown)
+
+
+def test_r2s_without_a_stored_report_says_there_is_none(tiny_zoo, tmp_path, monkeypatch):
+    import json
+    import shutil
+    zoo = tmp_path / "zoo"
+    shutil.copytree(tiny_zoo["zoo_dir"], zoo)
+    index = json.loads((zoo / "index.json").read_text())
+    for z in index["zoos"]:
+        z.get("reports", {}).pop("r2s", None)
+    (zoo / "index.json").write_text(json.dumps(index))
+    monkeypatch.setenv("RST_ZOO_DIR", str(zoo))
+    monkeypatch.setenv("RST_TEST_SUBSET", str(tiny_zoo["subset"]))
+    at = _app("views/r2s_live.py")
+    assert "No stored zoo report for this candidate set" in _texts(at.info)
+
+
+def test_transfer_and_sparsity_live_accuracies_have_their_error(zoo_env):
+    at = _app("views/transfer.py")
+    at.radio(key="transfer_source").set_value("live").run()
+    at.number_input(key="tr_images").set_value(16)
+    at.number_input(key="tr_steps").set_value(2)
+    at.button(key="tr_compute").click().run()
+    _finish(at)
+    assert all("±" in m.value for m in at.metric if "%" in m.value)
+    at.switch_page("views/sparsity.py").run()
+    assert all("±" in m.value for m in at.metric if "%" in m.value)
