@@ -93,6 +93,7 @@ class R2SLive:
     seconds: float
     precision: str
     complete: bool
+    per_image: dict | None = None    # clean (K, n), chosen (K, n), paper (K, K, n) or None: per-image results
 
 
 def build_r2s(cache: dict, cs, set_key: str, members, switch: str, seed: int, dev: str):
@@ -207,7 +208,8 @@ def summarize(parts: list[dict], names: list[str], attack: str, p: dict, data_de
     sanity = [{"check": "every attack's expected accuracy <= clean expected accuracy (same images)",
                "passed": all(r["expected"] <= clean_exp + 1e-9 for r in table if r["what"].startswith("R2S ·")),
                "detail": f"{n} images"}]
-    return R2SLive(table, per_member, sanity, gallery, names, n, n_target, data_desc, seconds, p["precision"], complete)
+    return R2SLive(table, per_member, sanity, gallery, names, n, n_target, data_desc, seconds, p["precision"], complete,
+                   {"clean": clean, "chosen": chosen, "paper": paper})
 
 
 def _describe(attack: str, names: list[str], p: dict) -> str:
