@@ -63,6 +63,12 @@ def show(value, n: int = 60) -> str:
     return text if len(text) <= n else text[:n - 1] + "…"
 
 
+def cut(text, n: int = 200) -> str:
+    """``str(text)`` on one line, cut to ``n`` characters: an exception's message that quotes file content."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
 # --------------------------------------------------------------------------------------------
 # the file itself
 # --------------------------------------------------------------------------------------------
@@ -208,7 +214,7 @@ def tensor_entries(header: dict, expected_dtype: Callable[[str], Iterable[str]],
             raise MaskFileError(f"corrupted file: tensor entry {show(name)} of its safetensors header has no valid "
                                 f"'data_offsets' (found {show(off, 40)})")
         if off[1] > data_bytes:
-            raise MaskFileError(f"truncated file: tensor {show(name)} ends at byte {off[1]} of the tensor data, "
+            raise MaskFileError(f"truncated file: tensor {show(name)} ends at byte {show(off[1], 30)} of the tensor data, "
                                 f"only {data_bytes} bytes follow the header")
         shape = entry.get("shape")
         if not (isinstance(shape, list) and len(shape) <= 8 and all(type(d) is int and 0 <= d <= 2**48
@@ -278,9 +284,9 @@ def network_spec(d):
     try:
         spec = NetworkSpec.from_dict(d)
     except KeyError as e:
-        raise MaskFileError(f"mask file for a network this rst cannot build: {e.args[0] if e.args else e}") from None
+        raise MaskFileError(f"mask file for a network this rst cannot build: {cut(e.args[0] if e.args else e)}") from None
     except (ValueError, TypeError) as e:
-        raise MaskFileError(f"mask file for a network this rst cannot build: {e}") from None
+        raise MaskFileError(f"mask file for a network this rst cannot build: {cut(e)}") from None
     n = network_weights(spec)
     if n > MAX_NETWORK_WEIGHTS:
         raise MaskFileError(f"the file asks for a {spec.arch} of width {spec.width:g} with {n / 1e6:,.1f} M weights, "
