@@ -216,6 +216,7 @@ class LiveJob:
         self.partial: Any = None
         self.done, self.total, self.text = 0, 1, "waiting"
         self.error: str | None = None
+        self.error_trace: str | None = None
         self.stopped = False
         self.started = time.time()
         self.first_partial_s: float | None = None
@@ -245,10 +246,8 @@ class LiveJob:
     @contextlib.contextmanager
     def cpu(self):
         """A slot of the shared pool for the block (raises JobStopped if stopped while waiting)."""
-        self.text_waiting = True
         if not self._pool.acquire(self.id, self._stop.is_set):
             raise JobStopped()
-        self.text_waiting = False
         try:
             yield
         finally:

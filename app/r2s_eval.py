@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -24,7 +23,12 @@ from ui import paired
 # what the R2S live page starts with (the benchmark times exactly this): every member of the active set
 PAGE_DEFAULTS = {"attack": "protocol:expectation", "switch": "batch", "steps": 10, "n_images": 128, "seed": 0,
                  "compare": True, "precision": "bf16"}
-CHUNK = 32                  # images per chunk: the first numbers come after one chunk, then they refine
+FIRST_CHUNK, CHUNK = 16, 32  # images in the first chunk (the first numbers) and in each one after (refining)
+
+
+def chunk_bounds(n: int) -> list[int]:
+    """Chunk boundaries over ``n`` images: 0, 16, 48, 80, ... n."""
+    return [0] + list(range(min(FIRST_CHUNK, n), n, CHUNK)) + [n]
 
 
 def default_precision(dev: str) -> str:
@@ -141,6 +145,7 @@ def attack_chunk(r2s, attack: str, x, y, *, eps: float, steps: int, seed: int, s
         out["chosen"], out["x_adv"] = out["paper"].float().mean(0), advs[0].cpu()   # (K, b): random source
     elif attack.startswith("protocol:"):
         g = torch.Generator(device=dev).manual_seed(seed)
+        r2s.reseed(seed)                                 # EOT's sampled switches: reproducible per chunk
         with _autocast(precision, dev):
             x_adv, _ = adaptive_examples(attack.split(":", 1)[1], r2s, xd, yd, eps=eps, alpha=eps / 4, steps=steps,
                                          generator=g, seed=seed)
@@ -229,7 +234,7 @@ def _describe(attack: str, names: list[str], p: dict) -> str:
 
 
 def run_chunks(job, cs, set_key: str, p: dict, cache: dict) -> R2SLive:
-    """The live evaluation in chunks of ``CHUNK`` images; ``job`` is a ``jobs.LiveJob`` (or None):
+    """The live evaluation in chunks of images (:func:`chunk_bounds`); ``job`` is a ``jobs.LiveJob`` (or None):
     each chunk takes the shared CPU pool, and the summary so far is published after every chunk."""
     t0 = time.perf_counter()
     data = eval_data(cs.spec.dataset, p["n_images"])
@@ -237,7 +242,7 @@ def run_chunks(job, cs, set_key: str, p: dict, cache: dict) -> R2SLive:
     members = list(p["members"])
     p = {**p, "source_k": members.index(p["source_member"]) if p["attack"] == "member" else 0}
     parts, live = [], None
-    bounds = list(range(0, len(y), CHUNK)) + [len(y)]
+    bounds = chunk_bounds(len(y))
     for ci, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
         with (job.cpu() if job is not None else contextlib.nullcontext()):
             r2s = build_r2s(cache, cs, set_key, members, p["switch"], p["seed"], p["dev"])

@@ -162,7 +162,18 @@ def markdown(res: dict, command: str, load: dict) -> str:
              "Measured with `" + command + "` on this machine's CPU "
              f"({os.cpu_count()} cores, torch {res['torch_threads']} threads); load average "
              f"{load['before']:.2f} before and {load['after']:.2f} after the run (1-minute). "
-             "Goals are for an idle machine: numbers taken under load are slower than what an idle one gives.", ""]
+             "Goals are for an idle machine: numbers taken under load are slower than what an idle one gives.", "",
+             "How the live pages answer: R2S live, the Sparsity and the Transfer pages compute in a background job of "
+             "the browser session, so the page and the other pages stay usable. A progress bar shows how far it "
+             "is; **Stop** ends it within one forward pass and keeps what was done. R2S live attacks 16 images, shows "
+             "their numbers, then refines them 32 images at a time; each member is built once per "
+             "session. Its attacks run under bf16 autocast where the CPU has native bf16 (the page says "
+             "\"attacks in bf16\"; **Attack precision: fp32** is one click away); accuracies are always scored "
+             "in fp32. All sessions share one queue of CPU work: a second user's run waits in line (the page shows "
+             "its position) and the two alternate chunk by chunk, so two runs never oversubscribe the cores. "
+             "Starting a computation on another page stops the session's running one; a second start on the same "
+             "page is refused until Stop. Every accuracy shows ± one binomial standard error, and R2S against each "
+             "ticket alone its paired 95 % interval on the same images.", ""]
     if "pages" in res:
         p = res["pages"]
         lines += ["## Start-up and pages", "", "| what | seconds | goal |", "|---|---:|---:|",
@@ -174,7 +185,7 @@ def markdown(res: dict, command: str, load: dict) -> str:
     lines += ["## R2S live, page defaults", "",
               f"{r['zoo']} ({r['network']}), all {r['members']} members, {r['n_images']} test images, "
               f"{r['attack']} PGD-{r['steps']}, ε = {r['eps']:g}, with the paper's protocol and every ticket alone "
-              "beside it (the page's default), run as the page runs it (a background job, 32-image chunks).", "",
+              "beside it (the page's default), run as the page runs it (a background job: 16 images, then chunks of 32).", "",
               "| attack precision | first numbers (s) | complete (s) | goal |", "|---|---:|---:|---|"]
     for prec in ("bf16", "fp32"):
         if prec in r:

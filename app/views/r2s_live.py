@@ -107,9 +107,10 @@ with st.form("r2s_form"):
                           help="K more single-ticket PGD attacks: about twice the time.")
     run = st.form_submit_button("Attack", type="primary", key="r2s_run")
 
+
 def _start(params: dict) -> None:
     cache = st.session_state.setdefault("r2s_models", {})          # this session's R2S, built once
-    started, msg = jobs.start_live(st.session_state, "r2s", {**params, "set_key": act.key},
+    _, msg = jobs.start_live(st.session_state, "r2s", {**params, "set_key": act.key},
                                    lambda job: r2s_eval.run_chunks(job, cs, act.key, params, cache))
     if msg:
         st.warning(msg)
@@ -233,7 +234,7 @@ def live_panel() -> None:
     job = jobs.live_job(st.session_state, "r2s")
     if job is None or job.params.get("set_key") != act.key:
         st.info("Choose the members and the attack, then **Attack**: the first numbers come after "
-                f"{r2s_eval.CHUNK} images, then they refine as more images are attacked.")
+                f"{r2s_eval.FIRST_CHUNK} images, then they refine as more images are attacked.")
         return
     if job.running:
         pos = job.queue_position()
