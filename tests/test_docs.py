@@ -1,0 +1,38 @@
+"""docs/: every Python block runs as written, and the tables that come from a benchmark are its output.
+
+(The README's own blocks are checked by tests/test_readme.py.) ```text blocks are records of long
+commands that were run (minutes to hours on a CPU), not examples, and are not run here.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+BLOCKS = [(f.name, i, code) for f in DOCS
+          for i, code in enumerate(re.findall(r"^```python\n(.*?)^```", f.read_text(), re.S | re.M))]
+
+
+@pytest.mark.parametrize("name, i, code", BLOCKS, ids=[f"{n}:{i}" for n, i, _ in BLOCKS])
+def test_python_block_runs(name, i, code, tmp_path):
+    script = tmp_path / "block.py"
+    script.write_text(code)
+    res = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, f"docs/{name} block {i}:\n{res.stderr[-2000:]}"
+
+
+def _between(text: str, start: str, end: str) -> str:
+    return text.split(start, 1)[1].split("\n", 1)[1].split(end, 1)[0]
+
+
+def test_the_switch_probability_tables_are_the_benchmarks_output():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import switch_probabilities
+    doc = (ROOT / "docs" / "r2s-switch.md").read_text()
+    assert _between(doc, "<!-- switch-probabilities summary", "<!-- end of summary -->") == \
+        switch_probabilities.summary("fmnist-wide")
