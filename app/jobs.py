@@ -221,6 +221,7 @@ class LiveJob:
         self.started = time.time()
         self.first_partial_s: float | None = None
         self.finished: float | None = None
+        self.stop_time: float | None = None       # when stop() was first called
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rst-{kind}-{self.id}", daemon=True)
 
@@ -267,6 +268,8 @@ class LiveJob:
         return self._pool.position(self.id)
 
     def stop(self) -> None:
+        if not self._stop.is_set():
+            self.stop_time = time.time()
         self._stop.set()
 
     @property
