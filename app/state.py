@@ -157,3 +157,45 @@ def default_eps(act: "ActiveSet") -> float:
     """The ε the active set was searched (or its zoo built) with; 0.1 when neither says."""
     entry = zoo_entry(act.zoo_id) if act.zoo_id else None
     return float((entry or {}).get("eps") or act.cs.tickets[0].search_config.get("eps") or 0.1)
+
+
+# ---------------------------------------------------------------- which images a ticket was searched on
+
+SEARCH_SPLITS = {"train_subset": "train", "train": "train", "subset": "test", "synthetic": "synthetic"}
+TEST_MARK = "searched on TEST images"
+
+
+def search_data_record(source: str, data) -> dict:
+    """What a live search trains and validates on, as its ticket records it (``search_config["data"]``)."""
+    return {"source": source, "split": SEARCH_SPLITS[source], "train_images": len(data.y_train),
+            "val_images": len(data.y_val)}
+
+
+def mark_search_data(ticket, record: dict):
+    """A copy of ``ticket`` whose ``search_config["data"]`` says which images it was searched on; when
+    those were test images, its validation metrics' ``split`` says so too (the file carries both)."""
+    import dataclasses
+    metrics = ticket.metrics
+    if record.get("split") == "test":
+        metrics = {k: ({**v, "split": f"{v.get('split', 'validation')} (test images)"} if k.startswith("val_") else v)
+                   for k, v in metrics.items()}
+    return dataclasses.replace(ticket, metrics=metrics, search_config={**ticket.search_config, "data": dict(record)})
+
+
+def searched_split(ticket) -> str | None:
+    """``"train"``, ``"test"`` or ``"synthetic"``: the images the ticket was searched on, when it says."""
+    data = ticket.search_config.get("data")
+    return data.get("split") if isinstance(data, dict) else None
+
+
+def searched_on_test(cs) -> list[str]:
+    """The names of ``cs``'s tickets that were searched on test images."""
+    return [t.name or f"ticket {i}" for i, t in enumerate(cs.tickets) if searched_split(t) == "test"]
+
+
+def show_test_mark(cs) -> None:
+    """A warning naming the tickets of ``cs`` searched on test images (nothing when there are none)."""
+    names = searched_on_test(cs)
+    if names:
+        st.warning(f"{', '.join(names)}: {TEST_MARK} — this set's numbers on the test subset are not held out.",
+                   icon=":material/warning:")

@@ -8,6 +8,8 @@ session and never changed in place.
 Environment:
     RST_ZOO_DIR       the zoo folder (default ``<repo>/pretrained_masks``; holds ``index.json``)
     RST_TEST_SUBSET   the test subset file (default ``<repo>/assets/fashion_mnist_test_subset.safetensors``)
+    RST_TRAIN_SUBSET  the training subset the live search trains on (default
+                      ``<repo>/assets/fashion_mnist_train_subset.safetensors``)
 """
 from __future__ import annotations
 
@@ -22,9 +24,10 @@ import torch
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ZOO_ENV, SUBSET_ENV = "RST_ZOO_DIR", "RST_TEST_SUBSET"
+ZOO_ENV, SUBSET_ENV, TRAIN_SUBSET_ENV = "RST_ZOO_DIR", "RST_TEST_SUBSET", "RST_TRAIN_SUBSET"
 DEFAULT_ZOO = REPO_ROOT / "pretrained_masks"
 DEFAULT_SUBSET = REPO_ROOT / "assets" / "fashion_mnist_test_subset.safetensors"
+DEFAULT_TRAIN_SUBSET = REPO_ROOT / "assets" / "fashion_mnist_train_subset.safetensors"
 PAPER_JSON = REPO_ROOT / "assets" / "paper_cifar10.json"
 ZOO_BUILD_CMD = "python -m rst zoo build fmnist"
 INDEX_FORMAT, INDEX_VERSION = "rst-zoo-index", 1
@@ -35,6 +38,10 @@ def zoo_dir() -> Path:
 
 def subset_path() -> Path:
     return Path(os.environ.get(SUBSET_ENV) or DEFAULT_SUBSET)
+
+
+def train_subset_path() -> Path:
+    return Path(os.environ.get(TRAIN_SUBSET_ENV) or DEFAULT_TRAIN_SUBSET)
 
 
 def file_mtime(path: Path) -> float | None:
@@ -321,3 +328,56 @@ def train_split_available(dataset: str) -> bool:
         return True
     except (DataUnavailableError, ValueError):
         return False
+
+
+# ---------------------------------------------------------------- the training subset (live search)
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def _cached_train_subset(path: str, mtime: float):
+    from rst.data import load_subset
+    return load_subset(path, split="train")        # refuses a file that is not of training images
+
+
+def train_subset(dataset: str | None = None):
+    """``(x, y, meta)`` of the shipped training subset; FileNotFoundError (one line) when it is absent,
+    unreadable, not of training images or (``dataset`` given) of another data set."""
+    path = train_subset_path()
+    mtime = file_mtime(path)
+    if mtime is None:
+        raise FileNotFoundError(f"no training subset at {path} (set {TRAIN_SUBSET_ENV})")
+    try:
+        x, y, meta = _cached_train_subset(str(path), mtime)
+    except ValueError as e:
+        raise FileNotFoundError(f"the training subset cannot be used: {e}") from None
+    if dataset is not None and meta.get("dataset") != dataset:
+        raise FileNotFoundError(f"the training subset {path.name} is of {meta.get('dataset')}, not {dataset}")
+    return x, y, meta
+
+
+def train_subset_dataset() -> str | None:
+    """The data set of the shipped training subset (None when it is absent or unusable)."""
+    try:
+        return train_subset()[2].get("dataset")
+    except FileNotFoundError:
+        return None
+
+
+def train_subset_search_data(cfg, n_train: int):
+    """``(SearchData, label)`` from the training subset: ``n_train`` training images and
+    ``cfg.val_size`` validation images, both training-split images (seeded split by ``cfg.seed``)."""
+    from rst.data import split_train_val
+    from rst.search import SearchData
+    spec = cfg.network_spec()
+    x, y, meta = train_subset(cfg.dataset)
+    if tuple(x.shape[1:]) != (spec.in_channels, spec.image_size, spec.image_size):
+        raise ValueError(f"the training subset's images are {tuple(x.shape[1:])}; this network expects "
+                         f"{(spec.in_channels, spec.image_size, spec.image_size)}")
+    if not 1 <= n_train <= len(y) - cfg.val_size:
+        raise ValueError(f"the training subset has {len(y)} images: {cfg.val_size} validate, so 1 to "
+                         f"{len(y) - cfg.val_size} can train, not {n_train}")
+    x, y = x[:n_train + cfg.val_size], y[:n_train + cfg.val_size]
+    x_tr, y_tr, x_val, y_val = split_train_val(x, y, cfg.val_size, seed=cfg.seed)
+    label = (f"the shipped training subset ({meta.get('dataset')} {meta.get('split')}: {len(y_tr)} training + "
+             f"{len(y_val)} validation images)")
+    return SearchData(x_tr, y_tr, x_val, y_val), label

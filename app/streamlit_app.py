@@ -50,6 +50,9 @@ with st.sidebar:
                           "Every page uses this set.")
     else:
         st.caption("No candidate set loaded: see Home.")
+    item = st.session_state.get(state.K_SETS, {}).get(st.session_state.get(state.K_ACTIVE))
+    if item is not None:              # a set of this session (zoo sets are built on training images)
+        state.show_test_mark(item["cs"])
     devs = state.devices()
     st.selectbox("Device", devs, key=state.K_DEVICE,
                  help="GPU when there is one, else CPU (rst.device.available_devices).")

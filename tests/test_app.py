@@ -44,6 +44,7 @@ def zoo_env(tiny_zoo, monkeypatch):
 def empty_env(tmp_path, monkeypatch):
     monkeypatch.setenv("RST_ZOO_DIR", str(tmp_path / "no_zoo"))
     monkeypatch.setenv("RST_TEST_SUBSET", str(tmp_path / "no_subset.safetensors"))
+    monkeypatch.setenv("RST_TRAIN_SUBSET", str(tmp_path / "no_train_subset.safetensors"))
 
 
 def _app(page: str | None = None) -> AppTest:
@@ -381,9 +382,9 @@ def test_search_names_the_new_ticket_uniquely_and_counts_epochs_from_one(zoo_env
     assert job.error is None, job.error_trace
     history = _dataframe(at, "epoch")
     assert list(history["epoch"]) == [1]
-    assert "robust, validation (%)" in history.columns
-    shown = _metric(at, "Robust accuracy (validation)")                   # percent, as the metric above it
-    assert shown == f"{history['robust, validation (%)'].iloc[0]:.1f} %"
+    assert "robust, validation" in history.columns
+    shown = _metric(at, "Robust accuracy (validation)")                   # percent ± SE, as the metric above it
+    assert shown == history["robust, validation"].iloc[0] and " % ± " in shown
     at.button(key="add_ticket").click().run()
     cs = at.session_state["session_sets"][at.session_state["active_key"]]["cs"]
     names = [t.name for t in cs.tickets]
@@ -534,6 +535,89 @@ def test_streamlit_run_app_serves(tmp_path):
 def test_main_py_runs_the_same_app():
     at = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=TIMEOUT).run()
     assert not at.exception and at.title[0].value == "RST Explorer"
+
+
+@pytest.fixture
+def shipped_data_env(tmp_path, monkeypatch):
+    """No zoo, the shipped training and test subsets (assets/)."""
+    monkeypatch.setenv("RST_ZOO_DIR", str(tmp_path / "no_zoo"))
+    monkeypatch.delenv("RST_TEST_SUBSET", raising=False)
+    monkeypatch.delenv("RST_TRAIN_SUBSET", raising=False)
+
+
+def _search(at: AppTest, source: str | None = None) -> AppTest:
+    """A 1-epoch, 64-image search with the page's other defaults; the page after it ended."""
+    if source is not None:
+        at.radio(key="se_data").set_value(source).run()
+    at.number_input(key="se_epochs").set_value(1)
+    at.number_input(key="se_train").set_value(64)
+    at.button(key="se_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = at.session_state["search_job"]
+    assert job.join(timeout=90), "the 1-epoch search did not finish in 90 s"
+    at.run()
+    assert job.error is None, job.error_trace
+    return at
+
+
+def test_default_live_search_trains_on_the_training_subset_and_its_ticket_says_so(shipped_data_env):
+    at = _app("views/search.py")
+    assert at.radio(key="se_data").value == "train_subset" and not at.warning
+    _search(at)
+    job = at.session_state["search_job"]
+    assert "training subset" in job.data_label and "train[:6000]" in job.data_label
+    assert len(job.data.y_val) == 128 and len(job.data.y_train) == 64
+    assert _metric(at, "Searched on") == "training images"
+    at.button(key="new_set").click().run()
+    ticket = at.session_state["session_sets"][at.session_state["active_key"]]["cs"].tickets[0]
+    assert ticket.search_config["data"] == {"source": "train_subset", "split": "train", "train_images": 64,
+                                            "val_images": 128}
+    assert ticket.metrics["val_robust"]["split"] == "validation"
+    assert "TEST" not in _texts(at.sidebar.warning)
+
+
+def test_a_search_on_test_images_is_behind_a_warning_and_marked_on_every_page(shipped_data_env):
+    from rst.masks import load_tickets
+    at = _app("views/search.py")
+    at.radio(key="se_data").set_value("subset").run()
+    assert "Test images" in _texts(at.warning)                       # visible before anything starts
+    _search(at)
+    assert _metric(at, "Searched on") == "TEST images"
+    at.button(key="new_set").click().run()
+    cs = at.session_state["session_sets"][at.session_state["active_key"]]["cs"]
+    assert cs.tickets[0].search_config["data"]["split"] == "test"
+    assert cs.tickets[0].metrics["val_robust"]["split"] == "validation (test images)"
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert "searched on TEST images" in _texts(at.sidebar.warning), page
+    import state as app_state                                        # the downloaded file carries the mark
+    raw = app_state.set_bytes("check", cs)
+    assert load_tickets(raw).tickets[0].search_config["data"]["split"] == "test"
+
+
+def test_search_refuses_a_second_start_and_bad_values_in_one_line(zoo_env):
+    first = _app("views/search.py")
+    first.number_input(key="se_epochs").set_value(200)
+    first.number_input(key="se_train").set_value(64)
+    first.button(key="se_start").click().run()
+    job = first.session_state["search_job"]
+    try:
+        assert job.running
+        first.button(key="se_start").click().run()                     # a second start while it runs
+        assert first.session_state["search_job"] is job and not first.exception
+        warnings = [w.value for w in first.warning if "already running" in w.value]
+        assert len(warnings) == 1 and "\n" not in warnings[0]
+    finally:
+        job.stop()
+        assert job.join(timeout=60)
+    first.run()
+    first.radio(key="se_data").set_value("train_subset").run()       # more training images than it ships
+    first.number_input(key="se_train").set_value(6000)
+    first.button(key="se_start").click().run()
+    errors = [e.value for e in first.error if "Cannot start" in e.value]
+    assert first.session_state["search_job"] is job, "a refused search replaced the session's job"
+    assert len(errors) == 1 and "\n" not in errors[0] and "1 to 5872 can train, not 6000" in errors[0], errors
 
 
 # ------------------------------------------------------------------------------------------ live jobs: R2S, Sparsity, Transfer (background, Stop, sessions, ±)

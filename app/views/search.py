@@ -40,18 +40,29 @@ running = job is not None and job.running
 # ---------------------------------------------------------------- the form
 st.subheader("Live search")
 names = list(PRESETS)
+DATA_LABELS = {"train_subset": "shipped training subset (training images)", "train": "training split on disk",
+               "synthetic": "synthetic", "subset": "shipped TEST subset (not held out)"}
+sources = (["train_subset"] if store.train_subset_dataset() else []) + ["train", "synthetic"] \
+    + (["subset"] if store.subset_available() else [])
+# the default: training images of the active set's data set (synthetic sets: synthetic data)
+default_source = ("synthetic" if act is not None and act.cs.spec.dataset == "synthetic" else
+                  "train_subset" if "train_subset" in sources else "synthetic")
+source = st.radio("Data the search trains and validates on", sources, index=sources.index(default_source),
+                  horizontal=True, key="se_data", format_func=DATA_LABELS.get,
+                  help="The training subset: 6,000 images of the training split, shipped. Test numbers on the "
+                       "other pages come from the test subset, which a search should never see.")
+if source == "subset":
+    st.warning("**Test images.** A search on the test subset trains and selects on the images every other page "
+               "tests on: its ticket is marked “searched on TEST images” on every page, and its numbers there are "
+               "not held out. Use the training subset for a real search.", icon=":material/warning:")
 with st.form("search_form"):
-    c1, c2, c3 = st.columns(3)
+    c1, c2 = st.columns(2)
     preset_name = c1.selectbox("Preset", names, index=names.index("tiny"), key="se_preset",
                                help="`tiny` runs in seconds on a CPU; the paper presets take hours on a GPU.")
     net_opts = ["active", "preset"] if act is not None else ["preset"]
     net_choice = c2.radio("Network", net_opts, horizontal=True, key="se_network",
                           format_func={"active": "the active set's (ticket can join it)",
                                        "preset": "the preset's"}.get)
-    sources = ["subset", "synthetic", "train"] if store.subset_available() else ["synthetic", "train"]
-    source = c3.radio("Data", sources, horizontal=True, key="se_data",
-                      format_func={"subset": "shipped test subset (demo)", "synthetic": "synthetic",
-                                   "train": "training split on disk"}.get)
     c1, c2, c3, c4, c5, c6 = st.columns(6)
     keep_ratio = c1.number_input("Keep ratio", 0.01, 1.0, 0.5, 0.05, key="se_keep", help="fraction of weights kept per layer")
     epochs = c2.number_input("Epochs", 1, 200, 2, 1, key="se_epochs")
@@ -60,9 +71,14 @@ with st.form("search_form"):
     n_train = c5.number_input("Training images", 64, 60000, 512, 64, key="se_train")
     seed = c6.number_input("Seed of the search", 0, 2**31 - 1, 0, 1, key="se_seed",
                            help="With 'the preset's network' this is also the network's seed.")
-    submitted = st.form_submit_button("Start search", type="primary", disabled=running, key="se_start", icon=":material/play_arrow:")
+    submitted = st.form_submit_button("Start search", type="primary", key="se_start", icon=":material/play_arrow:",
+                                      help="One search per session: a second start while one runs is refused.")
 
-if submitted and not running:
+K_DATA = "search_data_record"     # (job id, what it searches on): the ticket records it
+
+if submitted and running:
+    st.warning("A search is already running: stop it (or wait for it) before starting another.")
+elif submitted:
     base = PRESETS[preset_name]
     overrides = dict(keep_ratio=float(keep_ratio), epochs=int(epochs), eps=float(eps), steps=int(steps),
                      alpha=float(eps) * (base.alpha / base.eps if base.eps else 0.25), lr_milestones=())
@@ -73,31 +89,42 @@ if submitted and not running:
     else:
         overrides["seed"] = int(seed)
         # the preset's network on real images: name the images' data set (its normalisation, its test images)
-        if base.dataset == "synthetic" and source in ("subset", "train"):
-            overrides["dataset"] = (store.subset_dataset() if source == "subset" else None) or "fashion_mnist"
+        if base.dataset == "synthetic" and source != "synthetic":
+            overrides["dataset"] = {"subset": store.subset_dataset(),
+                                    "train_subset": store.train_subset_dataset()}.get(source) or "fashion_mnist"
     try:
         cfg = preset(preset_name, **overrides)
-        data, data_label = jobs.search_data(source, cfg, int(n_train))
+        data, data_label = (store.train_subset_search_data(cfg, int(n_train)) if source == "train_subset"
+                            else jobs.search_data(source, cfg, int(n_train)))
     except (ValueError, FileNotFoundError, RuntimeError) as e:
-        st.error(f"Cannot start this search: {e}")
+        st.error(f"Cannot start this search: {' '.join(str(e).split())}")
     else:
         job = jobs.SearchJob(cfg, data, state.device(), data_label).start()
         st.session_state[state.K_JOB] = job
+        st.session_state[K_DATA] = (job.id, state.search_data_record(source, data))
         running = True
 
 if job is not None:
     st.caption(f"{job.cfg.arch} ×{job.cfg.width:g} on {job.cfg.dataset} geometry · keep {job.cfg.keep_ratio:g} · "
                f"{job.cfg.epochs} epoch(s) · inner {job.cfg.describe_inner_attack()} · "
                f"{job.data_label} · device {job.device}")
-    if source == "subset" and "subset" in job.data_label:
-        st.caption(":material/warning: Searched on the test subset: the other pages' numbers for this ticket are then on images "
-                   "it was searched on (a demo, not a result).")
+
+
+def job_data_record(job) -> dict:
+    """What ``job`` searched on (recorded when it started); a job of an older session: unknown."""
+    rec = st.session_state.get(K_DATA)
+    return rec[1] if rec and rec[0] == job.id else {}
+
+
+if job is not None and job_data_record(job).get("split") == "test":
+    st.warning(f"This search ran on the test subset: its ticket is marked “{state.TEST_MARK}”.",
+               icon=":material/warning:")
 
 
 # ---------------------------------------------------------------- the live panel
 def _curves(job) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("adversarial training loss per step",
-                                                        "accuracy per epoch (validation split)"))
+                                                        "accuracy per epoch, ± 1 SE"))
     losses = [e for e in job.steps if "loss" in e]          # the loop reports it every few steps
     if losses:
         n = losses[-1]["steps"]
@@ -107,8 +134,10 @@ def _curves(job) -> go.Figure:
         ep = [e["epoch"] + 1 for e in job.epochs]
         for key, name in (("val_clean", "clean (val)"), ("val_robust", "robust (val)"),
                           ("train_adv_acc", "adversarial (train)")):
-            if key in job.epochs[0]:
+            if key in job.epochs[0]:       # ± one binomial standard error, as bars
+                n = len(job.data.y_train if key.startswith("train") else job.data.y_val)
                 fig.add_scatter(x=ep, y=[100 * e[key] for e in job.epochs], mode="lines+markers", name=name,
+                                error_y=dict(type="data", array=[ui.se_points(e[key], n) for e in job.epochs]),
                                 row=1, col=2)
     # one x convention on both: epochs counted from 1, x = k at the end of epoch k (steps in between)
     for col in (1, 2):
@@ -150,16 +179,18 @@ if job is not None:
 
 
 # ---------------------------------------------------------------- the result
-def history_table(history: list[dict]) -> pd.DataFrame:
-    """The search's epochs as the chart and the messages count them: from 1, accuracies in percent."""
+def history_table(history: list[dict], n_val: int | None = None, n_train: int | None = None) -> pd.DataFrame:
+    """The search's epochs as the chart and the messages count them: from 1, accuracies in percent with
+    one binomial standard error (``n_val`` validation, ``n_train`` training images; "n?" when unknown)."""
     df = pd.DataFrame([{k: v for k, v in h.items() if k != "members"} for h in history])
     df["epoch"] = df["epoch"] + 1
     for col in [c for c in df.columns if c.endswith("_acc") or c.startswith("val_")]:
-        df[col] = 100 * df[col]
-    names = {"train_adv_loss": "adv. loss (train)", "train_adv_acc": "adv. accuracy, train (%)",
-             "val_clean": "clean, validation (%)", "val_robust": "robust, validation (%)", "seconds": "seconds",
+        n = n_val if col.startswith("val_") else n_train
+        df[col] = [ui.pct_se(v, n) for v in df[col]]
+    names = {"train_adv_loss": "adv. loss (train)", "train_adv_acc": "adv. accuracy, train",
+             "val_clean": "clean, validation", "val_robust": "robust, validation", "seconds": "seconds",
              "complete": "complete epoch"}
-    return df.rename(columns={c: names.get(c, f"{c} (%)" if c.startswith("val_") else c) for c in df.columns})
+    return df.rename(columns={c: names.get(c, c) for c in df.columns})
 
 
 def _add_to_active(ticket, job_id: str) -> None:
@@ -170,8 +201,8 @@ def _add_to_active(ticket, job_id: str) -> None:
     st.session_state["search_kept"] = job_id
 
 
-def _new_set(result, job_id: str) -> None:
-    state.add_session_set(CandidateSet(result.spec, [result.ticket]), f"searched {result.ticket.name}", "search")
+def _new_set(result, ticket, job_id: str) -> None:
+    state.add_session_set(CandidateSet(result.spec, [ticket]), f"searched {ticket.name}", "search")
     st.session_state["search_kept"] = job_id
 
 
@@ -182,15 +213,21 @@ if job is not None and not job.running:
             st.code(job.error_trace)
     elif job.result is not None:
         res = job.result
-        t = res.ticket
+        record = job_data_record(job)
+        t = state.mark_search_data(res.ticket, record) if record else res.ticket
         st.success(jobs.result_summary(res))
-        c1, c2, c3 = st.columns(3)
+        c1, c2, c3, c4 = st.columns(4)
         rob, cln = t.metrics.get("val_robust"), t.metrics.get("val_clean")
-        c1.metric("Clean accuracy (validation)", f"{100 * cln['value']:.1f} %" if cln else "—")
-        c2.metric("Robust accuracy (validation)", f"{100 * rob['value']:.1f} %" if rob else "—",
-                  help=rob["attack"] if rob else None)
+        n_val, n_train = len(job.data.y_val), len(job.data.y_train)
+        c1.metric("Clean accuracy (validation)", ui.pct_se(cln["value"], n_val) if cln else "—",
+                  help=f"± one binomial standard error on the {n_val} validation images")
+        c2.metric("Robust accuracy (validation)", ui.pct_se(rob["value"], n_val) if rob else "—",
+                  help=(rob["attack"] + "; " if rob else "") + f"± one standard error on {n_val} images")
         c3.metric("Kept weights", f"{100 * t.kept_fraction():.1f} %")
-        st.dataframe(history_table(res.history), hide_index=True, width="stretch")
+        c4.metric("Searched on", {"train": "training images", "test": "TEST images",
+                                  "synthetic": "synthetic images"}.get(state.searched_split(t), "not recorded"),
+                  help=f"{job.data_label}; recorded in the ticket (search_config['data'])")
+        st.dataframe(history_table(res.history, n_val, n_train), hide_index=True, width="stretch")
         c1, c2, c3 = st.columns(3)
         fits = act is not None and act.cs.spec == res.spec
         kept = st.session_state.get("search_kept") == job.id
@@ -198,7 +235,7 @@ if job is not None and not job.running:
                   disabled=not fits or kept, key="add_ticket",
                   help="Makes a new session set: the active set's tickets plus this one." if fits else
                   "The ticket was searched over another network than the active set's.")
-        c2.button("Keep as a new candidate set", icon=":material/library_add:", on_click=_new_set, args=(res, job.id), key="new_set",
+        c2.button("Keep as a new candidate set", icon=":material/library_add:", on_click=_new_set, args=(res, t, job.id), key="new_set",
                   disabled=kept)
         if kept:
             st.caption(f"Kept in this session: the active set is now “{state.set_options().get(st.session_state.get(state.K_ACTIVE), '?')}”.")
