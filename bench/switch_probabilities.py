@@ -59,7 +59,7 @@ def fit(zoo_id: str, root: Path, n_val: int, iterations: int, arc_steps: int, ar
 
 def compare(zoo_id: str, root: Path, n_test: int, suite: tuple[str, ...], arc_steps: int,
             arc_topk: int | None, data_dir=None) -> Path:
-    from rst.compare import CompareReport, SuiteConfig, compare_like_with_like
+    from rst.compare import SuiteConfig, compare_like_with_like
     from rst.data import test_split
     path = OUT / f"{zoo_id}-compare-{n_test}.json"
     if path.exists():
@@ -97,7 +97,7 @@ def summary(zoo_id: str) -> str:
     lines = [f"alpha fitted on {fitted['split']} ({len(fitted['history'])} iterates, ARC-{fitted['arc_steps']}"
              f"{'' if fitted['arc_topk'] is None else ', top ' + str(fitted['arc_topk'])}): "
              + ", ".join(f"{n} {a:.3f}" for n, a in zip(fitted["members"], fitted["alpha"])), "",
-             f"| model | test images | clean | worst case over the suite |", "|---|---|---|---|"]
+             "| model | test images | clean | worst case over the suite |", "|---|---|---|---|"]
     for r in [r_uni, r_wei, *members]:
         name = {id(r_uni): "R2S, uniform", id(r_wei): "R2S, fitted alpha"}.get(id(r), r.name)
         lines.append(f"| {name} | {r.n_images} | {100 * r.clean:.2f} % | {100 * r.worst_case:.2f} % "

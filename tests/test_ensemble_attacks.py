@@ -2,7 +2,6 @@
 that provably fails, and APGD on the expectation scores its members on the adversarial inputs."""
 from __future__ import annotations
 
-import contextlib
 
 import pytest
 import torch
@@ -10,42 +9,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rst.attacks import pgd
+from toy_ensembles import BinaryMembers
+
 from rst.ensemble_attacks import apgd_expectation, arc, expected_accuracy, member_probs
 
 
-class LinearEnsemble(nn.Module):
+class LinearEnsemble(BinaryMembers):
     """Binary members on one input coordinate: logits ``(0, a_k u + c_k)`` with ``u = 2 x - 1``, so
     the pixel ball ``|x - 0.5| <= 0.5`` is ``u in [-1, 1]``; class 1 is right iff ``a_k u + c_k > 0``."""
 
     def __init__(self, a, c, probs=None):
-        super().__init__()
+        super().__init__(len(a), probs)
         self.register_buffer("a", torch.tensor(a))
         self.register_buffer("c", torch.tensor(c))
-        self.member_probs = probs
-        self.K = len(a)
-        self._fixed: list[int] = []
-        self.unused = nn.Parameter(torch.zeros(()))        # something to take the device from
 
     def margin(self, k: int, x: torch.Tensor) -> torch.Tensor:
         return self.a[k] * (2 * x.flatten(1)[:, 0] - 1) + self.c[k]                   # (B,)
-
-    def _logits(self, k, x):
-        g = self.margin(k, x)
-        return torch.stack([torch.zeros_like(g), g], 1)                                 # (B, 2)
-
-    def member_logits(self, x):
-        return torch.stack([self._logits(k, x) for k in range(self.K)])
-
-    @contextlib.contextmanager
-    def use_member(self, k):
-        self._fixed.append(k)
-        try:
-            yield self
-        finally:
-            self._fixed.pop()
-
-    def forward(self, x):
-        return self._logits(self._fixed[-1], x)
 
 
 def _expected_ce(model, x, y):

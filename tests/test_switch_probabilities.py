@@ -3,49 +3,30 @@ descent on the members' error rates under ARC, used by every draw / loss / expec
 checked in mask files."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import struct
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 import rst.ensemble_attacks as ensemble_attacks
+from toy_ensembles import BinaryMembers
+
 from rst.masks import CandidateSet, MaskFileError, load_tickets, to_bytes
 from rst.switch_probabilities import check_probabilities, optimal_probabilities, project_simplex
 
 
-class CoordinateEnsemble(nn.Module):
-    """Binary members; member k reads coordinate k of x: class 1 iff ``x[:, k] > t[k]``."""
+class CoordinateEnsemble(BinaryMembers):
+    """Member k reads coordinate k of x: class 1 iff ``x[:, k] > t[k]``."""
 
     def __init__(self, t):
-        super().__init__()
+        super().__init__(len(t))
         self.register_buffer("t", torch.tensor(t))
-        self.K = len(t)
-        self.member_probs = None
-        self._fixed: list[int] = []
-        self.unused = nn.Parameter(torch.zeros(()))
 
-    def _logits(self, k, x):
-        g = 10 * (x.flatten(1)[:, k] - self.t[k])
-        return torch.stack([torch.zeros_like(g), g], 1)
-
-    def member_logits(self, x):
-        return torch.stack([self._logits(k, x) for k in range(self.K)])
-
-    @contextlib.contextmanager
-    def use_member(self, k):
-        self._fixed.append(k)
-        try:
-            yield self
-        finally:
-            self._fixed.pop()
-
-    def forward(self, x):
-        return self._logits(self._fixed[-1], x)
+    def margin(self, k, x):
+        return 10 * (x.flatten(1)[:, k] - self.t[k])
 
 
 def _points(n=8):
