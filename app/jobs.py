@@ -4,6 +4,7 @@ from one pool shared by every session, ``POOL``, with a visible queue position).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 import traceback
@@ -182,7 +183,22 @@ class CpuPool:
     def release(self, job_id: str) -> None:
         with self._cond:
             self._running.discard(job_id)
+            self._last_release = time.monotonic()
             self._cond.notify_all()
+
+    def busy_recently(self, seconds: float = 60.0) -> bool:
+        """Whether this pool ran work within ``seconds`` (its share is then in the load average)."""
+        return time.monotonic() - getattr(self, "_last_release", -1e9) < seconds
+
+
+def torch_threads(cores: int | None = None, load: float | None = None, mine: int = 0) -> int:
+    """Torch threads for the next chunk: the cores the rest of the machine leaves free (1-minute load
+    average less ``mine``, this process's own recent share), at least 1. On a busy 2-core machine two
+    OpenMP threads that must wait for each other ran an R2S chunk 10x slower than one thread (39.4 s
+    vs 3.2 s, bf16, load 7; docs/app-speed.md), so a busy machine gets one."""
+    cores = cores or os.cpu_count() or 1
+    load = os.getloadavg()[0] if load is None else load
+    return max(1, min(cores, int(cores - max(0.0, load - mine) + 0.5)))
 
 
 POOL = CpuPool()             # the process's one pool (every session shares it)
@@ -249,6 +265,9 @@ class LiveJob:
         """A slot of the shared pool for the block (raises JobStopped if stopped while waiting)."""
         if not self._pool.acquire(self.id, self._stop.is_set):
             raise JobStopped()
+        if self.params.get("threads", "auto") == "auto":
+            import torch
+            torch.set_num_threads(torch_threads(mine=torch.get_num_threads() if self._pool.busy_recently() else 0))
         try:
             yield
         finally:

@@ -102,7 +102,7 @@ def bench_health(env: dict, seconds: float = 15.0) -> dict:
     return {"n": len(lat), "median_s": lat[len(lat) // 2], "max_s": lat[-1], "seconds_polled": seconds}
 
 
-def bench_r2s(device: str = "cpu") -> dict:
+def bench_r2s(device: str = "cpu", threads: int | None = None) -> dict:
     """The R2S live default in bf16 and fp32: first numbers, completion; and their agreement."""
     import jobs
     import r2s_eval
@@ -117,7 +117,7 @@ def bench_r2s(device: str = "cpu") -> dict:
             continue
         p = dict(members=tuple(range(len(cs))), switch=d["switch"], attack=d["attack"], eps=state.default_eps(act),
                  steps=d["steps"], n_images=d["n_images"], seed=d["seed"], dev=device, source_member=0,
-                 compare=d["compare"], precision=precision)
+                 compare=d["compare"], precision=precision, threads=threads or "auto")
         cache = {}
         t0 = time.perf_counter()
         job = jobs.LiveJob("bench", p, lambda j: r2s_eval.run_chunks(j, cs, act.key, p, cache)).start()
@@ -160,7 +160,7 @@ def markdown(res: dict, command: str, load: dict) -> str:
     """docs/app-speed.md: the measured tables, with the command and the load."""
     lines = ["# How fast the app answers", "",
              "Measured with `" + command + "` on this machine's CPU "
-             f"({os.cpu_count()} cores, torch {res['torch_threads']} threads); load average "
+             f"({os.cpu_count()} cores; torch threads {res['threads']}); load average "
              f"{load['before']:.2f} before and {load['after']:.2f} after the run (1-minute). "
              "Goals are for an idle machine: numbers taken under load are slower than what an idle one gives.", "",
              "How the live pages answer: R2S live, the Sparsity and the Transfer pages compute in a background job of "
@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true", help="benchmark on a tiny zoo built in a temporary folder")
     p.add_argument("--skip-browser", action="store_true", help="no Chromium: only the R2S timings")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for the R2S timing (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for the R2S timing (default: as the app chooses, jobs.torch_threads)")
     p.add_argument("--no-write", action="store_true", help="print only (no bench/app-speed.json, docs/app-speed.md)")
     args = p.parse_args(argv)
     if args.tiny:
@@ -226,13 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     load = {"before": os.getloadavg()[0]}
-    res = {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+    res = {"threads": args.threads or "as the app chooses them per chunk (jobs.torch_threads)", "cpu_count": os.cpu_count(),
            "zoo_dir": os.environ.get("RST_ZOO_DIR") or str(ROOT / "pretrained_masks")}
     have_browser = CHROMIUM.exists() and Path(CHROMEDRIVER).exists() and not args.skip_browser
     if have_browser:
         res["pages"] = bench_pages(dict(os.environ))
         print("pages:", json.dumps(res["pages"]))
-    res["r2s"] = bench_r2s()
+    res["r2s"] = bench_r2s(threads=args.threads)
     print("r2s:", json.dumps({k: v for k, v in res["r2s"].items() if k != "agreement"}))
     for a in res["r2s"].get("agreement", []):
         print("   ", json.dumps(a))

@@ -788,3 +788,11 @@ def test_transfer_and_sparsity_live_accuracies_have_their_error(zoo_env):
     assert all("±" in m.value for m in at.metric if "%" in m.value)
     at.switch_page("views/sparsity.py").run()
     assert all("±" in m.value for m in at.metric if "%" in m.value)
+
+
+def test_live_jobs_take_the_cores_the_machine_leaves_free():
+    import jobs
+    assert jobs.torch_threads(cores=2, load=0.1) == 2           # idle: every core
+    assert jobs.torch_threads(cores=2, load=7.0) == 1           # busy: one thread, never an OpenMP wait
+    assert jobs.torch_threads(cores=2, load=2.3, mine=2) == 2   # its own share of the load is not "others"
+    assert jobs.torch_threads(cores=16, load=3.0) == 13
