@@ -77,11 +77,17 @@ def main(argv=None) -> int:
         return 0
     print(f"fuzz campaign: {a.cases} cases, seed {seed}, {a.workers} workers", flush=True)
     t = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, __file__, "--seed", str(seed), "--failures", a.failures,
-                               "--worker", str(w), str(a.cases), str(a.workers)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for w in range(a.workers)]
-    records = [json.loads(line) for proc in procs for line in proc.stdout]
-    if any(proc.wait() != 0 for proc in procs) or len(records) != a.cases:
+    logs = [Path(a.out).with_name(f"worker{w}.jsonl") for w in range(a.workers)]   # files, not pipes: none blocks
+    logs[0].parent.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for w, log in enumerate(logs):
+        with open(log, "w") as f:
+            procs.append(subprocess.Popen([sys.executable, __file__, "--seed", str(seed), "--failures", a.failures,
+                                           "--worker", str(w), str(a.cases), str(a.workers)], stdout=f,
+                                          env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    codes = [proc.wait() for proc in procs]
+    records = [json.loads(line) for log in logs for line in log.read_text().splitlines()]
+    if any(codes) or len(records) != a.cases:
         print(f"a worker died: {len(records)} of {a.cases} cases reported", file=sys.stderr)
         return 1
     summary = summarise(records, seed, time.perf_counter() - t)
