@@ -5,6 +5,8 @@ per set key never mix two sets.
 """
 from __future__ import annotations
 
+import sys
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -33,10 +35,15 @@ class ActiveSet:
     zoo_id: str | None = None
 
 
+def torch_loaded() -> bool:
+    """Whether this process has imported torch yet (Home renders without it; see ``warm_up``)."""
+    return "torch" in sys.modules
+
+
 def init_state() -> None:
     ss = st.session_state
     ss.setdefault(K_SETS, {})
-    if K_DEVICE not in ss:
+    if K_DEVICE not in ss and torch_loaded():       # the device list needs torch: chosen once it is loaded
         ss[K_DEVICE] = default_device()
     keys = set_options()
     if ss.get(K_ACTIVE) not in keys:
@@ -199,3 +206,32 @@ def show_test_mark(cs) -> None:
     if names:
         st.warning(f"{', '.join(names)}: {TEST_MARK} — this set's numbers on the test subset are not held out.",
                    icon=":material/warning:")
+
+
+# ---------------------------------------------------------------- the first page without torch
+
+def zoo_summary(key: str | None) -> dict | None:
+    """The zoo index's entry behind ``key`` when its set is not loaded yet (torch not imported), so that
+    Home can describe it without loading; None for a session set or once torch is loaded."""
+    if torch_loaded() or not key or not key.startswith("zoo:"):
+        return None
+    return zoo_entry(key[4:])
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> threading.Thread:
+    """Once per process, after the first page is sent: import torch and ``rst``, set the allocator and
+    load the default zoo set in a background thread, so the next page finds them ready."""
+    def work():
+        from rst.allocator import keep_freed_memory
+        keep_freed_memory()                        # the app's process owns the allocator setting
+        import rst.masks  # noqa: F401
+        entries = zoo_entries()
+        if entries:
+            try:
+                load_zoo_set(entries[0]["id"])
+            except Exception:                      # the page that needs it says why, in one line
+                pass
+    thread = threading.Thread(target=work, name="rst-warm-up", daemon=True)
+    thread.start()
+    return thread

@@ -19,8 +19,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
-import torch
+
+if TYPE_CHECKING:                # torch loads with the first page that computes, not with Home
+    import torch
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -22,10 +22,7 @@ APP_DIR = Path(__file__).resolve().parent
 if str(APP_DIR) not in sys.path:          # `import state` etc. from every page, however the app is started
     sys.path.insert(0, str(APP_DIR))
 
-import state  # noqa: E402
-from rst.allocator import keep_freed_memory  # noqa: E402
-
-keep_freed_memory()      # the app's process owns the allocator setting (idempotent on every rerun)
+import state  # noqa: E402      (Home needs neither torch nor rst: state.warm_up loads them after it)
 
 FAVICON = APP_DIR.parent / "assets" / "favicon.png"      # shipped: no font CDN is asked for the page icon
 st.set_page_config(page_title="RST Explorer", page_icon=str(FAVICON) if FAVICON.is_file() else None, layout="wide")
@@ -41,6 +38,15 @@ PAGES = [
 ]
 page = st.navigation(PAGES)
 
+
+@st.fragment(run_every=1.0)
+def _device_pending() -> None:
+    """The device list needs torch, which loads after the first page: the whole app reruns once it has."""
+    if state.torch_loaded():
+        st.rerun()
+    st.caption("Device: detecting (GPU when there is one, else CPU)…")
+
+
 state.init_state()
 with st.sidebar:
     options = state.set_options()
@@ -53,11 +59,14 @@ with st.sidebar:
     item = st.session_state.get(state.K_SETS, {}).get(st.session_state.get(state.K_ACTIVE))
     if item is not None:              # a set of this session (zoo sets are built on training images)
         state.show_test_mark(item["cs"])
-    devs = state.devices()
-    st.selectbox("Device", devs, key=state.K_DEVICE,
-                 help="GPU when there is one, else CPU (rst.device.available_devices).")
+    if state.torch_loaded():
+        st.selectbox("Device", state.devices(), key=state.K_DEVICE,
+                     help="GPU when there is one, else CPU (rst.device.available_devices).")
+    else:
+        _device_pending()
     job = st.session_state.get(state.K_JOB)
     if job is not None and job.running:
         st.caption(f":material/search: a search is running ({100 * job.fraction_done():.0f} %) — see Search")
 
 page.run()
+state.warm_up()              # once per process: torch, rst, the allocator and the default set, off this run

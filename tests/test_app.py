@@ -620,6 +620,35 @@ def test_search_refuses_a_second_start_and_bad_values_in_one_line(zoo_env):
     assert len(errors) == 1 and "\n" not in errors[0] and "1 to 5872 can train, not 6000" in errors[0], errors
 
 
+FIRST_RUN = """
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=120).run()
+assert not at.exception, [e.value for e in at.exception]
+print("metric", [m.value for m in at.metric])
+print("sidebar", [c.value for c in at.sidebar.caption])
+print("device", [m.value for m in at.markdown if "Device" in m.value])
+"""
+
+
+def test_the_first_home_page_of_a_process_renders_without_torch(zoo_env):
+    """Home describes the zoo's set from its index, and the sidebar says the device is being detected:
+    what the first page renders needs neither torch nor rst (they load after it)."""
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", FIRST_RUN, MAIN], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+    n = len(json.loads((zoo_env["zoo_dir"] / "index.json").read_text())["zoos"][0]["tickets"])
+    assert f"metric ['{n}']" in out.stdout, out.stdout          # the Tickets count, from the index
+    assert "Device: detecting" in out.stdout and "detected after this page" in out.stdout, out.stdout
+
+
+def test_masks_page_shows_each_recorded_accuracy_with_its_standard_error(zoo_env):
+    at = _app("views/masks.py")
+    table = _dataframe(at, "robust")
+    assert len(table) and all(" % ± " in v for v in table["robust"]) and all(" % ± " in v for v in table["clean"])
+
+
 # ------------------------------------------------------------------------------------------ live jobs: R2S, Sparsity, Transfer (background, Stop, sessions, ±)
 
 

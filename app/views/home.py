@@ -36,7 +36,17 @@ if entries:
 else:
     st.markdown(f"**Zoo**: no `index.json` in `{store.zoo_dir()}`.")
 
-act = state.require_active()
+summary = state.zoo_summary(st.session_state.get(state.K_ACTIVE))
+if summary is not None:           # the first page of a process: described from the index, loaded after it
+    c1, c2 = st.columns([1, 4])
+    c1.metric("Tickets", len(summary.get("tickets", [])))
+    cfg = summary.get("config") or {}
+    ratios = ", ".join(f"{t.get('keep_ratio'):g}" for t in summary.get("tickets", []))
+    c2.markdown(f"**Active set**: {summary.get('title') or summary['id']} (zoo)  \n"
+                f"**Network**: `{summary.get('arch')}` ×{summary.get('width', 1):g} for {summary.get('dataset')}, "
+                f"init {cfg.get('init', '?')}, seed {summary.get('seed')}, {cfg.get('granularity', '?')}-wise masks  \n"
+                f"**Keep ratios**: {ratios} · weight checksum verified when the set loads")
+act = None if summary is not None else state.require_active()
 if act is not None:
     cs = act.cs
     spec = cs.spec
@@ -52,7 +62,8 @@ st.markdown("**Test images**: "
             + (f"`{sub.name}` (shipped subset)" if store.subset_available()
                else f"no test subset at `{sub}` (built with the zoo); pages fall back to data found on disk "
                     "or to synthetic data for sets searched on it."))
-st.markdown(f"**Device**: `{state.device()}` (choose in the sidebar).")
+st.markdown(f"**Device**: `{state.device()}` (choose in the sidebar)." if state.torch_loaded() else
+            "**Device**: GPU when there is one, else CPU (detected after this page; choose in the sidebar).")
 
 st.subheader("Pages")
 st.markdown(

@@ -1,6 +1,7 @@
 """Masks: download tickets or the whole candidate set; upload a mask file and use it everywhere."""
 import hashlib
 import json
+import re
 
 import pandas as pd
 import streamlit as st
@@ -8,6 +9,7 @@ import streamlit as st
 import reports
 import state
 import store
+import ui
 from rst.masks import MAX_FILE_BYTES, SUFFIX, MaskFileError
 
 
@@ -16,6 +18,24 @@ def _use_upload(data: bytes, name: str, digest: str) -> None:
     """Button callback (runs before the rerun, so it may change the sidebar's active set)."""
     key = state.add_session_set(store.parse_upload(data), name, "upload")
     st.session_state["uploaded_digests"] = {**st.session_state.get("uploaded_digests", {}), digest: key}
+
+
+def metric_images(m: dict, ticket) -> int | None:
+    """How many images a recorded metric was measured on: ``test[:N]``, ``(N test images)``, or for the
+    validation split the count a live search recorded (``search_config["data"]``); None when unknown."""
+    split = str(m.get("split", ""))
+    found = re.search(r"\[:(\d+)\]", split) or re.search(r"\((\d+) [a-z ]*images\)", split)
+    if found:
+        return int(found.group(1))
+    data = ticket.search_config.get("data")
+    if split.startswith("validation") and isinstance(data, dict) and isinstance(data.get("val_images"), int):
+        return data["val_images"]
+    return None
+
+
+def metric_text(m: dict | None, ticket) -> str | None:
+    """``"52.6 % ± 0.5"``: the metric with its standard error (None when the ticket has no such metric)."""
+    return None if m is None else ui.pct_se(reports.as_percent(m["value"]) / 100, metric_images(m, ticket))
 
 
 st.title("Mask files")
@@ -30,12 +50,12 @@ if act is not None:
     for i, t in enumerate(cs.tickets):
         rob, cln = reports.pick_metric(t.metrics, "robust"), reports.pick_metric(t.metrics, "clean")
         rows.append({"#": i, "name": t.name, "keep ratio": t.keep_ratio, "kept weights (%)": 100 * t.kept_fraction(),
-                     "clean (%)": reports.as_percent(cln["value"]) if cln else None,
-                     "robust (%)": reports.as_percent(rob["value"]) if rob else None,
+                     "clean": metric_text(cln, t), "robust": metric_text(rob, t),
                      "robust measured with": f"{rob['attack']} ({rob['split']})" if rob else ""})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="%.1f")
-                                for c in ("kept weights (%)", "clean (%)", "robust (%)")})
+                 column_config={"kept weights (%)": st.column_config.NumberColumn(format="%.1f")})
+    st.caption("Accuracies ± one binomial standard error on the images of their split (n? where the file "
+               "does not say how many).")
     stem = (act.zoo_id or act.label).replace(" ", "_").replace("/", "_")
     st.download_button(f"Whole candidate set ({len(cs)} tickets)", state.set_bytes(act.key, cs), icon=":material/download:",
                        file_name=f"{stem}{SUFFIX}", mime="application/octet-stream", key="dl_set")
