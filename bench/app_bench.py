@@ -11,6 +11,8 @@
 3. bf16 vs fp32 on the same images: per-image agreement of every member's verdict under the chosen
    attack and of every ticket alone, and the accuracy difference with its paired 95 % interval.
 4. The health endpoint's latency while two browser sessions run the R2S default (goal <= 1 s).
+5. The live search page's default (Streamlit's AppTest, Start pressed with every widget at its default):
+   seconds to the ticket (goal <= 60 s), the data it trained on and the ticket's validation numbers.
 
 Writes ``bench/app-speed.json`` and ``docs/app-speed.md`` (the tables, the command and the load).
 The server / browser helpers are in ``tests/browser.py`` (shared with the browser test).
@@ -156,6 +158,28 @@ def agreement(bf, fp) -> list[dict]:
     return rows
 
 
+def bench_search(timeout: float = 300.0) -> dict:
+    """The search page's default run as a user starts it (AppTest: open the page, press Start)."""
+    from streamlit.testing.v1 import AppTest
+    at = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=120).run()
+    at.switch_page("views/search.py").run()
+    t0 = time.perf_counter()
+    at.button(key="se_start").click().run()
+    job = at.session_state["search_job"]
+    job.join(timeout=timeout)
+    seconds = time.perf_counter() - t0
+    out = {"seconds": seconds, "finished": not job.running, "error": job.error, "data": job.data_label}
+    if job.result is not None:
+        cfg = job.cfg
+        out.update(network=f"{cfg.arch} x{cfg.width}", epochs=cfg.epochs, keep_ratio=cfg.keep_ratio,
+                   n_val=len(job.data.y_val),
+                   metrics={k: v.get("value") if isinstance(v, dict) else v
+                            for k, v in job.result.ticket.metrics.items()})
+    else:
+        job.stop()
+    return out
+
+
 def markdown(res: dict, command: str, load: dict) -> str:
     """docs/app-speed.md: the measured tables, with the command and the load."""
     lines = ["# How fast the app answers", "",
@@ -201,6 +225,18 @@ def markdown(res: dict, command: str, load: dict) -> str:
             lines.append(f"| {a['what']} | {a['verdicts']} | {100 * a['agree']:.1f} % | {100 * a['bf16']:.1f} | "
                          f"{100 * a['fp32']:.1f} | {100 * a['difference']:+.1f} | "
                          f"[{100 * a['ci_low']:+.1f}, {100 * a['ci_high']:+.1f}] |")
+    if "search" in res:
+        s = res["search"]
+        what = (f"{s.get('network', '?')}, keep_ratio {s.get('keep_ratio', '?')}, {s.get('epochs', '?')} epochs, on "
+                f"{s['data']}") if s.get("data") else "?"
+        lines += ["", "## Live search, page defaults", "",
+                  f"Start pressed with the page's defaults ({what}): the ticket after **{s['seconds']:.1f} s** "
+                  f"(goal ≤ 60 s)" + (f"; it failed: {s['error']}" if s.get("error") else "") + "."]
+        if s.get("metrics"):
+            from ui import pct_se
+            lines.append(f"Its validation numbers ({s.get('n_val')} images, ± one binomial SE): " + ", ".join(
+                f"{k} {pct_se(v, s.get('n_val'))}" for k, v in s["metrics"].items()
+                if isinstance(v, float) and 0 <= v <= 1) + ".")
     if "health" in res:
         h = res["health"]
         lines += ["", "## Several users", "",
@@ -217,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-browser", action="store_true", help="no Chromium: only the R2S timings")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for the R2S timing (default: as the app chooses, jobs.torch_threads)")
+    p.add_argument("--skip-search", action="store_true", help="no live search timing")
     p.add_argument("--no-write", action="store_true", help="print only (no bench/app-speed.json, docs/app-speed.md)")
     args = p.parse_args(argv)
     if args.tiny:
@@ -240,10 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     if have_browser:
         res["health"] = bench_health(dict(os.environ))
         print("health:", json.dumps(res["health"]))
+    if not args.skip_search:
+        res["search"] = bench_search()
+        print("search:", json.dumps(res["search"]))
     load["after"] = os.getloadavg()[0]
     res["load_average"] = load
-    command = "python bench/app_bench.py" + (" --tiny" if args.tiny else "") + (" --skip-browser" if args.skip_browser
-                                                                             else "")
+    command = "python bench/app_bench.py" + "".join(
+        flag for flag, on in ((" --tiny", args.tiny), (" --skip-browser", args.skip_browser),
+                              (f" --threads {args.threads}", bool(args.threads)), (" --skip-search", args.skip_search))
+        if on)
     if not args.no_write and not args.tiny:
         (ROOT / "bench" / "app-speed.json").write_text(json.dumps(res, indent=1) + "\n")
         (ROOT / "docs").mkdir(exist_ok=True)
