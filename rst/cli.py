@@ -202,6 +202,8 @@ def _cmd_search(args) -> int:
     cfg = _config_from_args(args)
     if args.keep_ratios:
         return _search_batched(cfg, args)
+    if args.boosted:
+        return _search_boosted(cfg, args)
     device = init_distributed(resolve_device(args.device)).device   # under torchrun: this rank's device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -222,6 +224,21 @@ def _cmd_search(args) -> int:
     print(f"ticket written to {path}")
     for k, v in result.ticket.metrics.items():
         print(f"  {k:12s} {v['value']:.4f}   ({v['split']}, {v['attack']})")
+    return 0
+
+
+def _search_boosted(cfg, args) -> int:
+    """``search --boosted K``: K tickets searched one after another against the current switch (rst.boosted)."""
+    from .boosted import boosted_search
+    from .device import resolve_device
+    bar = _Progress(f"boosted search of {args.boosted} tickets", args.quiet)
+    try:
+        res = boosted_search(cfg, args.boosted, args.out, device=resolve_device(args.device),
+                             data_dir=args.data_dir, progress=bar)
+    finally:
+        bar.close()
+    print(f"candidate set written to {res.path} ({res.seconds:.0f} s), switch probabilities "
+          f"{[round(a, 3) for a in res.candidate_set.probabilities]}")
     return 0
 
 
@@ -434,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-ratios", dest="keep_ratios",
                    help="comma-separated: one ticket per ratio from the same network, searched together in "
                         "one batched pass (rst.batched); writes OUT/tickets.rst.safetensors")
+    s.add_argument("--boosted", type=count, default=0, metavar="K",
+                   help="search K tickets one after another, each against the current random switch "
+                        "(rst.boosted; --set boost_wrong_class=, boost_warm_start=); resumes by itself; "
+                        "writes OUT/setK.rst.safetensors with the switch probabilities")
     s.set_defaults(func=_cmd_search)
     s = sub.add_parser("train", help="dense adversarial training baseline (all weights trained)")
     _add_run_args(s)

@@ -40,6 +40,7 @@ from .checkpoint import check_same_recipe, checkpoint_in, load_checkpoint, save_
 from .config import check_field_types, check_known_fields, strict_from_dict
 from .data import DeviceLoader, default_augment, load_dataset, split_train_val, synthetic_dataset
 from .guard import GUARDS, Guard, build_guard
+from . import boosted_attack  # noqa: F401  (registers the "boosted" inner attack)
 from .inner import INNER_ATTACKS, InnerAttack, build_inner_attack
 from .masked import masked_layers, set_global_keep
 from .masks import Ticket, extract_ticket
@@ -82,6 +83,10 @@ class SearchConfig:
     alpha: float = 2 / 255               # step size
     steps: int = 7                       # PGD steps; replays per batch for "free"
     attack_bn_mode: str = "train"        # BN during the inner attack: "train" (paper) | "eval"
+    # boosted search (rst.boosted): inner attack "boosted" attacks these frozen members with the new one
+    boost_members: str = ""              # candidate-set file of the earlier members ("" : none)
+    boost_wrong_class: float = 0.0       # weight of BARRE's wrong-class term in the boosted attack's loss
+    boost_warm_start: bool = True        # member m's scores start from member m-1's (False: fresh)
     # data
     val_size: int = 5000                 # images held out of the training set for model selection
     train_subset: int | None = None      # keep only this many training images (reduced runs)
@@ -482,8 +487,12 @@ def score_parameters(model: nn.Module) -> list[nn.Parameter]:
 def run_search(cfg: SearchConfig, *, device: torch.device | str | None = None, data: SearchData | None = None,
                data_dir: str | None = None, workdir: str | os.PathLike | None = None, resume: bool = False,
                progress: Callable[[dict], None] | None = None,
-               should_stop: Callable[[], bool] | None = None, allow_changes: tuple[str, ...] = ()) -> SearchResult:
+               should_stop: Callable[[], bool] | None = None, allow_changes: tuple[str, ...] = (),
+               initial_state: dict | None = None) -> SearchResult:
     """Search one robust scratch ticket with ``cfg``; returns the ticket and its curves.
+
+    ``initial_state``: a state dict the network starts from (e.g. another search's scores: a
+    boosted search's warm start); a checkpoint being resumed overrides it.
 
     ``workdir`` receives ``checkpoint.pt`` after every epoch (``resume=True`` continues from it; a
     checkpoint of another recipe is refused unless ``allow_changes`` names the differing fields).
@@ -494,6 +503,8 @@ def run_search(cfg: SearchConfig, *, device: torch.device | str | None = None, d
     device = torch.device(device or "cpu")
     spec = cfg.network_spec()
     model = build_network(spec, device=device, keep_ratio=cfg.keep_ratio)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     data = data if data is not None else search_data(cfg, data_dir)
     after_step = (lambda: set_global_keep(model, cfg.keep_ratio)) if cfg.scope == "global" else None
     if after_step is not None:

@@ -96,3 +96,74 @@ def test_every_registered_inner_attack_trains(name):
     assert fit.history[0]["complete"]
     assert any(not torch.equal(b, p) for b, p in zip(before, score_parameters(model)))
     assert build_inner_attack(cfg).describe()
+
+
+# --------------------------------------------------------------------------------------------
+# the boosted search's inner attack (rst.boosted_attack) and the boosted search (rst.boosted)
+# --------------------------------------------------------------------------------------------
+
+
+def test_wrong_class_term_by_hand():
+    from rst.boosted_attack import wrong_class_term
+    z, y = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])
+    ls = torch.log_softmax(-z, 1)[0]
+    assert torch.allclose(wrong_class_term(z, y), -(ls[1] + ls[2]) / 2)
+
+
+def test_boosted_loss_is_the_alpha_weighted_expected_loss_and_earlier_members_get_no_gradient(tiny_cs, tiny_model,
+                                                                                           tiny_batch):
+    import torch.nn.functional as F
+    from rst.boosted_attack import BoostedPGD, wrong_class_term
+    from rst.r2s import R2S
+    frozen = R2S(tiny_cs, probabilities=[0.5, 0.3, 0.2])
+    attack = BoostedPGD(frozen, eps=0.1, step=0.05, steps=2, wrong_class=0.7)
+    assert torch.allclose(attack.weights, torch.tensor([0.375, 0.225, 0.15, 0.25]))     # alpha (m-1)/m, then 1/m
+    x, y = tiny_batch
+    tiny_model.eval()
+
+    def per(z):
+        return F.cross_entropy(z, y, reduction="none") + 0.7 * wrong_class_term(z, y)
+    with torch.no_grad():
+        by_hand = 0.25 * per(tiny_model(x))
+        for k, a in enumerate([0.5, 0.3, 0.2]):
+            with frozen.use_member(k):
+                by_hand += 0.75 * a * per(frozen(x))
+        before = frozen.member_logits(x).clone()
+        new_before = tiny_model(x).clone()
+    loss = attack.loss(tiny_model, x, y)
+    assert torch.allclose(loss, by_hand, atol=1e-5)
+    opt = torch.optim.SGD(score_parameters(tiny_model), lr=10.0)
+    loss.sum().backward()
+    assert all(p.grad is None for p in frozen.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in score_parameters(tiny_model))
+    opt.step()
+    with torch.no_grad():
+        assert torch.equal(frozen.member_logits(x), before)                 # earlier members unchanged
+        assert not torch.equal(tiny_model(x), new_before)                   # (the new one moved)
+    x_adv = attack(tiny_model, x, y, generator=torch.Generator().manual_seed(0))
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_boosted_search_records_its_recipe_and_alpha_and_resumes(tmp_path, monkeypatch):
+    import rst.search
+    from rst.boosted import boosted_search
+    from rst.masks import load_tickets
+    cfg = preset("tiny", epochs=1, val_size=32, val_images=32, precision="fp32", boost_wrong_class=0.5)
+    data = _data(96)
+    data = SearchData(data.x_train[:64], data.y_train[:64], data.x_train[64:], data.y_train[64:])
+    kw = dict(data=data, alpha_images=16, alpha_iterations=2, arc_steps=1)
+    res = boosted_search(cfg, 2, tmp_path, **kw)
+    cs = res.candidate_set
+    assert len(cs) == 2 and abs(sum(cs.probabilities) - 1) < 1e-4
+    sc = [t.search_config for t in cs.tickets]
+    assert [c["inner_attack"] for c in sc] == ["boosted", "boosted"]
+    assert sc[0]["boost_members"] == "" and sc[1]["boost_members"].endswith("set1.rst.safetensors")
+    assert sc[1]["boost_wrong_class"] == 0.5 and sc[1]["boost_warm_start"] is True
+    # killed after member 0: only member 1 is searched again
+    (tmp_path / "set2.rst.safetensors").unlink()
+    calls = []
+    real = rst.search.run_search
+    monkeypatch.setattr(rst.search, "run_search", lambda c, **k: calls.append(c.boost_members) or real(c, **k))
+    again = boosted_search(cfg, 2, tmp_path, **kw).candidate_set
+    assert len(calls) == 1 and calls[0].endswith("set1.rst.safetensors")
+    assert len(load_tickets(tmp_path / "set2.rst.safetensors")) == 2 and len(again) == 2
