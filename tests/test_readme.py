@@ -1,4 +1,4 @@
-"""Every code block of the README runs, so the README cannot drift from the code.
+"""Every code block of the README and of ``docs/*.md`` runs, so the documentation cannot drift from the code.
 
 Python blocks run as written. Shell blocks are split into commands (``\\`` continuations joined,
 comments dropped), and every command must match one rule of ``RULES`` below, which says how it is
@@ -13,7 +13,9 @@ checked:
 A README command that matches no rule fails ``test_every_readme_command_has_a_rule``: add a rule
 when you add a command. Commands run in a scratch folder holding copies of ``pretrained_masks/`` and
 ``assets/``, so nothing here writes into the repository. Toy runs longer than a few seconds are
-marked ``slow``; the quick start, the Python API and the cheap commands run by default.
+marked ``slow``; the quick start, the Python API and the cheap commands run by default. Fenced
+``text`` blocks (long benchmark commands, outputs) are not run: only ``python``, ``bash``, ``sh`` and
+``shell`` blocks are.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 TIMEOUT_S = 300
 
 
@@ -146,13 +149,24 @@ def toy_command(rule: Rule, cmd: str) -> list[str]:
     return tokens + list(rule.extra)
 
 
-def readme_commands() -> list[tuple[int, str]]:
-    return [(line, cmd) for lang, code, line in code_blocks(README.read_text())
+def documents() -> list[Path]:
+    """The README and every page of ``docs/``: each of their code blocks is run."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def _blocks(docs: list[Path] | None = None) -> list[tuple[str, str, str]]:
+    """``(language, code, "file:line")`` of every fenced block of ``docs`` (default: all documents)."""
+    return [(lang, code, f"{doc.relative_to(ROOT)}:{line}") for doc in (docs or documents())
+            for lang, code, line in code_blocks(doc.read_text())]
+
+
+def readme_commands(docs: list[Path] | None = None) -> list[tuple[str, str]]:
+    return [(where, cmd) for lang, code, where in _blocks(docs)
             if lang in ("bash", "sh", "shell") for cmd in shell_commands(code)]
 
 
-def readme_python() -> list[tuple[int, str]]:
-    return [(line, code) for lang, code, line in code_blocks(README.read_text()) if lang == "python"]
+def readme_python(docs: list[Path] | None = None) -> list[tuple[str, str]]:
+    return [(where, code) for lang, code, where in _blocks(docs) if lang == "python"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,7 +233,7 @@ def _params():
     for line, cmd in readme_commands():
         rule = rule_for(cmd)
         marks = [pytest.mark.slow] if rule is not None and rule.slow else []
-        out.append(pytest.param(cmd, rule, id=f"L{line}:{cmd[:70]}", marks=marks))
+        out.append(pytest.param(cmd, rule, id=f"{line}:{cmd[:70]}", marks=marks))
     return out
 
 
@@ -229,22 +243,36 @@ def _params():
 
 
 def test_every_readme_command_has_a_rule():
-    missing = [f"line {line}: {cmd}" for line, cmd in readme_commands() if rule_for(cmd) is None]
-    assert not missing, "README commands without a rule in tests/test_readme.py:\n" + "\n".join(missing)
+    missing = [f"{line}: {cmd}" for line, cmd in readme_commands() if rule_for(cmd) is None]
+    assert not missing, "README/docs commands without a rule in tests/test_readme.py:\n" + "\n".join(missing)
 
 
 def test_every_rule_is_used():
     cmds = [cmd for _, cmd in readme_commands()]
     unused = [r.prefix + (f" (… {r.contains} …)" if r.contains else "") for r in RULES
               if not any(rule_for(c) is r for c in cmds)]
-    assert not unused, f"rules that no README command uses any more: {unused}"
+    assert not unused, f"rules that no README/docs command uses any more: {unused}"
 
 
 def test_the_readme_has_python_and_shell_blocks():
-    assert len(readme_python()) >= 1 and len(readme_commands()) >= 10
+    assert len(readme_python([README])) >= 1 and len(readme_commands([README])) >= 10
 
 
-@pytest.mark.parametrize("code", [pytest.param(c, id=f"L{line}") for line, c in readme_python()])
+def test_docs_blocks_are_collected_with_their_file_and_line():
+    """The pages of ``docs/`` are part of what runs: a block there is found, named by file and line."""
+    assert any(where.startswith("docs/") for where, _ in readme_commands() + readme_python())
+    tree = code_blocks("x\n```bash\npython -m rst models\n```\n```text\nnot run\n```\n")
+    assert [(lang, line) for lang, _, line in tree] == [("bash", 2), ("text", 5)]
+
+
+def test_readme_is_short_and_the_documentation_names_no_issues_or_sessions():
+    assert len(README.read_text().splitlines()) <= 260
+    for doc in documents():
+        text = doc.read_text()
+        assert not re.search(r"(?<![\w&])#\d+\b|\bissue \d+|\bissue's\b|\bthis session\b", text), doc.name
+
+
+@pytest.mark.parametrize("code", [pytest.param(c, id=str(line)) for line, c in readme_python()])
 def test_python_block_runs_as_written_and_writes_only_ignored_files(code, workdir):
     before = {p for p in workdir.rglob("*")}
     script = workdir / "readme_block.py"
