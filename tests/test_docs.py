@@ -36,3 +36,11 @@ def test_the_switch_probability_tables_are_the_benchmarks_output():
     doc = (ROOT / "docs" / "r2s-switch.md").read_text()
     assert _between(doc, "<!-- switch-probabilities summary", "<!-- end of summary -->") == \
         switch_probabilities.summary("fmnist-wide")
+
+
+def test_the_random_draw_tables_are_the_benchmarks_output():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import random_draw
+    doc = (ROOT / "docs" / "random-draw.md").read_text()
+    assert _between(doc, "<!-- random-draw tables", "<!-- end of random-draw tables -->") == \
+        random_draw.table("fmnist-wide", ROOT / "pretrained_masks")
