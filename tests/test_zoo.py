@@ -184,7 +184,11 @@ def test_a_rebuild_recognises_every_shipped_ticket(zoo):
         assert not _same_recipe({**t.search_config, "epochs": 999}, plan_cfg(keep_ratio=t.keep_ratio))
 
 
-@pytest.mark.parametrize("zoo", INDEX["zoos"], ids=[z["id"] for z in INDEX["zoos"]])
+REPORTED = [z for z in INDEX["zoos"]
+            if (REPO / "pretrained_masks" / z["candidate_set"]).parent.joinpath("reports").is_dir()]
+
+
+@pytest.mark.parametrize("zoo", REPORTED, ids=[z["id"] for z in REPORTED])
 def test_a_rebuild_keeps_every_shipped_report(zoo):
     """A rebuild with the recorded command finds the shipped reports current: their stamp is the one
     the build writes for these tickets and this recipe (a stale stamp makes it delete and redo them)."""
