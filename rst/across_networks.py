@@ -27,10 +27,8 @@ DENSE = "dense AT"
 def recipe_key(entry: dict) -> str:
     """The recipe of a zoo index entry, without its seed: equal keys are the same recipe."""
     from .search import SearchConfig
-    from .zoo import LATER_FIELDS
-    defaults = SearchConfig().to_dict()
-    cfg = {k: v for k, v in (entry.get("config") or {}).items() if k not in RECIPE_FREE
-           and not (k in LATER_FIELDS and v == defaults[k])}     # fields added later count at their defaults
+    cfg = {k: v for k, v in SearchConfig.without_later_defaults(entry.get("config") or {}).items()
+           if k not in RECIPE_FREE}
     return json.dumps({"dataset": entry.get("dataset"), "arch": entry.get("arch"), "width": entry.get("width"),
                        "eps": entry.get("eps"), "config": cfg}, sort_keys=True)
 

@@ -50,6 +50,11 @@ from .selection import LastEpoch, selection_for, validate
 from .speed import PRECISIONS, Speed, flush_subnormal_bn_stats_, resolve_speed
 
 
+# Fields added to SearchConfig after the first zoos were built; at their defaults they leave a
+# record as it was before they existed.
+LATER_FIELDS = ("boost_members", "boost_wrong_class", "boost_warm_start")
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Everything a search is a function of, with units. Written into every output.
@@ -164,6 +169,14 @@ class SearchConfig:
         other notes a search adds, e.g. ``batched_with``)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return {k: v for k, v in search_config.items() if k in names}
+
+    @classmethod
+    def without_later_defaults(cls, config: dict) -> dict:
+        """``config`` without the fields added to SearchConfig after the first zoos were built
+        (``LATER_FIELDS``) where they hold their defaults: a record made before those fields existed
+        and one made since at the defaults then compare, stamp and key alike."""
+        defaults = cls().to_dict()
+        return {k: v for k, v in config.items() if not (k in LATER_FIELDS and v == defaults[k])}
 
 
 PRESETS: dict[str, SearchConfig] = {

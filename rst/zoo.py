@@ -86,17 +86,12 @@ def _same_recipe(recorded: dict, cfg: SearchConfig) -> bool:
         return False
 
 
-LATER_FIELDS = ("boost_members", "boost_wrong_class", "boost_warm_start")
-
-
 def _report_stamp(cs: CandidateSet, cfg: SearchConfig) -> str:
     """What a zoo's reports were computed from: each ticket's name, keep ratio and mask digest, and
     the recipe (the dense baseline's too; speed settings left out). Another stamp: the reports are stale."""
-    defaults = SearchConfig().to_dict()
-    # fields added to SearchConfig later count at their defaults (as _same_recipe does): left out then,
-    # so reports made before they existed stay current
-    recipe = {k: v for k, v in cfg.to_dict().items() if k not in SPEED_FIELDS + ("keep_ratio",)
-              and not (k in LATER_FIELDS and v == defaults[k])}
+    # fields added to SearchConfig later are left out at their defaults, so older reports stay current
+    recipe = {k: v for k, v in SearchConfig.without_later_defaults(cfg.to_dict()).items()
+              if k not in SPEED_FIELDS + ("keep_ratio",)}
     return "\n".join([f"{t.name}:{t.keep_ratio:g}:{ticket_digest(t)}" for t in cs.tickets]
                      + [json.dumps(recipe, sort_keys=True)])
 
