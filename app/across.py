@@ -1,4 +1,4 @@
-"""The Sparsity page's "across networks" view: one recipe on several random networks (rst.across_networks).
+"""The Sparsity page's "across networks" view: one recipe on several random networks (rst.zoo.across_networks).
 
 The error bars are the standard deviation over networks (the random draw), not the binomial
 standard error of one network's test images, which each network's own row keeps beside it.
@@ -11,7 +11,7 @@ import streamlit as st
 
 import store
 import ui
-from rst.across_networks import across_networks, sibling_zoos
+from rst.zoo.across_networks import across_networks, sibling_zoos
 
 COLORS = {"robust": "#d62728", "clean": "#1f77b4"}
 

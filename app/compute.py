@@ -14,9 +14,9 @@ from store import eval_data
 @st.cache_data(show_spinner=False, max_entries=32)
 def network_summary(spec_json: str) -> dict:
     """Layers, weight counts, init and checksum of the seeded random network of ``spec_json``."""
-    from rst.masked import masked_layers
-    from rst.models import NetworkSpec, build_network
-    from rst.weights import weight_checksum
+    from rst.network.masked import masked_layers
+    from rst.network.models import NetworkSpec, build_network
+    from rst.network.weights import weight_checksum
     spec = NetworkSpec.from_dict(json.loads(spec_json))
     net = build_network(spec)
     layers = list(masked_layers(net))
@@ -60,7 +60,7 @@ def spec_json(spec) -> str:
 @st.cache_data(show_spinner=False, max_entries=64)
 def ticket_layer_stats(set_key: str, _cs, index: int) -> list[dict]:
     """``rst.layer_stats`` of ticket ``index``: per layer weights, kept weights, density."""
-    from rst.masked import layer_stats
+    from rst.network.masked import layer_stats
     stats = layer_stats(_cs.model(index))
     names = layer_names([r["layer"] for r in stats])
     return [{**r, "layer": n, "shape": "×".join(map(str, r["shape"]))} for n, r in zip(names, stats)]
@@ -70,16 +70,16 @@ ATTACK_LABELS = {"pgd": "PGD", "fgsm": "FGSM", "cw": "CW-L∞ (PGD on the margin
 
 def attack_config(name: str, eps: float, steps: int, alpha: float | None = None, early_stop: bool = False):
     """An ``AttackConfig``; step size ``eps/4`` unless given (the paper: 2/255 for 8/255)."""
-    from rst.attacks import AttackConfig
+    from rst.evaluation.attacks import AttackConfig
     return AttackConfig(name=name, eps=float(eps), alpha=float(alpha if alpha is not None else eps / 4),
                         steps=int(steps), early_stop=early_stop)
 
 def sparsity_job(job, cs, n_images: int, attack_json: str, dev: str) -> list[dict]:
-    """``rst.evaluate.sparsity_curve`` ticket by ticket in a ``jobs.LiveJob``: each ticket's row is
+    """``rst.evaluation.metrics.sparsity_curve`` ticket by ticket in a ``jobs.LiveJob``: each ticket's row is
     published as it lands (one slot of the shared CPU pool per ticket), so Stop keeps the rows done."""
-    from rst.attacks import AttackConfig
-    from rst.evaluate import sparsity_curve
-    from rst.masks import CandidateSet
+    from rst.evaluation.attacks import AttackConfig
+    from rst.evaluation.metrics import sparsity_curve
+    from rst.network.masks import CandidateSet
     data = eval_data(cs.spec.dataset, n_images)
     attack = AttackConfig.from_dict(json.loads(attack_json))
     rows = []
@@ -94,10 +94,10 @@ def sparsity_job(job, cs, n_images: int, attack_json: str, dev: str) -> list[dic
 
 
 def transfer_job(job, cs, n_images: int, attack_json: str, early_stop: bool, dev: str, chunk: int = 64) -> TransferView:
-    """``rst.evaluate.transfer_matrix`` on chunks of ``chunk`` test images in a ``jobs.LiveJob``: after each
+    """``rst.evaluation.metrics.transfer_matrix`` on chunks of ``chunk`` test images in a ``jobs.LiveJob``: after each
     chunk the matrix over the images done so far (image-weighted mean of the chunks) is published."""
-    from rst.attacks import AttackConfig
-    from rst.evaluate import transfer_matrix
+    from rst.evaluation.attacks import AttackConfig
+    from rst.evaluation.metrics import transfer_matrix
     data = eval_data(cs.spec.dataset, n_images)
     attack = AttackConfig.from_dict(json.loads(attack_json))
     total, acc, res = len(data.y), None, None

@@ -1,4 +1,4 @@
-"""Background work of the app: the live search (``rst.search.run_search`` in a thread, and the data it
+"""Background work of the app: the live search (``rst.search.loop.run_search`` in a thread, and the data it
 searches on), and the pages' live computations (``LiveJob``: one per session, chunks of CPU work taken
 from one pool shared by every session, ``POOL``, with a visible queue position)."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from store import cached_subset, file_mtime, subset_path, train_split
 
 @dataclass
 class SearchJob:
-    """``rst.search.run_search`` in a daemon thread; the page polls it (``st.fragment(run_every=)``).
+    """``rst.search.loop.run_search`` in a daemon thread; the page polls it (``st.fragment(run_every=)``).
 
     ``stop()`` sets an event that ``run_search``'s ``should_stop`` reads after every optimiser step:
     the search ends its epoch at once (validation of the partial epoch, best state restored) and
@@ -45,7 +45,7 @@ class SearchJob:
         return self
 
     def _run(self) -> None:
-        from rst.search import run_search
+        from rst.search.loop import run_search
         if not POOL.acquire(self.id, self._stop.is_set):     # the CPU pool every session shares
             self.error, self.finished = "stopped while waiting for the CPU", time.time()
             return
@@ -93,8 +93,8 @@ class SearchJob:
 def search_data(source: str, cfg, n_train: int):
     """``SearchData`` for a live search: ``"synthetic"``, ``"subset"`` (the shipped *test* subset, a
     demo only) or ``"train"`` (the data set's training split on disk). Returns (data, label)."""
-    from rst.data import split_train_val, synthetic_dataset
-    from rst.search import SearchData
+    from rst.data.datasets import split_train_val, synthetic_dataset
+    from rst.search.loop import SearchData
     spec = cfg.network_spec()
     shape = (spec.in_channels, spec.image_size, spec.image_size)
     if source == "synthetic":

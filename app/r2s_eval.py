@@ -1,5 +1,5 @@
 """The R2S live evaluation, in chunks of images so that the page shows numbers within seconds and
-refines them: per chunk, the chosen attack on the switch (``rst.r2s.adaptive_examples``, or the glue
+refines them: per chunk, the chosen attack on the switch (``rst.evaluation.r2s.adaptive_examples``, or the glue
 below for the naive and transfer attacks), every member alone under white-box PGD (the paper protocol's
 transfer matrix, whose diagonal is each ticket alone), every adversarial batch scored on every member
 (exact expectation). Per-image results are kept, so every accuracy has its standard error and R2S
@@ -17,7 +17,7 @@ from store import eval_data
 from ui import paired
 
 
-# attack choice -> (label, how it is computed). "protocol:*" go to rst.r2s.evaluate_r2s;
+# attack choice -> (label, how it is computed). "protocol:*" go to rst.evaluation.r2s.evaluate_r2s;
 # "deployed:*" attack the switching model as served (a gradient query sees whichever member the
 # switch draws); "member" attacks one member and transfers (glue below).
 # what the R2S live page starts with (the benchmark times exactly this): every member of the active set
@@ -34,7 +34,7 @@ def chunk_bounds(n: int) -> list[int]:
 def default_precision(dev: str) -> str:
     """bf16 autocast for the live attacks where the device has it natively (AVX-512 BF16 / AMX, Ampere+),
     else fp32; the accuracies are always scored in fp32."""
-    from rst.speed import bf16_supported
+    from rst.runtime.speed import bf16_supported
     return "bf16" if bf16_supported(torch.device(dev)) else "fp32"
 
 R2S_ATTACKS = {
@@ -64,8 +64,8 @@ def _glue_attack(kind: str, r2s, x, y, eps: float, steps: int, seed: int, source
     ``deployed:<name>`` attacks the switching model as served (each gradient query sees the member the
     switch draws), ``member`` attacks member ``source_k`` alone (transfer), ``expectation`` is the
     library's exact-EOT loss (used for the gallery of the protocol attacks)."""
-    from rst.attacks import run_attack
-    from rst.r2s import expectation_loss
+    from rst.evaluation.attacks import run_attack
+    from rst.evaluation.r2s import expectation_loss
     dev = next(r2s.parameters()).device
     name = kind.split(":", 1)[1] if kind.startswith("deployed:") else "pgd"
     cfg = attack_config(name, eps, steps)
@@ -103,7 +103,7 @@ class R2SLive:
 def build_r2s(cache: dict, cs, set_key: str, members, switch: str, seed: int, dev: str):
     """The R2S module of these members, built once per session and reused across reruns (``cache``:
     a per-session dict holding the last one; never shared between sessions, whose runs mutate it)."""
-    from rst.r2s import R2S
+    from rst.evaluation.r2s import R2S
     key = (set_key, tuple(members), switch, int(seed), dev)
     if cache.get("key") != key:
         r2s = R2S(cs, members=list(members), switch=switch, seed=seed, device=dev)
@@ -115,7 +115,7 @@ def build_r2s(cache: dict, cs, set_key: str, members, switch: str, seed: int, de
 
 
 def _autocast(precision: str, dev):
-    from rst.speed import resolve_speed
+    from rst.runtime.speed import resolve_speed
     return resolve_speed(precision, channels_last=False, compile=False, device=torch.device(dev)).autocast(
         torch.device(dev))
 
@@ -125,8 +125,8 @@ def attack_chunk(r2s, attack: str, x, y, *, eps: float, steps: int, seed: int, s
     """One chunk: ``clean`` (K, b), ``chosen`` (K, b) float, member k right (for the paper protocol: the
     share of random sources it survives) on the chosen attack's x_adv,
     ``paper`` (K, K, b) (source member, scored member, image) when ``compare``; ``x_adv`` (b, C, H, W)."""
-    from rst.attacks import run_attack
-    from rst.r2s import adaptive_examples, member_correct
+    from rst.evaluation.attacks import run_attack
+    from rst.evaluation.r2s import adaptive_examples, member_correct
     dev = next(r2s.parameters()).device
     xd, yd = x.to(dev), y.to(dev)
     out = {"clean": member_correct(r2s, xd, yd).cpu()}
@@ -189,7 +189,7 @@ def summarize(parts: list[dict], names: list[str], attack: str, p: dict, data_de
     adaptive = attack.startswith("protocol:") and attack != "protocol:paper"
     r2s_img = chosen.float().mean(0)                                        # (n,) R2S expected, per image
     desc = _describe(attack, names, p)
-    from rst.r2s import THREAT_MODELS
+    from rst.evaluation.r2s import THREAT_MODELS
     threat = THREAT_MODELS.get(attack.split(":", 1)[1], R2S_ATTACKS[attack]) if attack.startswith("protocol:") \
         else R2S_ATTACKS[attack]
     table = [_row(chosen_label, threat, adaptive, desc, chosen, float(clean.float().mean()), n)]
@@ -218,7 +218,7 @@ def summarize(parts: list[dict], names: list[str], attack: str, p: dict, data_de
 
 
 def _describe(attack: str, names: list[str], p: dict) -> str:
-    from rst.r2s import describe_adaptive
+    from rst.evaluation.r2s import describe_adaptive
     eps, steps, K = p["eps"], p["steps"], len(names)
     prec = f", attack in {p['precision']}"
     if attack in ("single", "protocol:paper"):

@@ -112,7 +112,7 @@ def _transfer_view(rep: dict, source: str) -> TransferView | None:
     names = rep.get("names") or [f"keep {r:g}" for r in ratios]
     attack = rep.get("attack")
     if isinstance(attack, dict):
-        from rst.attacks import AttackConfig
+        from rst.evaluation.attacks import AttackConfig
         attack = AttackConfig.from_dict(attack).describe()
     early = rep.get("early_stop")
     label = rep.get("label") or f"transfer ({attack})"
@@ -140,9 +140,9 @@ def stored_transfer(zoo_id: str | None) -> dict[bool | None, TransferView]:
 
 def stored_compare(zoo_id: str | None):
     """The zoo's like-with-like report (``r2s_compare.json`` beside its R2S report, written by
-    ``python -m rst eval r2s FILE --protocols all``) as an ``rst.compare.CompareReport``, or None."""
+    ``python -m rst eval r2s FILE --protocols all``) as an ``rst.evaluation.compare.CompareReport``, or None."""
     from store import _read_json, file_mtime, zoo_dir
-    from rst.compare import CompareReport
+    from rst.evaluation.compare import CompareReport
     rel = ((zoo_entry(zoo_id) or {}).get("reports") or {}).get("r2s") if zoo_id else None
     if not rel:
         return None
@@ -159,7 +159,7 @@ def stored_compare(zoo_id: str | None):
 
 def stored_r2s(zoo_id: str | None) -> tuple[list[dict], dict] | None:
     """Rows (accuracies as fractions) and config of the zoo's stored R2S report
-    (``rst.r2s.R2SReport.to_dict()``), or None."""
+    (``rst.evaluation.r2s.R2SReport.to_dict()``), or None."""
     rep = zoo_report(zoo_id, "r2s") if zoo_id else None
     if not isinstance(rep, dict) or not isinstance(rep.get("results"), list):
         return None

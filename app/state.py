@@ -31,7 +31,7 @@ class ActiveSet:
     key: str                 # cache key of every computation on this set
     label: str
     source: str              # "zoo" | "upload" | "search"
-    cs: Any                  # rst.masks.CandidateSet (never mutated)
+    cs: Any                  # rst.network.masks.CandidateSet (never mutated)
     zoo_id: str | None = None
 
 
@@ -97,7 +97,7 @@ def active_set() -> ActiveSet | None:
 
 def require_active() -> ActiveSet | None:
     """The active set, or None after rendering guidance (or the load error) for the page."""
-    from rst.masks import MaskFileError
+    from rst.network.masks import MaskFileError
     try:
         act = active_set()
     except MaskFileError as e:
@@ -112,7 +112,7 @@ def with_ticket(cs, ticket):
     """A new candidate set: ``cs``'s tickets plus ``ticket`` (``cs`` is left unchanged)."""
     import dataclasses
 
-    from rst.masks import CandidateSet
+    from rst.network.masks import CandidateSet
     meta = {k: v for k, v in cs.meta.items() if k in ("provenance", "extra")}
     name = unique_name(ticket.name or f"keep{ticket.keep_ratio:g}", [t.name for t in cs.tickets])
     if name != ticket.name:              # a copy under its new name: the search's result stays as it was
@@ -128,15 +128,15 @@ def unique_name(name: str, taken: list[str]) -> str:
 
 
 def single_ticket_set(cs, index: int):
-    from rst.masks import CandidateSet
+    from rst.network.masks import CandidateSet
     meta = {k: v for k, v in cs.meta.items() if k in ("provenance", "extra")}
     return CandidateSet(cs.spec, [cs.tickets[index]], cs.weight_checksum, meta)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def set_bytes(set_key: str, _cs, indices: tuple[int, ...] | None = None) -> bytes:
-    """The mask file of the set (or of the tickets ``indices``), from ``rst.masks.to_bytes``."""
-    from rst.masks import CandidateSet, to_bytes
+    """The mask file of the set (or of the tickets ``indices``), from ``rst.network.masks.to_bytes``."""
+    from rst.network.masks import CandidateSet, to_bytes
     cs = _cs
     if indices is not None:
         meta = {k: v for k, v in cs.meta.items() if k in ("provenance", "extra")}
@@ -148,7 +148,7 @@ def ticket_labels(cs) -> list[str]:
     return [f"{t.name or f'ticket {i}'} (keep {t.keep_ratio:g})" for i, t in enumerate(cs.tickets)]
 
 def devices() -> list[str]:
-    from rst.device import available_devices
+    from rst.runtime.device import available_devices
     return available_devices()
 
 
@@ -223,9 +223,9 @@ def warm_up() -> threading.Thread:
     """Once per process, after the first page is sent: import torch and ``rst``, set the allocator and
     load the default zoo set in a background thread, so the next page finds them ready."""
     def work():
-        from rst.allocator import keep_freed_memory
+        from rst.runtime.allocator import keep_freed_memory
         keep_freed_memory()                        # the app's process owns the allocator setting
-        import rst.masks  # noqa: F401
+        import rst.network.masks  # noqa: F401
         entries = zoo_entries()
         if entries:
             try:

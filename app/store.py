@@ -97,19 +97,19 @@ def zoo_entry(zoo_id: str) -> dict | None:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _load_cs_file(path: str, mtime: float):
-    from rst.masks import load_tickets
+    from rst.network.masks import load_tickets
     return load_tickets(path)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _load_cs_bytes(digest: str, _data: bytes):
-    from rst.masks import load_tickets
+    from rst.network.masks import load_tickets
     return load_tickets(_data)
 
 
 def load_zoo_set(zoo_id: str):
     """The zoo entry's candidate set (cached by path + mtime); raises MaskFileError / FileNotFoundError."""
-    from rst.masks import MaskFileError
+    from rst.network.masks import MaskFileError
     entry = zoo_entry(zoo_id)
     if entry is None:
         raise MaskFileError(f"no zoo entry {zoo_id!r} in {zoo_dir() / 'index.json'}")
@@ -171,7 +171,7 @@ def parse_upload(data: bytes):
     size (``MAX_FILE_BYTES``) and by time (``UPLOAD_MAX_SECONDS``).
     The loaded set's ``warnings`` say what could not be verified (the page shows them).
     """
-    from rst.masks import MAX_FILE_BYTES, MaskFileError
+    from rst.network.masks import MAX_FILE_BYTES, MaskFileError
     if len(data) > MAX_FILE_BYTES:
         raise MaskFileError(f"the file is {len(data) / 2**20:.1f} MiB, over the {MAX_FILE_BYTES / 2**20:.0f} MiB "
                             "limit for mask files")
@@ -185,7 +185,7 @@ def _within_seconds(fn, seconds: float):
 
     from streamlit.runtime.scriptrunner import add_script_run_ctx, get_script_run_ctx
 
-    from rst.masks import MaskFileError
+    from rst.network.masks import MaskFileError
     box: dict = {}
 
     def run():
@@ -208,10 +208,10 @@ def _within_seconds(fn, seconds: float):
 
 
 def _parse_upload(data: bytes):
-    from rst.mask_checks import network_weights
-    from rst.masks import MaskFileError
+    from rst.network.mask_checks import network_weights
+    from rst.network.masks import MaskFileError
     try:
-        from rst.models import NetworkSpec
+        from rst.network.models import NetworkSpec
         spec = NetworkSpec.from_dict(upload_metadata(data)["network"])   # read_metadata checked it
         n = network_weights(spec)
         if n > UPLOAD_MAX_WEIGHTS:
@@ -229,7 +229,7 @@ def upload_metadata(data: bytes) -> dict:
     """The checked metadata of an uploaded file (its warnings are on the loaded set: not repeated here)."""
     import warnings
 
-    from rst.masks import MaskFileWarning, read_metadata
+    from rst.network.masks import MaskFileWarning, read_metadata
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaskFileWarning)
         return read_metadata(data)
@@ -243,13 +243,13 @@ class EvalData:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def cached_subset(path: str, mtime: float):
-    from rst.data import load_subset
+    from rst.data.datasets import load_subset
     return load_subset(path)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _test_split(dataset: str):
-    from rst.data import load_dataset
+    from rst.data.datasets import load_dataset
     return load_dataset(dataset, train=False, download=False)
 
 
@@ -272,7 +272,7 @@ def subset_dataset() -> str | None:
 def eval_data(dataset: str, n: int | None = None) -> EvalData:
     """The first ``n`` test images of ``dataset``: the shipped subset when it is of that data set,
     else the local test split (``download=False``). Raises ``DataUnavailableError`` with guidance."""
-    from rst.data import DataUnavailableError
+    from rst.data.datasets import DataUnavailableError
     path = subset_path()
     mtime = file_mtime(path)
     if mtime is not None:
@@ -298,7 +298,7 @@ def eval_data(dataset: str, n: int | None = None) -> EvalData:
 
 def max_eval_images(dataset: str) -> int:
     """How many test images of ``dataset`` there are (0: none; ``eval_data`` then says why)."""
-    from rst.data import DataUnavailableError
+    from rst.data.datasets import DataUnavailableError
     try:
         return len(eval_data(dataset).y)
     except (DataUnavailableError, ValueError):
@@ -307,7 +307,7 @@ def max_eval_images(dataset: str) -> int:
 
 def require_eval_images(dataset: str) -> int:
     """The number of test images of ``dataset``; when there are none, say why and stop the page."""
-    from rst.data import DataUnavailableError
+    from rst.data.datasets import DataUnavailableError
     n = max_eval_images(dataset)
     if n == 0:
         try:
@@ -319,12 +319,12 @@ def require_eval_images(dataset: str) -> int:
 
 @st.cache_data(show_spinner=False, max_entries=2)
 def train_split(dataset: str):
-    from rst.data import load_dataset
+    from rst.data.datasets import load_dataset
     return load_dataset(dataset, train=True, download=False)
 
 
 def train_split_available(dataset: str) -> bool:
-    from rst.data import DataUnavailableError
+    from rst.data.datasets import DataUnavailableError
     if dataset == "synthetic":
         return True
     try:
@@ -339,7 +339,7 @@ def train_split_available(dataset: str) -> bool:
 
 @st.cache_data(show_spinner=False, max_entries=2)
 def _cached_train_subset(path: str, mtime: float):
-    from rst.data import load_subset
+    from rst.data.datasets import load_subset
     return load_subset(path, split="train")        # refuses a file that is not of training images
 
 
@@ -370,8 +370,8 @@ def train_subset_dataset() -> str | None:
 def train_subset_search_data(cfg, n_train: int):
     """``(SearchData, label)`` from the training subset: ``n_train`` training images and
     ``cfg.val_size`` validation images, both training-split images (seeded split by ``cfg.seed``)."""
-    from rst.data import split_train_val
-    from rst.search import SearchData
+    from rst.data.datasets import split_train_val
+    from rst.search.loop import SearchData
     spec = cfg.network_spec()
     x, y, meta = train_subset(cfg.dataset)
     if tuple(x.shape[1:]) != (spec.in_channels, spec.image_size, spec.image_size):

@@ -61,7 +61,7 @@ with st.sidebar:
         state.show_test_mark(item["cs"])
     if state.torch_loaded():
         st.selectbox("Device", state.devices(), key=state.K_DEVICE,
-                     help="GPU when there is one, else CPU (rst.device.available_devices).")
+                     help="GPU when there is one, else CPU (rst.runtime.device.available_devices).")
     else:
         _device_pending()
     job = st.session_state.get(state.K_JOB)

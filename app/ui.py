@@ -68,11 +68,11 @@ def pct_se(acc: float | None, n: int | None, digits: int = 1) -> str:
 
 def paired(a, b, z: float = 1.96) -> dict:
     """Paired difference ``a − b`` of two models' per-image scores on the *same* images (0/1 or
-    expected accuracies per image, sequences or tensors of equal length): ``rst.per_image.
+    expected accuracies per image, sequences or tensors of equal length): ``rst.evaluation.per_image.
     paired_difference``'s dict (difference, se, ci_low, ci_high, n_images, significant) plus ``text``,
     e.g. ``"+1.6 points [−2.1, +5.3], 128 paired images"``."""
     import torch
-    from rst.per_image import paired_difference
+    from rst.evaluation.per_image import paired_difference
     d = paired_difference(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64), z=z)
     d["text"] = (f"{100 * d['difference']:+.1f} points [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}], "
                  f"{d['n_images']} paired images")

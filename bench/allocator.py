@@ -1,4 +1,4 @@
-"""glibc's default allocator against rst.allocator.keep_freed_memory, on one training step.
+"""glibc's default allocator against rst.runtime.allocator.keep_freed_memory, on one training step.
 
 The setting is per process, so the two contestants run in separate processes, alternately
 (A B A B ...), each timing the same ``fmnist-fast`` step (N-FGSM, bf16 + channels_last where the
@@ -27,11 +27,11 @@ def one_run(mode: str, steps: int, keep: bool, threads: int) -> dict:
 
     import torch
 
-    from rst.allocator import keep_freed_memory
-    from rst.masked import set_dense
-    from rst.models import build_network
-    from rst.search import SearchData, prepare_models, preset, score_parameters, start_fit, train_step
-    from rst.train import _weights
+    from rst.runtime.allocator import keep_freed_memory
+    from rst.network.masked import set_dense
+    from rst.network.models import build_network
+    from rst.search.loop import SearchData, prepare_models, preset, score_parameters, start_fit, train_step
+    from rst.search.train import _weights
     torch.set_num_threads(threads)
     kept = keep_freed_memory() if keep else False
     cfg = preset("fmnist-fast", epochs=1, keep_ratio=0.2)
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     print(f"median: glibc default {med['default']:.1f} img/s, keep_freed_memory {med['keep']:.1f} img/s, "
           f"ratio {med['keep'] / med['default']:.2f}x")
     if a.json:
-        from rst.provenance import provenance
+        from rst.runtime.provenance import provenance
         Path(a.json).write_text(json.dumps({"mode": a.mode, "steps": a.steps, "threads": a.threads, "runs": runs,
                                             "median_images_per_s": med, "ratio": med["keep"] / med["default"],
                                             "provenance": provenance()}, indent=2, default=str))

@@ -9,10 +9,10 @@ each accuracy with its binomial standard error and each difference against PGD w
 import math
 
 import torch
-from rst.masks import load_tickets
-from rst.data import load_dataset
-from rst.evaluate import adversarial_examples, predict
-from rst.attacks import AttackConfig
+from rst.network.masks import load_tickets
+from rst.data.datasets import load_dataset
+from rst.evaluation.metrics import adversarial_examples, predict
+from rst.evaluation.attacks import AttackConfig
 torch.set_num_threads(1)
 x, y = load_dataset("fashion_mnist", train=False, data_dir=None)
 x, y = x[:1000], y[:1000]

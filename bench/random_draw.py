@@ -1,6 +1,6 @@
 """How much a robust scratch ticket depends on the random network it is drawn from.
 
-The zoo index holds sibling zoos: one recipe, several seeds (``rst.across_networks``). This script
+The zoo index holds sibling zoos: one recipe, several seeds (``rst.zoo.across_networks``). This script
 measures what the index alone cannot give, and prints the tables of ``docs/random-draw.md``:
 
     python bench/random_draw.py measure fmnist-wide           # per-image clean + PGD-20 on 10,000 test
@@ -27,8 +27,8 @@ OUT = BENCH / "random-draw"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from rst.across_networks import across_networks, sibling_zoos  # noqa: E402
-from rst.zoo import read_index  # noqa: E402
+from rst.zoo.across_networks import across_networks, sibling_zoos  # noqa: E402
+from rst.zoo.build import read_index  # noqa: E402
 
 TRANSFER_SOURCES = ("keep0.2", "keep0.05", "keep0.7")      # of the first network; keep0.2 of the others
 
@@ -65,9 +65,9 @@ def measure(zoo_id: str, names: list[str], n: int, root: Path, out: Path, data_d
 
 def transfer(zoo_id: str, n: int, root: Path, out: Path, data_dir=None) -> Path:
     """Transfer matrix between tickets of one network and the same keep ratio of the other networks."""
-    from rst.data import test_split
-    from rst.evaluate import pgd20, transfer_matrix
-    from rst.masks import load_tickets
+    from rst.data.datasets import test_split
+    from rst.evaluation.metrics import pgd20, transfer_matrix
+    from rst.network.masks import load_tickets
     sibs = sibling_zoos(read_index(root), zoo_id)
     path = out / f"{zoo_id}-transfer-{n}.json"
     if path.exists():
@@ -98,7 +98,7 @@ def _spread(mean: float | None, std: float | None, unit: str = " %") -> str:
 
 
 def _paired(zoo: str, name: str, n: int, out: Path) -> str:
-    from rst.compare import decode_per_image, paired_difference
+    from rst.evaluation.compare import decode_per_image, paired_difference
     a, b = _per_image_path(zoo, name, n, out), _per_image_path(zoo, "dense AT", n, out)
     if not (a.exists() and b.exists()):
         return "not measured"

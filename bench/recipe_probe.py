@@ -18,14 +18,14 @@ from pathlib import Path
 
 
 def measure(path: str, member: int, test_images: int, autoattack_images: int, eps: float, data_dir) -> dict:
-    from rst.allocator import keep_freed_memory
-    from rst.autoattack import autoattack_accuracy
-    from rst.compare import encode_per_image
-    from rst.data import test_split
-    from rst.evaluate import adversarial_examples, pgd20, predict
-    from rst.mask_checks import network_spec
-    from rst.masks import load_tickets, load_weights
-    from rst.provenance import provenance
+    from rst.runtime.allocator import keep_freed_memory
+    from rst.evaluation.autoattack import autoattack_accuracy
+    from rst.evaluation.compare import encode_per_image
+    from rst.data.datasets import test_split
+    from rst.evaluation.metrics import adversarial_examples, pgd20, predict
+    from rst.network.mask_checks import network_spec
+    from rst.network.masks import load_tickets, load_weights
+    from rst.runtime.provenance import provenance
     keep_freed_memory()
     if path.endswith(".weights.safetensors"):
         model, meta = load_weights(path)
@@ -52,7 +52,7 @@ def measure(path: str, member: int, test_images: int, autoattack_images: int, ep
 
 
 def compare(a: dict, b: dict) -> dict:
-    from rst.compare import decode_per_image, paired_difference, standard_error
+    from rst.evaluation.compare import decode_per_image, paired_difference, standard_error
     rows = {}
     pairs = [("pgd20", a["pgd20_per_image"], b["pgd20_per_image"]), ("clean", a["clean_per_image"], b["clean_per_image"])]
     if "autoattack" in a and "autoattack" in b:

@@ -2,9 +2,9 @@
 
 A channel whose input dies during a search keeps running statistics that decay into the subnormal
 range; in eval mode it then outputs subnormal activations, on which fp32 convolutions run far
-slower. ``rst.masks.apply_ticket`` now flushes them (``rst.speed.flush_subnormal_bn_stats_``). This
+slower. ``rst.network.masks.apply_ticket`` now flushes them (``rst.runtime.speed.flush_subnormal_bn_stats_``). This
 times, in one process and alternating round by round so that a shared machine's load falls on both,
-a PGD-20 evaluation (fp32, channels_last, cached masks: what ``rst.evaluate`` runs) of each ticket
+a PGD-20 evaluation (fp32, channels_last, cached masks: what ``rst.evaluation.metrics`` runs) of each ticket
 of a shipped candidate set with its statistics as stored (subnormals put back) and as applied
 (flushed), and checks that both give the same accuracy on the same images.
 
@@ -24,14 +24,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def _subnormal_count(ticket) -> int:
-    from rst.speed import is_subnormal
+    from rst.runtime.speed import is_subnormal
     return sum(int(is_subnormal(v).sum()) for v in ticket.bn_stats.values() if v.is_floating_point())
 
 
 def _as_stored(model, ticket):
     """``model`` with the ticket's BN statistics copied back as the file stores them (subnormals kept)."""
     import torch
-    from rst.masks import _bn_buffers
+    from rst.network.masks import _bn_buffers
     with torch.no_grad():
         for key, module, buf in _bn_buffers(model):
             getattr(module, buf).copy_(ticket.bn_stats[key])
@@ -49,10 +49,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from rst.data import load_subset
-    from rst.evaluate import pgd20, robust_accuracy
-    from rst.masks import load_tickets
-    from rst.provenance import provenance
+    from rst.data.datasets import load_subset
+    from rst.evaluation.metrics import pgd20, robust_accuracy
+    from rst.network.masks import load_tickets
+    from rst.runtime.provenance import provenance
     torch.set_num_threads(args.threads)
     cs = load_tickets(args.tickets)
     x, y, _ = load_subset(ROOT / "assets" / "fashion_mnist_test_subset.safetensors")

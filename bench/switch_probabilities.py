@@ -4,9 +4,9 @@
     python bench/switch_probabilities.py compare fmnist-wide      # uniform vs fitted alpha vs each member,
                                                                   # the same attacks, the same test images
 
-``fit`` runs :func:`rst.switch_probabilities.optimal_probabilities` on the first ``--val-images`` of
-the zoo's own validation split (the training images the search held out, ``rst.search.search_data``
-with the zoo's recipe), never on test images. ``compare`` runs :func:`rst.compare.compare_like_with_like`
+``fit`` runs :func:`rst.evaluation.switch_probabilities.optimal_probabilities` on the first ``--val-images`` of
+the zoo's own validation split (the training images the search held out, ``rst.search.loop.search_data``
+with the zoo's recipe), never on test images. ``compare`` runs :func:`rst.evaluation.compare.compare_like_with_like`
 twice on the first ``--test-images`` test images, once with the uniform switch and once with the
 fitted alpha (the members' rows are the same and computed once), and pairs R2S(alpha) with the uniform
 R2S and with the best member. JSON under ``bench/switch-probabilities/``; a finished step is skipped.
@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def _zoo(zoo_id: str, root: Path):
-    from rst.masks import load_tickets
-    from rst.search import SearchConfig
-    from rst.zoo import read_index
+    from rst.network.masks import load_tickets
+    from rst.search.loop import SearchConfig
+    from rst.zoo.build import read_index
     entry = next((z for z in read_index(root)["zoos"] if z["id"] == zoo_id), None)
     if entry is None:
         raise SystemExit(f"switch_probabilities: no zoo {zoo_id!r} in {root / 'index.json'}")
@@ -37,9 +37,9 @@ def _zoo(zoo_id: str, root: Path):
 
 def fit(zoo_id: str, root: Path, n_val: int, iterations: int, arc_steps: int, arc_topk: int | None,
         lr: float, data_dir=None) -> Path:
-    from rst.r2s import R2S
-    from rst.search import search_data
-    from rst.switch_probabilities import optimal_probabilities
+    from rst.evaluation.r2s import R2S
+    from rst.search.loop import search_data
+    from rst.evaluation.switch_probabilities import optimal_probabilities
     path = OUT / f"{zoo_id}-alpha.json"
     if path.exists():
         return path
@@ -59,8 +59,8 @@ def fit(zoo_id: str, root: Path, n_val: int, iterations: int, arc_steps: int, ar
 
 def compare(zoo_id: str, root: Path, n_test: int, suite: tuple[str, ...], arc_steps: int,
             arc_topk: int | None, data_dir=None) -> Path:
-    from rst.compare import SuiteConfig, compare_like_with_like
-    from rst.data import test_split
+    from rst.evaluation.compare import SuiteConfig, compare_like_with_like
+    from rst.data.datasets import test_split
     path = OUT / f"{zoo_id}-compare-{n_test}.json"
     if path.exists():
         return path
@@ -86,8 +86,8 @@ def summary(zoo_id: str) -> str:
     """Markdown: the rows with their standard errors, and the paired differences of R2S(alpha)."""
     import torch
 
-    from rst.compare import CompareReport
-    from rst.per_image import paired_difference, standard_error
+    from rst.evaluation.compare import CompareReport
+    from rst.evaluation.per_image import paired_difference, standard_error
     res = json.loads(next(OUT.glob(f"{zoo_id}-compare-*.json")).read_text())
     fitted = json.loads((OUT / f"{zoo_id}-alpha.json").read_text())
     uni, wei = CompareReport.from_dict(res["uniform"]), CompareReport.from_dict(res["alpha_weighted"])
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=8)
     p.add_argument("--lr", type=float, default=1.0)
     p.add_argument("--test-images", dest="test_images", type=int, default=500)
-    p.add_argument("--suite", default="expectation,arc", help="R2S attacks, comma-separated (rst.r2s.ADAPTIVE)")
+    p.add_argument("--suite", default="expectation,arc", help="R2S attacks, comma-separated (rst.evaluation.r2s.ADAPTIVE)")
     p.add_argument("--arc-steps", dest="arc_steps", type=int, default=10)
     p.add_argument("--arc-topk", dest="arc_topk", type=int, default=None)
     p.add_argument("--data-dir", dest="data_dir")

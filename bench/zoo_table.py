@@ -6,7 +6,7 @@ The README pastes this output as it is, and ``tests/test_readme.py`` checks that
 
 Every accuracy gets its binomial standard error (sqrt(p(1-p)/n), n = the images it was measured
 on). The AutoAttack difference between the best ticket and the dense baseline is paired, on the
-same images, from the report's per-image results (``rst.compare.paired_difference``).
+same images, from the report's per-image results (``rst.evaluation.compare.paired_difference``).
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rst.compare import decode_per_image, paired_difference, standard_error  # noqa: E402
-from rst.zoo import read_index  # noqa: E402
+from rst.evaluation.compare import decode_per_image, paired_difference, standard_error  # noqa: E402
+from rst.zoo.build import read_index  # noqa: E402
 
 
 def _n(split: str) -> int:

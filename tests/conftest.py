@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rst.masks import CandidateSet, load_tickets, save_tickets
-from rst.models import NetworkSpec, build_network
+from rst.network.masks import CandidateSet, load_tickets, save_tickets
+from rst.network.models import NetworkSpec, build_network
 
 # One intra-op thread by default: the networks here are tiny, and on a loaded 2-core machine two
 # OpenMP threads spin-waiting for each other made the same test 10-20x slower than one thread.
@@ -85,7 +85,7 @@ def build_tiny_candidate_set(tmp_path_factory) -> CandidateSet:
     a few seconds): clean accuracy ~0.65-0.8 on the synthetic test images, PGD-10 robust accuracy
     ~0.2-0.35 at eps = 0.02 and ~0 at eps = 0.1.
     """
-    from rst.search import preset, run_search
+    from rst.search.loop import preset, run_search
     path = tmp_path_factory.getbasetemp() / "rst_eval_tiny_tickets.rst.safetensors"
     if path.exists():
         return load_tickets(path)

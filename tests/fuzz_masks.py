@@ -97,7 +97,7 @@ def reseal(header: dict, payload: bytes) -> dict:
     """Recompute the metadata digest and the payload digest, as an editor of the file can."""
     from safetensors.torch import load
 
-    from rst.masks import _payload_digest
+    from rst.network.masks import _payload_digest
     block = header.get("__metadata__")
     if not isinstance(block, dict) or not isinstance(block.get("rst"), str):
         return header
@@ -341,7 +341,7 @@ def _vm_size() -> int:
 
 
 def load_case(data: bytes, kind: str):
-    from rst.masks import load_tickets, load_weights
+    from rst.network.masks import load_tickets, load_weights
     if kind == "weights":
         return load_weights(data)
     return load_tickets(data).model(0)
@@ -352,7 +352,7 @@ def run_case(data: bytes, kind: str, seconds: float = SECONDS, memory: int = MEM
 
     ``outcome``: loaded / loaded with warning / refused (a one-line MaskFileError) / crash (any other
     exception, or a refusal over one line) / timeout / memory."""
-    from rst.masks import MaskFileError, MaskFileWarning
+    from rst.network.masks import MaskFileError, MaskFileWarning
     old = signal.signal(signal.SIGPROF, _on_alarm)
     hard = resource.getrlimit(resource.RLIMIT_AS)[1]
     rec = {"kind": kind, "message": ""}

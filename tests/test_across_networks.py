@@ -1,4 +1,4 @@
-"""rst.across_networks: sibling zoos of one recipe and the mean ± std over random networks."""
+"""rst.zoo.across_networks: sibling zoos of one recipe and the mean ± std over random networks."""
 from __future__ import annotations
 
 import copy
@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from rst.across_networks import across_networks, mean_std, network_results, recipe_key, sibling_zoos
-from rst.zoo import read_index
+from rst.zoo.across_networks import across_networks, mean_std, network_results, recipe_key, sibling_zoos
+from rst.zoo.build import read_index
 
 
 def _metrics(clean, robust, n=10000):

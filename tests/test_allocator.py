@@ -1,4 +1,4 @@
-"""rst.allocator: freed tensor memory is reused instead of unmapped (a per-process setting, so
+"""rst.runtime.allocator: freed tensor memory is reused instead of unmapped (a per-process setting, so
 each case runs in a fresh interpreter and this test process keeps glibc's defaults)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 PROBE = f"""
 import json, sys
 sys.path.insert(0, {TESTS!r})
-from rst.allocator import keep_freed_memory
+from rst.runtime.allocator import keep_freed_memory
 from test_allocator import page_faults_of_reused_blocks
 kept = keep_freed_memory() if sys.argv[1] == "keep" else False
 print(json.dumps({{"kept": kept, "faults": page_faults_of_reused_blocks()}}))
@@ -60,6 +60,6 @@ def test_environment_opts_out():
 
 
 def test_the_library_leaves_the_allocator_alone_on_import():
-    code = "import rst, rst.search, rst.zoo, rst.allocator; print(rst.allocator._glibc.cache_info().currsize)"
+    code = "import rst, rst.search.loop, rst.zoo.build, rst.runtime.allocator; print(rst.runtime.allocator._glibc.cache_info().currsize)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0"         # keep_freed_memory() never ran

@@ -482,9 +482,9 @@ def test_r2s_live_shows_the_like_with_like_report_and_the_paired_difference(tiny
     import shutil
 
     import torch
-    from rst.compare import SuiteConfig, compare_like_with_like
-    from rst.data import load_subset
-    from rst.masks import load_tickets
+    from rst.evaluation.compare import SuiteConfig, compare_like_with_like
+    from rst.data.datasets import load_subset
+    from rst.network.masks import load_tickets
     zoo = tmp_path / "zoo"
     shutil.copytree(tiny_zoo["zoo_dir"], zoo)
     monkeypatch.setenv("RST_ZOO_DIR", str(zoo))
@@ -577,7 +577,7 @@ def test_default_live_search_trains_on_the_training_subset_and_its_ticket_says_s
 
 
 def test_a_search_on_test_images_is_behind_a_warning_and_marked_on_every_page(shipped_data_env):
-    from rst.masks import load_tickets
+    from rst.network.masks import load_tickets
     at = _app("views/search.py")
     at.radio(key="se_data").set_value("subset").run()
     assert "Test images" in _texts(at.warning)                       # visible before anything starts
@@ -696,7 +696,7 @@ def test_live_job_stop_ends_within_a_second_inside_one_long_attack():
     import time
     import jobs
     import torch
-    from rst.attacks import pgd
+    from rst.evaluation.attacks import pgd
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     x, y = torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long)
     job = jobs.LiveJob("test", {}, lambda j: pgd(net, x, y, 0.1, 0.01, 10 ** 7), pool=jobs.CpuPool()).start()

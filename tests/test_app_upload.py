@@ -95,7 +95,7 @@ def _respec(data: bytes, **network) -> bytes:
 
     from safetensors.torch import load, save
 
-    from rst.masks import _metadata_block
+    from rst.network.masks import _metadata_block
     (n,) = struct.unpack("<Q", data[:8])
     meta = json.loads(json.loads(data[8:8 + n])["__metadata__"]["rst"])
     meta["network"].update(network)
@@ -109,10 +109,10 @@ def test_an_upload_asking_for_a_network_over_the_app_limit_is_refused_before_bui
         import store
     finally:
         sys.path.remove(str(REPO / "app"))
-    import rst.masks
-    from rst.masks import MaskFileError
+    import rst.network.masks
+    from rst.network.masks import MaskFileError
     built = []
-    monkeypatch.setattr(rst.masks, "build_network", lambda *a, **k: built.append(1))
+    monkeypatch.setattr(rst.network.masks, "build_network", lambda *a, **k: built.append(1))
     # a ResNet-18 at width 1.5 (25 M weights): within the library's cap, over the app's
     data = _respec((BAD_MASKS / "good.rst.safetensors").read_bytes(), arch="resnet18", width=1.5)
     t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Invariants of rst.attacks on a tiny masked Conv-4 and synthetic inputs (CPU, seconds)."""
+"""Invariants of rst.evaluation.attacks on a tiny masked Conv-4 and synthetic inputs (CPU, seconds)."""
 from __future__ import annotations
 
 import copy
@@ -10,8 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import rst
-import rst.masked
-from rst.attacks import (ATTACKS, AttackConfig, _margin_loss, cw_linf, fgsm, fgsm_rs, no_attack, pgd,
+import rst.network.masked
+from rst.evaluation.attacks import (ATTACKS, AttackConfig, _margin_loss, cw_linf, fgsm, fgsm_rs, no_attack, pgd,
                          run_attack)
 
 B = 16
@@ -120,8 +120,8 @@ def test_threat_model_and_no_grad_leaks(setup, cfg, train_mode):
 def test_masks_computed_once_per_attack(setup, monkeypatch):
     model, x, y = setup
     calls = []
-    original = rst.masked.MaskedMixin.mask
-    monkeypatch.setattr(rst.masked.MaskedMixin, "mask", lambda self: calls.append(1) or original(self))
+    original = rst.network.masked.MaskedMixin.mask
+    monkeypatch.setattr(rst.network.masked.MaskedMixin, "mask", lambda self: calls.append(1) or original(self))
     pgd(model, x, y, 8 / 255, 2 / 255, steps=10, restarts=3, generator=gen())
     assert len(calls) == len(list(rst.masked_layers(model)))
 

@@ -1,4 +1,4 @@
-"""Several tickets of one network in one batched pass (rst.batched.TicketBatch)."""
+"""Several tickets of one network in one batched pass (rst.search.batched.TicketBatch)."""
 import copy
 import json
 
@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rst.attacks import AttackConfig, run_attack
-from rst.batched import TicketBatch, search_tickets
-from rst.cli import main as cli_main
-from rst.evaluate import accuracy, robust_accuracy
-from rst.masks import CandidateSet, load_tickets
-from rst.masked import cached_masks, masked_layers, set_keep_ratio
-from rst.models import NetworkSpec, build_network
-from rst.search import preset, run_search, search_data
+from rst.evaluation.attacks import AttackConfig, run_attack
+from rst.search.batched import TicketBatch, search_tickets
+from rst.cli.commands import main as cli_main
+from rst.evaluation.metrics import accuracy, robust_accuracy
+from rst.network.masks import CandidateSet, load_tickets
+from rst.network.masked import cached_masks, masked_layers, set_keep_ratio
+from rst.network.models import NetworkSpec, build_network
+from rst.search.loop import preset, run_search, search_data
 
 SPEC = NetworkSpec("fmnist_conv4", dataset="synthetic", width=0.25, seed=3)
 RATIOS = (0.1, 0.3, 0.7)
@@ -208,7 +208,7 @@ def test_state_dict_round_trip_and_device_move_keep_the_network():
 def _one_step_batched_and_single(inner_attack: str, precision: str):
     """One optimiser step of the shared loop on a 3-member batch and on each member's own network:
     yields (layer name, member k, batch scores after, own scores after, scores before)."""
-    from rst.search import SearchData, adversarial_fit, score_parameters
+    from rst.search.loop import SearchData, adversarial_fit, score_parameters
     cfg = preset("tiny", epochs=1, inner_attack=inner_attack, selection="last", val_size=0, val_images=0,
                  batch_size=16, augment=False, precision=precision)
     torch.manual_seed(2)
@@ -238,7 +238,7 @@ def test_bf16_step_on_a_batch_equals_each_members_own_bf16_step():
 
     No inner attack here: a sign step (FGSM/PGD) turns bf16 rounding into different perturbations
     (a single bf16 step and a single fp32 step then agree only to cosine ~0.5-0.9 themselves)."""
-    from rst.speed import bf16_supported
+    from rst.runtime.speed import bf16_supported
     if not bf16_supported(torch.device("cpu")):
         pytest.skip("this CPU has no native bf16")
     for name, k, batched, own, before in _one_step_batched_and_single("none", "bf16"):

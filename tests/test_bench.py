@@ -8,9 +8,9 @@ import torch
 
 from rst.bench import (ReferenceStep, bench_search, main, reference_masks, reference_pgd,
                        sort_mask)
-from rst.attacks import AttackConfig
-from rst.masked import TopKMask, masked_layers, n_keep
-from rst.models import NetworkSpec, build_network
+from rst.evaluation.attacks import AttackConfig
+from rst.network.masked import TopKMask, masked_layers, n_keep
+from rst.network.models import NetworkSpec, build_network
 
 
 @pytest.mark.parametrize("shape", [(16, 8, 3, 3), (10, 64), (7,), (3, 5, 1, 1)])
@@ -118,7 +118,7 @@ def test_gpu_check_script_commands_parse(repo_root):
     import re
     import shlex
     from rst.bench.cli import build_parser as bench_parser
-    from rst.cli import build_parser as cli_parser
+    from rst.cli.commands import build_parser as cli_parser
     text = (repo_root / "bench" / "gpu_check.sh").read_text().replace("\\\n", " ")
     commands = re.findall(r'"\$PY" -m (rst\.bench|rst) ([^\n]*)', text)
     assert {m for m, _ in commands} == {"rst", "rst.bench"} and len(commands) >= 7

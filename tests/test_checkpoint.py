@@ -1,9 +1,9 @@
-"""Resume only into the same recipe (rst.checkpoint): a mixed ticket is refused, with the fields named."""
+"""Resume only into the same recipe (rst.runtime.checkpoint): a mixed ticket is refused, with the fields named."""
 import pytest
 
-from rst.checkpoint import ResumeMismatchError
-from rst.cli import main as cli_main
-from rst.search import preset, run_search
+from rst.runtime.checkpoint import ResumeMismatchError
+from rst.cli.commands import main as cli_main
+from rst.search.loop import preset, run_search
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_cli_resume_mismatch_is_one_line(tmp_path, capsys):
 
 
 def test_speed_settings_are_not_part_of_the_recipe_for_a_zoo_rebuild_either():
-    from rst.zoo import _same_recipe
+    from rst.zoo.build import _same_recipe
     cfg = preset("tiny", keep_ratio=0.5)
     recorded = {**cfg.to_dict(), "precision": "fp32", "compile": True, "best_epoch": 2, "speed": {}}
     assert _same_recipe(recorded, cfg)

@@ -1,12 +1,12 @@
-"""Bad command lines: one line ``error: ...`` on stderr, exit 2, nothing written (rst.cli_input)."""
+"""Bad command lines: one line ``error: ...`` on stderr, exit 2, nothing written (rst.cli.input)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from rst import cli
-from rst.cli import build_parser
+from rst.cli import commands as cli
+from rst.cli.commands import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 TICKETS = str(ROOT / "pretrained_masks" / "fmnist-cpu" / "tickets.rst.safetensors")

@@ -31,9 +31,9 @@ def _rst(*args, env=None, timeout=180) -> subprocess.CompletedProcess:
 
 
 def test_eval_accuracy_runs_offline_on_the_shipped_subset_and_says_so(tmp_path):
-    from rst.data import load_subset
-    from rst.evaluate import accuracy
-    from rst.masks import load_tickets
+    from rst.data.datasets import load_subset
+    from rst.evaluation.metrics import accuracy
+    from rst.network.masks import load_tickets
     out = tmp_path / "acc.json"
     proc = _rst("eval", "accuracy", str(TICKETS), "--tickets", "0,2", "--images", "16", "--steps", "2",
                 "--out", str(out), "--quiet")
@@ -48,8 +48,8 @@ def test_eval_accuracy_runs_offline_on_the_shipped_subset_and_says_so(tmp_path):
 
 
 def test_eval_accuracy_default_size_is_announced():
-    from rst.cli import build_parser
-    from rst.eval_cli import DEFAULT_IMAGES
+    from rst.cli.commands import build_parser
+    from rst.cli.eval_commands import DEFAULT_IMAGES
     args = build_parser().parse_args(["eval", "accuracy", str(TICKETS)])
     assert args.images == DEFAULT_IMAGES == 1000
     assert build_parser().parse_args(["eval", "accuracy", str(TICKETS), "--images", "all"]).images is None
@@ -100,7 +100,7 @@ def test_inspect_prints_a_short_summary_and_json_on_request():
 
 
 def test_inspect_reports_a_failed_checksum(tmp_path):
-    from rst.masks import load_tickets, save_tickets
+    from rst.network.masks import load_tickets, save_tickets
     cs = load_tickets(TICKETS)
     cs.weight_checksum = "0" * 64           # the file now claims other weights than its seed regenerates
     bad = save_tickets(tmp_path / "bad.rst.safetensors", cs)

@@ -1,12 +1,12 @@
-"""rst.config: every config dataclass refuses a value that does not fit its field, and unknown fields."""
+"""rst.runtime.config: every config dataclass refuses a value that does not fit its field, and unknown fields."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rst.attacks import AttackConfig
-from rst.models import NetworkSpec
-from rst.search import SearchConfig, preset
+from rst.evaluation.attacks import AttackConfig
+from rst.network.models import NetworkSpec
+from rst.search.loop import SearchConfig, preset
 
 
 @pytest.mark.parametrize("change, message", [

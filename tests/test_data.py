@@ -1,4 +1,4 @@
-"""rst.data: synthetic data, splits, augmentation, the device loader, IDX files, subsets."""
+"""rst.data.datasets: synthetic data, splits, augmentation, the device loader, IDX files, subsets."""
 from __future__ import annotations
 
 import gzip
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rst import data
-from rst.data import (DATASETS, DataUnavailableError, DeviceLoader, augment, default_augment, load_dataset,
+from rst.data import datasets as data
+from rst.data.datasets import (DATASETS, DataUnavailableError, DeviceLoader, augment, default_augment, load_dataset,
                       load_subset, save_subset, split_train_val, synthetic_dataset)
-from rst.models import DATASET_STATS
+from rst.network.models import DATASET_STATS
 
 SHARED_FMNIST = Path(__file__).resolve().parents[2] / "shared/data/fashion-mnist"
 
@@ -126,7 +126,7 @@ def test_default_augment_covers_every_dataset():
 
 def test_synthetic_geometry_matches_model_table():
     if "synthetic" not in DATASET_STATS:
-        pytest.skip("rst.models.DATASET_STATS has no 'synthetic' entry")
+        pytest.skip("rst.network.models.DATASET_STATS has no 'synthetic' entry")
     num_classes, channels, side, _, _ = DATASET_STATS["synthetic"]
     x, y = load_dataset("synthetic", train=True)
     assert x.shape[1:] == (channels, side, side) and int(y.max()) + 1 == num_classes
@@ -181,7 +181,7 @@ def _record_generators(monkeypatch, module):
 
 
 def test_loader_draws_augmentation_from_a_generator_on_the_data_device(monkeypatch):
-    from rst import distributed
+    from rst.search import distributed
     seen = _record_generators(monkeypatch, data)
     loader, _ = _ids_loader(augment=(1, True), seed=7)
     batches = [xb for xb, _ in loader]
@@ -329,7 +329,7 @@ def test_a_command_without_its_data_is_one_line_exit_2(command, tmp_path, monkey
     torchvision error spans several lines)."""
     import torchvision.datasets
 
-    from rst import cli
+    from rst.cli import commands as cli
 
     def no_network(self, *args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried http://x/, got:\n"

@@ -1,4 +1,4 @@
-"""rst.device.deterministic: sets what PyTorch needs for reproducible CUDA runs, and restores the previous state."""
+"""rst.runtime.device.deterministic: sets what PyTorch needs for reproducible CUDA runs, and restores the previous state."""
 from __future__ import annotations
 
 import os
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rst.device import CUBLAS_WORKSPACE_CONFIG, deterministic
-from rst.models import NetworkSpec, build_network
+from rst.runtime.device import CUBLAS_WORKSPACE_CONFIG, deterministic
+from rst.network.models import NetworkSpec, build_network
 
 
 def _state():
@@ -82,7 +82,7 @@ def test_which_pooling_has_a_deterministic_backward():
 
 
 def test_cli_deterministic_flag_holds_for_the_command_only(clean_state, monkeypatch, tmp_path):
-    import rst.cli as cli
+    import rst.cli.commands as cli
     seen = []
 
     def fake_command(args):

@@ -1,4 +1,4 @@
-"""Data-parallel search (rst.distributed): sharding in-process, and a real 2-process run under torchrun (Gloo, CPU)."""
+"""Data-parallel search (rst.search.distributed): sharding in-process, and a real 2-process run under torchrun (Gloo, CPU)."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ import textwrap
 import pytest
 import torch
 
-from rst.data import DeviceLoader
-from rst.distributed import ShardedLoader, init_distributed, is_main, shard, sharded_mean, world_size
+from rst.data.datasets import DeviceLoader
+from rst.search.distributed import ShardedLoader, init_distributed, is_main, shard, sharded_mean, world_size
 
 
 def test_single_process_helpers_are_no_ops():
@@ -49,11 +49,11 @@ _WORKER = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from pathlib import Path
-    from rst import distributed
-    from rst.data import split_train_val, synthetic_dataset
-    from rst.masked import masked_layers
-    from rst.models import build_network
-    from rst.search import SearchData, adversarial_fit, preset, score_parameters
+    from rst.search import distributed
+    from rst.data.datasets import split_train_val, synthetic_dataset
+    from rst.network.masked import masked_layers
+    from rst.network.models import build_network
+    from rst.search.loop import SearchData, adversarial_fit, preset, score_parameters
 
     out = Path(sys.argv[1])
     x, y = synthetic_dataset(160, seed=0)
@@ -113,7 +113,7 @@ _CLI_WORKER = textwrap.dedent("""
     torch.set_num_threads(1)
     import torch.distributed as dist
     from pathlib import Path
-    import rst.cli as cli, rst.evaluate as evaluate, rst.masks as masks, rst.train as train
+    import rst.cli.commands as cli, rst.evaluation.metrics as evaluate, rst.network.masks as masks, rst.search.train as train
 
     out, ticket = Path(sys.argv[1]), sys.argv[2]
     rank = int(os.environ["RANK"])
@@ -149,9 +149,9 @@ _CLI_WORKER = textwrap.dedent("""
 
 def test_two_process_train_and_finetune_cli_one_writer_same_weights(tmp_path, repo_root):
     from safetensors.torch import load_file
-    from rst.masks import CandidateSet, extract_ticket, save_tickets
-    from rst.models import build_network
-    from rst.search import preset
+    from rst.network.masks import CandidateSet, extract_ticket, save_tickets
+    from rst.network.models import build_network
+    from rst.search.loop import preset
 
     spec = preset("tiny").network_spec()
     ticket = save_tickets(tmp_path / "ticket.rst.safetensors",
@@ -182,7 +182,7 @@ def test_two_process_train_and_finetune_cli_one_writer_same_weights(tmp_path, re
 
 
 def test_more_ranks_than_gpus_is_refused_before_touching_a_gpu(monkeypatch):
-    import rst.distributed as distributed
+    import rst.search.distributed as distributed
     monkeypatch.setenv("WORLD_SIZE", "2"), monkeypatch.setenv("RANK", "1"), monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     touched = []

@@ -1,4 +1,4 @@
-"""Attacks on randomized ensembles (rst.ensemble_attacks): ARC beats PGD on the expected loss where
+"""Attacks on randomized ensembles (rst.evaluation.ensemble_attacks): ARC beats PGD on the expected loss where
 that provably fails, and APGD on the expectation scores its members on the adversarial inputs."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rst.attacks import pgd
+from rst.evaluation.attacks import pgd
 from toy_ensembles import BinaryMembers
 
-from rst.ensemble_attacks import apgd_expectation, arc, expected_accuracy, member_probs
+from rst.evaluation.ensemble_attacks import apgd_expectation, arc, expected_accuracy, member_probs
 
 
 class LinearEnsemble(BinaryMembers):
@@ -68,8 +68,8 @@ def test_arc_beats_expectation_pgd_where_it_provably_fails():
 
 
 def test_arc_on_r2s_stays_in_the_ball_and_never_raises_expected_accuracy(tiny_cs):
-    from rst.data import synthetic_dataset
-    from rst.r2s import R2S
+    from rst.data.datasets import synthetic_dataset
+    from rst.evaluation.r2s import R2S
     x, y = synthetic_dataset(24, seed=1)
     r2s = R2S(tiny_cs)
     clean = expected_accuracy(r2s, x, y)
@@ -102,7 +102,7 @@ class _MeanLogits(nn.Module):
 
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
 def test_apgd_on_expectation_scores_members_on_the_adversarial_inputs(loss):
-    from rst.autoattack import autoattack_examples
+    from rst.evaluation.autoattack import autoattack_examples
     ens = LinearEnsemble(**APGD_CASE)
     # DLR needs three classes: add a constant, never-winning third logit
     if loss == "dlr":
@@ -128,8 +128,8 @@ def test_apgd_on_expectation_scores_members_on_the_adversarial_inputs(loss):
 
 
 def test_apgd_on_expectation_on_r2s(tiny_cs):
-    from rst.data import synthetic_dataset
-    from rst.r2s import R2S
+    from rst.data.datasets import synthetic_dataset
+    from rst.evaluation.r2s import R2S
     x, y = synthetic_dataset(16, seed=1)
     r2s = R2S(tiny_cs)
     clean = expected_accuracy(r2s, x, y)

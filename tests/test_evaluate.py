@@ -1,6 +1,6 @@
 """Evaluation over a candidate set: sparsity curve, transfer matrix, sanity checks, AutoAttack,
-result files and the ``eval`` commands (rst.evaluate, rst.sanity, rst.autoattack, rst.reports,
-rst.eval_cli).
+result files and the ``eval`` commands (rst.evaluation.metrics, rst.evaluation.sanity, rst.evaluation.autoattack, rst.evaluation.reports,
+rst.cli.eval_commands).
 
 Tiny tickets (quarter-width Conv-4, synthetic data, two short search epochs per keep ratio) are
 built once per session and shared with tests/test_r2s.py through a file in pytest's basetemp.
@@ -14,11 +14,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-import rst.evaluate as evaluate
-from rst.attacks import AttackConfig
-from rst.data import synthetic_dataset
-from rst.evaluate import robust_accuracy, sparsity_curve, transfer_matrix
-from rst.masks import CandidateSet
+import rst.evaluation.metrics as evaluate
+from rst.evaluation.attacks import AttackConfig
+from rst.data.datasets import synthetic_dataset
+from rst.evaluation.metrics import robust_accuracy, sparsity_curve, transfer_matrix
+from rst.network.masks import CandidateSet
 
 from conftest import TINY_KEEP_RATIOS as KEEP_RATIOS
 EPS = 0.02
@@ -36,7 +36,7 @@ def test_images():
 
 
 class _AttackCounter:
-    """Wraps rst.evaluate.run_attack: counts calls and records the configs."""
+    """Wraps rst.evaluation.metrics.run_attack: counts calls and records the configs."""
 
     def __init__(self, fn):
         self.fn, self.configs = fn, []
@@ -59,7 +59,7 @@ def test_transfer_diagonal_is_whitebox_robust_accuracy(tiny_cs, test_images):
     for k in range(3):
         assert float(tr.matrix[k, k]) == robust_accuracy(tiny_cs.model(k), x, y, ATTACK, seed=3)
     # the same matrix from K separate models, and from the R2S module's members
-    from rst.r2s import R2S
+    from rst.evaluation.r2s import R2S
     as_models = transfer_matrix([tiny_cs.model(k) for k in range(3)], x, y, ATTACK, seed=3)
     as_r2s = transfer_matrix(R2S(tiny_cs), x, y, ATTACK, seed=3)
     assert torch.equal(as_models.matrix, tr.matrix) and torch.equal(as_r2s.matrix, tr.matrix)
@@ -137,7 +137,7 @@ class Quantized(nn.Module):
 
 
 def test_sanity_checks_pass_on_a_normal_ticket(tiny_cs, test_images):
-    from rst.sanity import sanity_checks
+    from rst.evaluation.sanity import sanity_checks
     x, y = test_images
     model = tiny_cs.model(1)
     checks = sanity_checks(model, x[:32], y[:32], eps=0.05, eps_grid=[0.05, 0.5], steps=(3, 10),
@@ -153,7 +153,7 @@ def test_sanity_checks_pass_on_a_normal_ticket(tiny_cs, test_images):
 
 
 def test_sanity_checks_flag_gradient_masking(tiny_cs, test_images):
-    from rst.sanity import sanity_checks
+    from rst.evaluation.sanity import sanity_checks
     x, y = test_images
     masked = Quantized(tiny_cs.model(1)).eval()
     checks = sanity_checks(masked, x[:32], y[:32], eps=0.05, eps_grid=[0.05, 0.5], steps=(3, 10),
@@ -171,7 +171,7 @@ def test_sanity_checks_flag_gradient_masking(tiny_cs, test_images):
 
 
 def test_autoattack_accuracy_on_a_tiny_ticket(tiny_cs, test_images, capsys):
-    from rst.autoattack import autoattack_accuracy
+    from rst.evaluation.autoattack import autoattack_accuracy
     x, y = test_images
     model = tiny_cs.model(1).train()           # evaluated in eval mode, mode restored
     rng = torch.get_rng_state()
@@ -195,7 +195,7 @@ def test_autoattack_accuracy_on_a_tiny_ticket(tiny_cs, test_images, capsys):
 def test_write_report_with_provenance(tmp_path, tiny_cs, test_images):
     import pandas as pd
 
-    from rst.reports import curve_figure, transfer_figure, write_report
+    from rst.evaluation.reports import curve_figure, transfer_figure, write_report
     x, y = test_images
     rows = [{"name": "a", "keep_ratio": 0.1, "clean": 0.5, "robust": 0.2, "attack": "PGD"},
             {"name": "b", "keep_ratio": 0.5, "clean": 0.6, "robust": float("nan"), "attack": "PGD"}]
@@ -213,8 +213,8 @@ def test_write_report_with_provenance(tmp_path, tiny_cs, test_images):
 
 
 def _eval_parser():
-    """The ``python -m rst eval`` group as rst.cli builds it, with these commands added."""
-    from rst.eval_cli import add_eval_commands
+    """The ``python -m rst eval`` group as rst.cli.commands builds it, with these commands added."""
+    from rst.cli.eval_commands import add_eval_commands
     p = argparse.ArgumentParser(prog="python -m rst")
     sub = p.add_subparsers(dest="command", required=True)
     ev = sub.add_parser("eval").add_subparsers(dest="eval_command", required=True)
@@ -250,12 +250,12 @@ def test_eval_commands_write_reports(command, name, tiny_cs_path, tmp_path, caps
 
 
 # --------------------------------------------------------------------------------------------
-# like with like: rst.compare and `eval r2s --protocols all`
+# like with like: rst.evaluation.compare and `eval r2s --protocols all`
 # --------------------------------------------------------------------------------------------
 
 
 def test_paired_difference_and_standard_error_by_hand():
-    from rst.compare import paired_difference, standard_error
+    from rst.evaluation.compare import paired_difference, standard_error
     assert standard_error(0.5, 100) == pytest.approx(0.05)
     a = torch.tensor([1.0, 1.0, 0.5, 0.0, 1.0, 0.5])
     b = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 0.0])
@@ -273,9 +273,9 @@ def test_paired_difference_and_standard_error_by_hand():
 
 
 def test_compare_like_with_like_rows_worst_cases_and_round_trip(tiny_cs, test_images, monkeypatch):
-    from rst.compare import CompareReport, SuiteConfig, compare_like_with_like
-    from rst.ensemble_attacks import expected_accuracy
-    from rst.r2s import R2S
+    from rst.evaluation.compare import CompareReport, SuiteConfig, compare_like_with_like
+    from rst.evaluation.ensemble_attacks import expected_accuracy
+    from rst.evaluation.r2s import R2S
     x, y = test_images
     cfg = SuiteConfig(steps=3, long_steps=3, long_restarts=2, apgd_steps=3, arc_steps=1, eot_samples=2,
                       apgd_t_targets=1)
@@ -296,7 +296,7 @@ def test_compare_like_with_like_rows_worst_cases_and_round_trip(tiny_cs, test_im
         assert r.worst_case <= r.clean + 1e-9
         assert r.se == pytest.approx((r.worst_case * (1 - r.worst_case) / r.n_images) ** 0.5)
     # a ticket alone under plain PGD-20 is never stronger than its worst case over the whole suite
-    from rst.evaluate import robust_accuracy
+    from rst.evaluation.metrics import robust_accuracy
     pgd20 = robust_accuracy(tiny_cs.model(1), x[:20], y[:20], AttackConfig("pgd", eps=0.05, alpha=0.0125, steps=3))
     assert rep.rows[2].worst_case <= pgd20 + 1e-9
     best = rep.paired["best_member"]
@@ -306,12 +306,12 @@ def test_compare_like_with_like_rows_worst_cases_and_round_trip(tiny_cs, test_im
     again = CompareReport.from_dict(json.loads(json.dumps(rep.to_dict())))
     assert [r.per_image for r in again.rows] == [r.per_image for r in rep.rows]
     # reuse (rows read back from JSON): nothing recomputed, same numbers
-    import rst.compare
+    import rst.evaluation.compare
 
     def no_attacks(*a, **k):
         raise AssertionError("a reused row was recomputed")
-    monkeypatch.setattr(rst.compare, "single_worst_case", no_attacks)
-    monkeypatch.setattr(rst.compare, "r2s_worst_case", no_attacks)
+    monkeypatch.setattr(rst.evaluation.compare, "single_worst_case", no_attacks)
+    monkeypatch.setattr(rst.evaluation.compare, "r2s_worst_case", no_attacks)
     reused = compare_like_with_like(tiny_cs, x, y, eps=0.05, dense=dense, r2s_images=12, single_images=20, cfg=cfg,
                                     reuse=[again])
     assert reused.to_dict() == rep.to_dict()

@@ -34,7 +34,7 @@ def _warm():
 
 
 def test_every_seed_file_loads_and_the_limits_are_real():
-    from rst.masks import load_tickets
+    from rst.network.masks import load_tickets
     assert {fm.run_case(SEEDS[n], k)["outcome"] for n, (_, k) in fm.SEEDS.items()} == {"loaded"}
     assert fm.run_case(b"", "mask")["outcome"] == "refused"
     original = fm.load_case

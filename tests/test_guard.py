@@ -1,19 +1,19 @@
-"""The catastrophic-overfitting guard (rst.guard): detect a collapse, roll back, go on with PGD."""
+"""The catastrophic-overfitting guard (rst.search.guard): detect a collapse, roll back, go on with PGD."""
 import pytest
 import torch
 
-import rst.search
-from rst.guard import CollapseGuard
-from rst.inner import INNER_ATTACKS, ConfiguredAttack, register_inner_attack
-from rst.attacks import AttackConfig
-from rst.models import NetworkSpec, build_network
-from rst.search import SearchData, adversarial_fit, preset, score_parameters
+import rst.search.loop
+from rst.search.guard import CollapseGuard
+from rst.search.inner import INNER_ATTACKS, ConfiguredAttack, register_inner_attack
+from rst.evaluation.attacks import AttackConfig
+from rst.network.models import NetworkSpec, build_network
+from rst.search.loop import SearchData, adversarial_fit, preset, score_parameters
 
 SPEC = NetworkSpec("fmnist_conv4", dataset="synthetic", width=0.25, seed=0)
 
 
 class _Fit:
-    """What the guard touches of rst.search.Fit."""
+    """What the guard touches of rst.search.loop.Fit."""
 
     def __init__(self):
         self.model = build_network(SPEC, keep_ratio=0.5)
@@ -77,7 +77,7 @@ def test_the_search_loop_recovers_from_a_collapse_and_resumes_with_the_fallback(
                 return super().__call__(*a, **k)
         return Counting(AttackConfig("pgd", eps=cfg.eps, alpha=cfg.alpha, steps=1))
     script = iter([0.30, 0.02, 0.35, 0.36, 0.37, 0.38])
-    monkeypatch.setattr(rst.search, "validate", lambda *a, **k: {"val_clean": 0.5, "val_robust": next(script)})
+    monkeypatch.setattr(rst.search.loop, "validate", lambda *a, **k: {"val_clean": 0.5, "val_robust": next(script)})
     try:
         g = torch.Generator().manual_seed(0)
         y = torch.randint(0, 2, (64,), generator=g)

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rst.mask_checks import MAX_TICKETS
-from rst.masks import (CandidateSet, MaskFileError, extract_ticket, load_tickets, load_weights,
+from rst.network.mask_checks import MAX_TICKETS
+from rst.network.masks import (CandidateSet, MaskFileError, extract_ticket, load_tickets, load_weights,
                        save_tickets, save_weights, to_bytes)
-from rst.models import build_network
+from rst.network.models import build_network
 
 REPO = Path(__file__).resolve().parent.parent
 BAD_MASKS = REPO / "tests" / "bad_masks"
@@ -34,7 +34,7 @@ MEMORY = 2**30
 WORKER = r'''
 import json, resource, signal, sys, time, warnings
 import rst
-from rst.masks import MaskFileError, MaskFileWarning, load_tickets
+from rst.network.masks import MaskFileError, MaskFileWarning, load_tickets
 
 def vm_size():
     for line in open("/proc/self/status"):
@@ -189,7 +189,7 @@ def test_a_candidate_set_holding_one_ticket_twice_saves_and_loads(tmp_path, tiny
 
 
 def test_global_tickets_record_their_per_layer_counts_and_round_trip(tmp_path, tiny_spec):
-    from rst.masked import masked_layers, set_global_keep
+    from rst.network.masked import masked_layers, set_global_keep
     model = build_network(tiny_spec, keep_ratio=0.1)
     counts = set_global_keep(model, 0.1)
     ticket = extract_ticket(model, search_config={"scope": "global", "keep_ratio": 0.1})
@@ -208,7 +208,7 @@ def _weights_file(tmp_path, tiny_spec, edit) -> bytes:
     """A weights file whose tensors went through ``edit`` (digests recomputed: only the content is wrong)."""
     import struct
     from safetensors.torch import load, save
-    from rst.masks import _metadata_block, _payload_digest
+    from rst.network.masks import _metadata_block, _payload_digest
     path = save_weights(tmp_path / "w.weights.safetensors", build_network(tiny_spec), tiny_spec, {"kind": "test"})
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
@@ -260,7 +260,7 @@ def special_file(request, tmp_path):
 
 
 def test_a_path_that_is_not_a_regular_file_is_refused_in_python_within_5_s(special_file):
-    from rst.masks import read_metadata
+    from rst.network.masks import read_metadata
     path, words = special_file
     for load in (load_tickets, read_metadata, load_weights):
         t = time.perf_counter()
@@ -277,7 +277,7 @@ def test_a_path_that_is_not_a_regular_file_exits_2_in_one_line_from_the_cli(spec
                 ["eval", "curve", str(path)], ["eval", "transfer", str(path)], ["eval", "r2s", str(path)],
                 ["eval", "autoattack", str(path)])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    code = ("import sys; from rst import cli\nfor argv in " + json.dumps(commands) +
+    code = ("import sys; from rst.cli import commands as cli\nfor argv in " + json.dumps(commands) +
             ":\n    print(cli.main(argv), flush=True); print('--', file=sys.stderr, flush=True)")
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
@@ -300,7 +300,7 @@ def test_python_m_rst_inspect_of_a_fifo_exits_2_at_once(tmp_path):
 
 
 def test_an_eval_subset_that_is_not_a_regular_file_exits_2(tmp_path, capsys):
-    from rst import cli
+    from rst.cli import commands as cli
     subset = tmp_path / "subset.safetensors"
     subset.symlink_to("/dev/zero")
     rc = cli.main(["eval", "accuracy", str(BAD_MASKS / "good.rst.safetensors"), "--subset", str(subset),
@@ -311,7 +311,7 @@ def test_an_eval_subset_that_is_not_a_regular_file_exits_2(tmp_path, capsys):
 
 def _shrink_or_grow_while_read(monkeypatch, path: Path, change) -> None:
     """After the reader's first chunk, ``change(path)`` really truncates or extends the file on disk."""
-    import rst.mask_checks as checks
+    import rst.network.mask_checks as checks
     real_read, calls = os.read, []
 
     def read(fd, n):
@@ -329,7 +329,7 @@ def _shrink_or_grow_while_read(monkeypatch, path: Path, change) -> None:
     (lambda p: p.open("ab").write(b"\0" * 100), "changed size while it was read"),
 ])
 def test_a_file_that_shrinks_or_grows_while_it_is_read_is_refused(tmp_path, monkeypatch, change, words):
-    from rst import cli
+    from rst.cli import commands as cli
     path = tmp_path / "moving.rst.safetensors"
     good = (BAD_MASKS / "good.rst.safetensors").read_bytes()
     assert len(good) > 3 * 4096

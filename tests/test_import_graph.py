@@ -72,9 +72,59 @@ def test_the_checker_finds_a_circle_through_a_lazy_import():
 
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
-    assert "rst.r2s" in graph["rst.compare"]            # compare imports r2s only inside functions
-    assert "rst.per_image" in graph["rst.autoattack"]
+    assert "rst.evaluation.r2s" in graph["rst.evaluation.compare"]            # compare imports r2s only inside functions
+    assert "rst.evaluation.per_image" in graph["rst.evaluation.autoattack"]
 
 
 def test_rst_has_no_import_circle():
     assert cycles(import_graph()) == []
+
+
+# The layers of rst, lowest first, as rst/__init__.py's docstring lists them.
+LAYERS = ["runtime", "data", "network", "evaluation", "search", "zoo", "cli", "bench"]
+
+
+def layer(module: str) -> int | None:
+    """The index of ``module``'s subpackage in :data:`LAYERS`; None for the package's own top files."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """``(importer, imported)`` pairs where a lower layer imports a higher one."""
+    return sorted((a, b) for a, deps in graph.items() for b in deps
+                  if layer(a) is not None and layer(b) is not None and layer(b) > layer(a))
+
+
+def test_the_layer_checker_finds_an_upward_import():
+    assert upward_imports({"rst.network.masks": {"rst.search.loop", "rst.runtime.atomic"}}) == [
+        ("rst.network.masks", "rst.search.loop")]
+
+
+def test_every_module_lives_in_a_layer_and_imports_only_downward():
+    graph = import_graph()
+    top = sorted(m for m in graph if layer(m) is None)
+    assert top == ["rst", "rst.__main__", "rst.flat_names"]
+    assert upward_imports(graph) == []
+
+
+def test_the_package_docstring_lists_the_layers_in_order():
+    import rst
+    listed = [line.split()[0] for line in rst.__doc__.splitlines() if line.strip().startswith("rst.")]
+    assert listed == [f"rst.{name}" for name in LAYERS]
+
+
+def test_the_flat_names_of_earlier_releases_are_the_moved_modules():
+    import importlib
+
+    import rst
+    from rst.flat_names import MOVED
+    for old, new in MOVED.items():
+        assert importlib.import_module(f"rst.{old}") is importlib.import_module(f"rst.{new}")
+    from rst.inner import register_inner_attack
+    assert register_inner_attack is rst.search.inner.register_inner_attack
+    assert rst.search.run_search is rst.search.loop.run_search
+    assert rst.masks is rst.network.masks
+    import pytest
+    with pytest.raises(AttributeError):
+        rst.no_such_module

@@ -1,10 +1,10 @@
-"""The search's inner attacks behind one interface (rst.inner), and a new one plugged in from outside."""
+"""The search's inner attacks behind one interface (rst.search.inner), and a new one plugged in from outside."""
 import pytest
 import torch
 
-from rst.inner import INNER_ATTACKS, NFGSM, InnerAttack, build_inner_attack, register_inner_attack
-from rst.models import NetworkSpec, build_network
-from rst.search import SearchConfig, SearchData, adversarial_fit, preset, run_search, score_parameters
+from rst.search.inner import INNER_ATTACKS, NFGSM, InnerAttack, build_inner_attack, register_inner_attack
+from rst.network.models import NetworkSpec, build_network
+from rst.search.loop import SearchConfig, SearchData, adversarial_fit, preset, run_search, score_parameters
 
 SPEC = NetworkSpec("fmnist_conv4", dataset="synthetic", width=0.25, seed=0)
 
@@ -99,12 +99,12 @@ def test_every_registered_inner_attack_trains(name):
 
 
 # --------------------------------------------------------------------------------------------
-# the boosted search's inner attack (rst.boosted_attack) and the boosted search (rst.boosted)
+# the boosted search's inner attack (rst.search.boosted_attack) and the boosted search (rst.search.boosted)
 # --------------------------------------------------------------------------------------------
 
 
 def test_wrong_class_term_by_hand():
-    from rst.boosted_attack import wrong_class_term
+    from rst.search.boosted_attack import wrong_class_term
     z, y = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])
     ls = torch.log_softmax(-z, 1)[0]
     assert torch.allclose(wrong_class_term(z, y), -(ls[1] + ls[2]) / 2)
@@ -113,8 +113,8 @@ def test_wrong_class_term_by_hand():
 def test_boosted_loss_is_the_alpha_weighted_expected_loss_and_earlier_members_get_no_gradient(tiny_cs, tiny_model,
                                                                                            tiny_batch):
     import torch.nn.functional as F
-    from rst.boosted_attack import BoostedPGD, wrong_class_term
-    from rst.r2s import R2S
+    from rst.search.boosted_attack import BoostedPGD, wrong_class_term
+    from rst.evaluation.r2s import R2S
     frozen = R2S(tiny_cs, probabilities=[0.5, 0.3, 0.2])
     attack = BoostedPGD(frozen, eps=0.1, step=0.05, steps=2, wrong_class=0.7)
     assert torch.allclose(attack.weights, torch.tensor([0.375, 0.225, 0.15, 0.25]))     # alpha (m-1)/m, then 1/m
@@ -145,9 +145,9 @@ def test_boosted_loss_is_the_alpha_weighted_expected_loss_and_earlier_members_ge
 
 
 def test_boosted_search_records_its_recipe_and_alpha_and_resumes(tmp_path, monkeypatch):
-    import rst.search
-    from rst.boosted import boosted_search
-    from rst.masks import load_tickets
+    import rst.search.loop
+    from rst.search.boosted import boosted_search
+    from rst.network.masks import load_tickets
     cfg = preset("tiny", epochs=1, val_size=32, val_images=32, precision="fp32", boost_wrong_class=0.5)
     data = _data(96)
     data = SearchData(data.x_train[:64], data.y_train[:64], data.x_train[64:], data.y_train[64:])
@@ -162,8 +162,8 @@ def test_boosted_search_records_its_recipe_and_alpha_and_resumes(tmp_path, monke
     # killed after member 0: only member 1 is searched again
     (tmp_path / "set2.rst.safetensors").unlink()
     calls = []
-    real = rst.search.run_search
-    monkeypatch.setattr(rst.search, "run_search", lambda c, **k: calls.append(c.boost_members) or real(c, **k))
+    real = rst.search.loop.run_search
+    monkeypatch.setattr(rst.search.loop, "run_search", lambda c, **k: calls.append(c.boost_members) or real(c, **k))
     again = boosted_search(cfg, 2, tmp_path, **kw).candidate_set
     assert len(calls) == 1 and calls[0].endswith("set1.rst.safetensors")
     assert len(load_tickets(tmp_path / "set2.rst.safetensors")) == 2 and len(again) == 2

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import rst.attacks as attacks
-import rst.evaluate as evaluate
-from rst.attacks import AttackConfig, check_pixel_range, cw_linf, fgsm, fgsm_rs, pgd, run_attack
-from rst.search import SearchData, preset, run_search
-from rst.data import split_train_val, synthetic_dataset
+import rst.evaluation.attacks as attacks
+import rst.evaluation.metrics as evaluate
+from rst.evaluation.attacks import AttackConfig, check_pixel_range, cw_linf, fgsm, fgsm_rs, pgd, run_attack
+from rst.search.loop import SearchData, preset, run_search
+from rst.data.datasets import split_train_val, synthetic_dataset
 
 
 @pytest.fixture
@@ -79,5 +79,5 @@ def test_search_loop_does_not_check_every_inner_attack(count_checks):
     run_search(cfg, data=data, progress=lambda e: steps.append(e) if e["event"] == "step" else None)
     assert len(steps) == 8                                               # 512 / 64
     # the loop checks its training set once and calls the inner attack with check_range=False
-    # (rst.inner.ConfiguredAttack); validation checks its images once per evaluation call
+    # (rst.search.inner.ConfiguredAttack); validation checks its images once per evaluation call
     assert len(count_checks) <= 2, f"{len(count_checks)} range checks for 8 steps: {count_checks}"

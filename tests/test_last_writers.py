@@ -1,5 +1,5 @@
-"""The last writers made safe: a report written by ``rst.reports.write_report`` is replaced whole or not
-at all (``rst.atomic``), and ``zoo build`` takes its ``--work`` folder's run lock (``rst.runlock``)."""
+"""The last writers made safe: a report written by ``rst.evaluation.reports.write_report`` is replaced whole or not
+at all (``rst.runtime.atomic``), and ``zoo build`` takes its ``--work`` folder's run lock (``rst.runtime.runlock``)."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rst.reports import write_report
+from rst.evaluation.reports import write_report
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -21,7 +21,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 KILLED_WRITER = r'''
 import os, sys, time
 import pandas as pd
-from rst.reports import write_report
+from rst.evaluation.reports import write_report
 
 class HalfWrittenFigure:
     def savefig(self, f, **kwargs):
@@ -83,8 +83,8 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
 
 
 def test_a_second_zoo_build_on_the_same_work_folder_is_refused_while_the_first_runs(tmp_path, capsys):
-    from rst import cli
-    from rst.runlock import LOCK_NAME, run_lock
+    from rst.cli import commands as cli
+    from rst.runtime.runlock import LOCK_NAME, run_lock
     argv = ["zoo", "build", "tiny", "--keep-ratios", "0.5", "--work", str(tmp_path / "work"),
             "--root", str(tmp_path / "zoo"), "--no-eval", "--no-dense", "--quiet"]
     first = subprocess.Popen([sys.executable, "-m", "rst", *argv, "--set", "epochs=1000"], stdout=subprocess.PIPE,

@@ -8,10 +8,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rst.masked import (GRANULARITIES, MaskedConv2d, MaskedLinear, MaskedMixin, TopKMask, cached_masks,
+from rst.network.masked import (GRANULARITIES, MaskedConv2d, MaskedLinear, MaskedMixin, TopKMask, cached_masks,
                         layer_stats, masked_layers, n_keep, score_shape, set_dense, set_global_keep,
                         set_keep_ratio)
-from rst.models import NetworkSpec, build_network
+from rst.network.models import NetworkSpec, build_network
 
 KEEP_RATIOS = (0.01, 0.1, 0.5, 1.0)
 

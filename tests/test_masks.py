@@ -13,11 +13,11 @@ import torch
 import torch.nn as nn
 
 import rst
-from rst.masked import MASKED_TYPES, masked_layers, n_keep, set_keep_ratio
-from rst.masks import (CandidateSet, MaskFileError, MaskFileWarning, Ticket, apply_ticket, clear_ticket, dense_state_dict,
+from rst.network.masked import MASKED_TYPES, masked_layers, n_keep, set_keep_ratio
+from rst.network.masks import (CandidateSet, MaskFileError, MaskFileWarning, Ticket, apply_ticket, clear_ticket, dense_state_dict,
                        extract_ticket, load_tickets, read_metadata, save_tickets, to_bytes, to_dense)
-from rst.models import NetworkSpec, build_network
-from rst.provenance import git_revision, package_versions
+from rst.network.models import NetworkSpec, build_network
+from rst.runtime.provenance import git_revision, package_versions
 
 BAD_MASKS = Path(__file__).resolve().parent / "bad_masks"
 
@@ -387,7 +387,7 @@ def test_a_fresh_ticket_has_the_digest_of_its_file(tmp_path, tiny_spec, tiny_mod
     """The zoo compares digests of tickets fresh from a search with those of the files it wrote (its
     reports' stamp): BN statistics count as the file stores them (float32; num_batches_tracked is
     int64 in a model), or a one-process rebuild took its own reports for stale and redid them."""
-    from rst.masks import ticket_digest
+    from rst.network.masks import ticket_digest
     ticket = extract_ticket(tiny_model, name="t")
     assert any(v.dtype == torch.int64 for v in ticket.bn_stats.values())
     save_tickets(tmp_path / "t.rst.safetensors", CandidateSet(tiny_spec, [ticket]))

@@ -12,10 +12,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import rst
-from rst.masked import MASKED_TYPES, masked_layers
-from rst.models import (DATASET_STATS, Normalize, NetworkSpec, build_network, count_weights, model_entry,
+from rst.network.masked import MASKED_TYPES, masked_layers
+from rst.network.models import (DATASET_STATS, Normalize, NetworkSpec, build_network, count_weights, model_entry,
                         network_checksum)
-from rst.weights import INITS, draw_weight, init_scores, init_weights, weight_checksum
+from rst.network.weights import INITS, draw_weight, init_scores, init_weights, weight_checksum
 
 BIG = {"wrn34_10", "resnet18", "preact_resnet18", "vgg16_bn", "mobilenetv2"}   # tested at width 0.25
 
@@ -140,7 +140,7 @@ def test_granularity_changes_scores_not_weights():
 
 _CHILD = """
 import torch, rst
-from rst.models import NetworkSpec, build_network
+from rst.network.models import NetworkSpec, build_network
 torch.manual_seed(12345)   # the global RNG must not matter
 spec = NetworkSpec("fmnist_conv4", dataset="fashion_mnist", width=0.25, seed={seed})
 print(rst.weight_checksum(build_network(spec)))

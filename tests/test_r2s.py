@@ -1,4 +1,4 @@
-"""R2S (random RST switch) and its honest evaluation: rst.r2s, rst.sanity on a switching model.
+"""R2S (random RST switch) and its honest evaluation: rst.evaluation.r2s, rst.evaluation.sanity on a switching model.
 
 Tiny tickets (quarter-width Conv-4, synthetic data, one short search epoch per keep ratio) are
 built once per session and shared with tests/test_evaluate.py through a file in pytest's basetemp.
@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rst.attacks import AttackConfig
-from rst.data import synthetic_dataset
-from rst.evaluate import robust_accuracy, transfer_matrix
-from rst.models import count_weights
-from rst.r2s import PROTOCOLS, THREAT_MODELS, R2S, evaluate_r2s
+from rst.evaluation.attacks import AttackConfig
+from rst.data.datasets import synthetic_dataset
+from rst.evaluation.metrics import robust_accuracy, transfer_matrix
+from rst.network.models import count_weights
+from rst.evaluation.r2s import PROTOCOLS, THREAT_MODELS, R2S, evaluate_r2s
 
 EPS = 0.02
 
@@ -222,7 +222,7 @@ def test_report_all_fast_protocols_and_frame(tiny_cs, test_images):
 
 def test_autoattack_rand_protocol_plumbing(tiny_cs, test_images, monkeypatch):
     """autoattack_rand asks AutoAttack for version='rand' on the switching module; x_adv is scored exactly."""
-    import rst.autoattack
+    import rst.evaluation.autoattack
 
     calls = []
 
@@ -230,7 +230,7 @@ def test_autoattack_rand_protocol_plumbing(tiny_cs, test_images, monkeypatch):
         calls.append((model, version, eps))
         return x.clone(), "fake log"
 
-    monkeypatch.setattr(rst.autoattack, "autoattack_examples", fake)
+    monkeypatch.setattr(rst.evaluation.autoattack, "autoattack_examples", fake)
     x, y = test_images
     r2s = R2S(tiny_cs)
     report = evaluate_r2s(r2s, x[:16], y[:16], eps=EPS, protocols=("autoattack_rand",))
@@ -255,11 +255,11 @@ def test_sanity_checks_on_r2s(tiny_cs, test_images, monkeypatch, apgd_iter):
     ~3/4 of this test's time); here it finds the same per-member accuracies as at 100 (the slow case)."""
     import functools
 
-    import rst.autoattack
-    from rst.sanity import sanity_checks
+    import rst.evaluation.autoattack
+    from rst.evaluation.sanity import sanity_checks
     if apgd_iter is not None:
-        monkeypatch.setattr(rst.autoattack, "autoattack_examples",
-                            functools.partial(rst.autoattack.autoattack_examples, n_iter=apgd_iter))
+        monkeypatch.setattr(rst.evaluation.autoattack, "autoattack_examples",
+                            functools.partial(rst.evaluation.autoattack.autoattack_examples, n_iter=apgd_iter))
     x, y = test_images
     r2s = R2S(tiny_cs, seed=0)
     checks = sanity_checks(r2s, x[:32], y[:32], eps=EPS, eps_grid=[EPS, 0.5], steps=(3, 10),
@@ -279,7 +279,7 @@ def test_sanity_checks_on_r2s(tiny_cs, test_images, monkeypatch, apgd_iter):
 
 
 # --------------------------------------------------------------------------------------------
-# the bit format: rst.masks owns pack and unpack; R2S keeps the shift table on its device
+# the bit format: rst.network.masks owns pack and unpack; R2S keeps the shift table on its device
 # --------------------------------------------------------------------------------------------
 
 
@@ -287,7 +287,7 @@ def test_sanity_checks_on_r2s(tiny_cs, test_images, monkeypatch, apgd_iter):
 def test_pack_unpack_round_trip_and_layout(shape):
     import numpy as np
 
-    from rst.masks import bit_shift_table, pack_bits, unpack_bits
+    from rst.network.masks import bit_shift_table, pack_bits, unpack_bits
     g = torch.Generator().manual_seed(sum(shape))
     mask = torch.rand(shape, generator=g) < 0.4
     packed = pack_bits(mask)

@@ -10,7 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import random_draw  # noqa: E402
 
-from rst.compare import encode_per_image, paired_difference  # noqa: E402
+from rst.evaluation.compare import encode_per_image, paired_difference  # noqa: E402
 
 
 def _m(c, r, n):

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import rst.atomic as atomic
-from rst import cli
-from rst.atomic import NoSpaceError, OutputError, atomic_write, ensure_writable_dir, temp_name
-from rst.masks import CandidateSet, extract_ticket, load_tickets, save_tickets
-from rst.models import build_network
-from rst.runlock import LOCK_NAME, RunLockError, run_lock
+import rst.runtime.atomic as atomic
+from rst.cli import commands as cli
+from rst.runtime.atomic import NoSpaceError, OutputError, atomic_write, ensure_writable_dir, temp_name
+from rst.network.masks import CandidateSet, extract_ticket, load_tickets, save_tickets
+from rst.network.models import build_network
+from rst.runtime.runlock import LOCK_NAME, RunLockError, run_lock
 
 REPO = Path(__file__).resolve().parent.parent
 BAD_MASKS = REPO / "tests" / "bad_masks"
@@ -96,7 +96,7 @@ def test_concurrent_saves_of_one_path_never_mix(tmp_path, tiny_spec):
 
 
 def test_log_json_and_zoo_index_are_written_atomically(tmp_path, monkeypatch):
-    from rst.zoo import read_index, update_index
+    from rst.zoo.build import read_index, update_index
     cli._write_json(tmp_path / "log.json", {"a": 1})
     update_index(tmp_path, {"id": "z", "tickets": []})
     assert json.loads((tmp_path / "log.json").read_text()) == {"a": 1}
@@ -171,9 +171,9 @@ def test_disk_full_during_a_cli_command_is_one_line_exit_2(tmp_path, monkeypatch
 
 
 def test_unwritable_output_folder_is_refused_before_the_search_starts(tmp_path, monkeypatch, capsys):
-    import rst.search
+    import rst.search.loop
     started = []
-    monkeypatch.setattr(rst.search, "run_search", lambda *a, **k: started.append(1))
+    monkeypatch.setattr(rst.search.loop, "run_search", lambda *a, **k: started.append(1))
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     for out in (blocker, blocker / "run"):
@@ -223,7 +223,7 @@ def test_two_searches_on_one_out_folder_the_second_is_refused_with_the_pid(tmp_p
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from rst.runlock import run_lock\n"
+        [sys.executable, "-c", "import sys; from rst.runtime.runlock import run_lock\n"
                                "with run_lock(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()", str(out)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-from rst.data import synthetic_dataset
-from rst.masks import load_tickets, load_weights
-from rst.search import PRESETS, SearchConfig, SearchData, preset, run_search, search_data
-from rst.train import finetune, train_dense
+from rst.data.datasets import synthetic_dataset
+from rst.network.masks import load_tickets, load_weights
+from rst.search.loop import PRESETS, SearchConfig, SearchData, preset, run_search, search_data
+from rst.search.train import finetune, train_dense
 
 
 def _small_data(n_train=256, n_val=64, seed=0):
@@ -87,7 +87,7 @@ def test_stop_request_ends_the_search_early():
 
 
 def test_selection_uses_validation_and_never_the_test_set(monkeypatch):
-    import rst.search as search
+    import rst.search.loop as search
     calls = []
     monkeypatch.setattr(search, "load_dataset", lambda name, train, data_dir=None: calls.append(train)
                         or synthetic_dataset(300, seed=0))
@@ -124,8 +124,8 @@ def test_global_scope_keeps_the_network_wide_fraction():
 def test_dense_baseline_trains_weights_not_scores():
     cfg = preset("tiny", epochs=1)
     result = train_dense(cfg, device="cpu", data=_small_data(128, 32))
-    from rst.masked import masked_layers
-    from rst.models import build_network
+    from rst.network.masked import masked_layers
+    from rst.network.models import build_network
     fresh = build_network(cfg.network_spec())
     changed = [not torch.equal(a.weight, b.weight) for (_, a), (_, b) in
                zip(masked_layers(result.model), masked_layers(fresh))]
@@ -135,20 +135,20 @@ def test_dense_baseline_trains_weights_not_scores():
 
 @pytest.mark.parametrize("mode", ["inherit", "reinit"])
 def test_finetune_keeps_the_mask(mode):
-    from rst.masks import CandidateSet
+    from rst.network.masks import CandidateSet
     cfg = preset("tiny", epochs=1)
     data = _small_data(128, 32)
     ticket = run_search(cfg, device="cpu", data=data).ticket
     cs = CandidateSet(cfg.network_spec(), [ticket])
     result = finetune(cs, 0, mode, cfg, device="cpu", data=data)
-    from rst.masked import masked_layers
+    from rst.network.masked import masked_layers
     for name, layer in masked_layers(result.model):
         w = layer.effective_weight().detach()
         assert torch.all(w.flatten()[~ticket.masks[name].expand_as(w).flatten()] == 0), name
 
 
 def test_cli_search_train_and_eval_end_to_end(tmp_path, capsys):
-    from rst.cli import main
+    from rst.cli.commands import main
     out = tmp_path / "search"
     small = ["--train-subset", "128", "--set", "val_images=32", "--test-images", "32", "--quiet"]
     assert main(["search", "--preset", "tiny", "--epochs", "1", "--out", str(out), *small]) == 0
@@ -171,7 +171,7 @@ def test_compile_option_compiles_the_attack_and_the_update(monkeypatch):
     """``compile=True`` hands the network to torch.compile (here with the eager backend: no C++
     build in the default run) and the search still learns the same kind of ticket."""
     import torch
-    from rst.search import preset, run_search
+    from rst.search.loop import preset, run_search
     compiled = []
     real = torch.compile
 
@@ -193,8 +193,8 @@ def test_compile_option_compiles_the_attack_and_the_update(monkeypatch):
 
 def test_the_step_loss_is_read_every_few_steps_not_every_step():
     """Reading the loss is a device sync: progress gets it every `log_every` steps and at an epoch's last."""
-    from rst.models import build_network
-    from rst.search import Fit, score_parameters, start_fit, train_epoch, prepare_models
+    from rst.network.models import build_network
+    from rst.search.loop import Fit, score_parameters, start_fit, train_epoch, prepare_models
     cfg = preset("tiny", epochs=1, selection="last", val_size=0, val_images=0, batch_size=8, augment=False)
     x, y = torch.rand(8 * 45, 1, 28, 28), torch.randint(0, 10, (8 * 45,))
     model = build_network(cfg.network_spec(), keep_ratio=0.5)

@@ -1,13 +1,13 @@
-"""Speed settings (rst.speed): bf16 autocast and channels_last chosen per device, never silently ignored."""
+"""Speed settings (rst.runtime.speed): bf16 autocast and channels_last chosen per device, never silently ignored."""
 import pytest
 import torch
 
-import rst.speed
-from rst.evaluate import robust_accuracy
-from rst.attacks import AttackConfig
-from rst.models import NetworkSpec, build_network
-from rst.search import SearchData, adversarial_fit, preset, run_search, score_parameters
-from rst.speed import bf16_supported, resolve_speed
+import rst.runtime.speed
+from rst.evaluation.metrics import robust_accuracy
+from rst.evaluation.attacks import AttackConfig
+from rst.network.models import NetworkSpec, build_network
+from rst.search.loop import SearchData, adversarial_fit, preset, run_search, score_parameters
+from rst.runtime.speed import bf16_supported, resolve_speed
 
 CPU = torch.device("cpu")
 SPEC = NetworkSpec("fmnist_conv4", dataset="synthetic", width=0.25, seed=0)
@@ -22,7 +22,7 @@ def test_auto_on_this_cpu_follows_its_bf16_support():
 
 
 def test_auto_without_native_bf16_falls_back_and_explicit_bf16_is_refused(monkeypatch):
-    monkeypatch.setattr(rst.speed, "_cpu_bf16_native", lambda: False)
+    monkeypatch.setattr(rst.runtime.speed, "_cpu_bf16_native", lambda: False)
     assert resolve_speed("auto", channels_last=False, compile=False, device=CPU).precision == "fp32"
     with pytest.raises(ValueError, match="no native bf16"):
         resolve_speed("bf16", channels_last=False, compile=False, device=CPU)
@@ -80,7 +80,7 @@ def test_evaluation_attacks_are_fp32_unless_asked():
 @needs_bf16
 def test_cli_eval_accuracy_takes_the_attack_precision(tmp_path, repo_root):
     import json
-    from rst.cli import main
+    from rst.cli.commands import main
     args = ["eval", "accuracy", str(repo_root / "pretrained_masks/fmnist-cpu/tickets.rst.safetensors"), "--tickets",
             "0", "--images", "16", "--steps", "2", "--quiet", "--out", str(tmp_path / "accuracy.json")]
     assert main(args + ["--precision", "bf16"]) == 0
@@ -89,7 +89,7 @@ def test_cli_eval_accuracy_takes_the_attack_precision(tmp_path, repo_root):
 
 
 def test_cli_output_file_that_is_a_folder_is_one_line(tmp_path, repo_root, capsys):
-    from rst.cli import main
+    from rst.cli.commands import main
     code = main(["eval", "accuracy", str(repo_root / "pretrained_masks/fmnist-cpu/tickets.rst.safetensors"),
                  "--tickets", "0", "--images", "8", "--steps", "1", "--quiet", "--out", str(tmp_path)])
     err = capsys.readouterr().err.strip()
@@ -99,8 +99,8 @@ def test_cli_output_file_that_is_a_folder_is_one_line(tmp_path, repo_root, capsy
 def test_memory_format_is_channels_last_inside_and_restored_after():
     import torch
 
-    from rst.models import NetworkSpec, build_network
-    from rst.speed import memory_format
+    from rst.network.models import NetworkSpec, build_network
+    from rst.runtime.speed import memory_format
     model = build_network(NetworkSpec("fmnist_conv4", dataset="synthetic", width=0.25, seed=0)).eval()
     conv = next(p for p in model.parameters() if p.dim() == 4 and p.shape[1] > 1)
     x = torch.rand(4, 1, 28, 28)
@@ -125,7 +125,7 @@ def _subnormals(t: torch.Tensor) -> int:
 def _ticket_with_a_dead_channel(tiny_spec):
     """A ticket whose first conv's channel 0 is masked out and whose BN statistics for it decayed
     into the subnormal range, as a search leaves them."""
-    from rst.masks import extract_ticket
+    from rst.network.masks import extract_ticket
     model = build_network(tiny_spec, keep_ratio=0.5).eval()
     ticket = extract_ticket(model)
     first = next(k for k in ticket.masks)
@@ -137,7 +137,7 @@ def _ticket_with_a_dead_channel(tiny_spec):
 
 
 def test_flush_subnormal_zeroes_subnormals_only():
-    from rst.speed import flush_subnormal_
+    from rst.runtime.speed import flush_subnormal_
     t = torch.tensor([1e-41, -1e-40, 0.0, 1e-30, -2.5, TINY32])
     normal = t[3:].clone()
     assert flush_subnormal_(t) is t
@@ -150,8 +150,8 @@ def test_a_ticket_with_decayed_bn_statistics_computes_no_subnormal_activations(t
     """apply_ticket (and so CandidateSet.model) and R2S flush the dead channel's statistics: in eval mode
     it outputs exact zeros, not subnormals (which slow fp32 convolutions on a CPU about 13x); the
     ticket itself, and so its digest, is left as it was."""
-    from rst.masks import CandidateSet, apply_ticket, ticket_digest
-    from rst.r2s import R2S
+    from rst.network.masks import CandidateSet, apply_ticket, ticket_digest
+    from rst.evaluation.r2s import R2S
     ticket, bn = _ticket_with_a_dead_channel(tiny_spec)
     digest = ticket_digest(ticket)
     model = apply_ticket(build_network(tiny_spec, keep_ratio=0.5), ticket).eval()
@@ -172,11 +172,11 @@ def test_a_ticket_with_decayed_bn_statistics_computes_no_subnormal_activations(t
 def test_a_fit_leaves_no_subnormal_bn_statistics(monkeypatch):
     """Every epoch of a search flushes the statistics its dead channels decayed into (before
     validation, selection and the checkpoint), so the ticket it returns carries none."""
-    import rst.search
+    import rst.search.loop
     cfg = preset("tiny", keep_ratio=0.3, epochs=2)
     calls = []
-    real = rst.search.flush_subnormal_bn_stats_
-    monkeypatch.setattr(rst.search, "flush_subnormal_bn_stats_", lambda m: calls.append(m) or real(m))
+    real = rst.search.loop.flush_subnormal_bn_stats_
+    monkeypatch.setattr(rst.search.loop, "flush_subnormal_bn_stats_", lambda m: calls.append(m) or real(m))
     res = run_search(cfg, device=CPU)
     assert len(calls) == cfg.epochs
     assert sum(_subnormals(v) for v in res.ticket.bn_stats.values() if v.is_floating_point()) == 0

@@ -1,4 +1,4 @@
-"""Switch probabilities alpha of R2S (rst.switch_probabilities): chosen by projected subgradient
+"""Switch probabilities alpha of R2S (rst.evaluation.switch_probabilities): chosen by projected subgradient
 descent on the members' error rates under ARC, used by every draw / loss / expected accuracy, and
 checked in mask files."""
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import rst.ensemble_attacks as ensemble_attacks
+import rst.evaluation.ensemble_attacks as ensemble_attacks
 from toy_ensembles import BinaryMembers
 
-from rst.masks import CandidateSet, MaskFileError, load_tickets, to_bytes
-from rst.switch_probabilities import check_probabilities, optimal_probabilities, project_simplex
+from rst.network.masks import CandidateSet, MaskFileError, load_tickets, to_bytes
+from rst.evaluation.switch_probabilities import check_probabilities, optimal_probabilities, project_simplex
 
 
 class CoordinateEnsemble(BinaryMembers):
@@ -79,8 +79,8 @@ def test_bad_probabilities_are_refused(bad, why):
 
 
 def test_r2s_draws_weights_its_losses_and_expected_accuracy_by_alpha(tiny_cs):
-    from rst.data import synthetic_dataset
-    from rst.r2s import R2S, evaluate_r2s, expectation_loss
+    from rst.data.datasets import synthetic_dataset
+    from rst.evaluation.r2s import R2S, evaluate_r2s, expectation_loss
     x, y = synthetic_dataset(16, seed=1)
     K = len(tiny_cs)
     alpha = [0.7] + [0.3 / (K - 1)] * (K - 1)
@@ -115,7 +115,7 @@ def _with_probabilities(data: bytes, value) -> bytes:
 
 
 def test_alpha_travels_in_the_file_and_bad_alpha_is_refused_on_load(tiny_cs):
-    from rst.r2s import R2S
+    from rst.evaluation.r2s import R2S
     K = len(tiny_cs)
     alpha = [0.5] + [0.5 / (K - 1)] * (K - 1)
     cs = CandidateSet(tiny_cs.spec, tiny_cs.tickets, probabilities=alpha)

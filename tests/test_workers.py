@@ -1,9 +1,9 @@
-"""rst.workers: independent jobs in spawned worker processes, threads split between them."""
+"""rst.runtime.workers: independent jobs in spawned worker processes, threads split between them."""
 import operator
 
 import pytest
 
-from rst.workers import run_jobs, threads_per_worker
+from rst.runtime.workers import run_jobs, threads_per_worker
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -43,4 +43,4 @@ def test_workers_keep_freed_memory_for_reuse():
         pytest.skip("glibc's mallopt only")
     from test_allocator import page_faults_of_reused_blocks
     faults = run_jobs(page_faults_of_reused_blocks, [(), ()], workers=2)   # two jobs: two workers
-    assert max(faults) < 5_000, faults             # rst.allocator.keep_freed_memory in each worker
+    assert max(faults) < 5_000, faults             # rst.runtime.allocator.keep_freed_memory in each worker

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from rst.data import load_subset
-from rst.evaluate import accuracy
-from rst.masks import load_tickets, load_weights
-from rst.zoo import ZooPlan, build_zoo, read_index
+from rst.data.datasets import load_subset
+from rst.evaluation.metrics import accuracy
+from rst.network.masks import load_tickets, load_weights
+from rst.zoo.build import ZooPlan, build_zoo, read_index
 
 REPO = Path(__file__).resolve().parents[1]
 INDEX = read_index(REPO / "pretrained_masks")
@@ -44,7 +44,7 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
     plan = ZooPlan("tiny", keep_ratios=(0.3, 0.6), overrides=(("epochs", 1), ("val_images", 32)),
                    eval_images=32, transfer_images=32, r2s_images=32, autoattack_images=8)
     messages = []
-    # the first build in 2 worker processes (rst.workers), the rebuilds below in this one
+    # the first build in 2 worker processes (rst.runtime.workers), the rebuilds below in this one
     entry = build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append, jobs=2)
     assert any("in 2 worker processes" in m for m in messages), messages
     assert entry["built_with"].endswith("--jobs 2")
@@ -96,11 +96,11 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
 
 
 def test_autoattack_runs_in_spans_that_a_killed_build_keeps(tmp_path, monkeypatch):
-    """AutoAttack goes span by span (rst.zoo.AUTOATTACK_CHUNK images a job), each span's result a file
+    """AutoAttack goes span by span (rst.zoo.build.AUTOATTACK_CHUNK images a job), each span's result a file
     beside the reports; a build killed mid-way recomputes only the spans it lacks, and a network's row
     is its spans joined in image order."""
-    import rst.zoo
-    monkeypatch.setattr(rst.zoo, "AUTOATTACK_CHUNK", 3)
+    import rst.zoo.build
+    monkeypatch.setattr(rst.zoo.build, "AUTOATTACK_CHUNK", 3)
     plan = ZooPlan("tiny", keep_ratios=(0.3,), overrides=(("epochs", 1), ("val_images", 16)), eval_images=16,
                    transfer_images=8, r2s_images=8, r2s_protocols=("paper",), autoattack_images=8)
     root, messages = tmp_path / "zoo", []
@@ -135,7 +135,7 @@ def test_autoattack_runs_in_spans_that_a_killed_build_keeps(tmp_path, monkeypatc
 def test_recorded_build_command_parses_back_to_the_same_plan():
     import shlex
 
-    from rst.cli import build_parser, zoo_plan
+    from rst.cli.commands import build_parser, zoo_plan
     plans = [ZooPlan("fmnist-cpu", keep_ratios=(0.05, 0.1), zoo_id="fmnist-cpu-wide", overrides=(("width", 1.0),),
                      eval_images=2000, transfer_images=1000, r2s_images=500, autoattack_images=0, subset_images=300),
              ZooPlan("tiny"), ZooPlan("tiny", autoattack_images=1000, autoattack_tickets=2),
@@ -169,14 +169,14 @@ def recorded_plan(zoo: dict) -> ZooPlan:
     """The plan of a zoo's recorded build command (the index's ``built_with``), as the CLI parses it."""
     import shlex
 
-    from rst.cli import build_parser, zoo_plan
+    from rst.cli.commands import build_parser, zoo_plan
     return zoo_plan(build_parser().parse_args(shlex.split(zoo["built_with"])[3:]))   # drop "python -m rst"
 
 
 @pytest.mark.parametrize("zoo", INDEX["zoos"], ids=[z["id"] for z in INDEX["zoos"]])
 def test_a_rebuild_recognises_every_shipped_ticket(zoo):
     """Adding a SearchConfig field must not make a rebuild search the shipped tickets again."""
-    from rst.zoo import _same_recipe
+    from rst.zoo.build import _same_recipe
     cs = load_tickets(REPO / "pretrained_masks" / zoo["candidate_set"], verify_weights=False)
     plan_cfg = recorded_plan(zoo).config
     for t in cs.tickets:
@@ -192,14 +192,14 @@ REPORTED = [z for z in INDEX["zoos"]
 def test_a_rebuild_keeps_every_shipped_report(zoo):
     """A rebuild with the recorded command finds the shipped reports current: their stamp is the one
     the build writes for these tickets and this recipe (a stale stamp makes it delete and redo them)."""
-    from rst.zoo import _report_stamp
+    from rst.zoo.build import _report_stamp
     cs = load_tickets(REPO / "pretrained_masks" / zoo["candidate_set"], verify_weights=False)
     folder = (REPO / "pretrained_masks" / zoo["candidate_set"]).parent / "reports"
     assert (folder / "candidate_set.txt").read_text() == _report_stamp(cs, recorded_plan(zoo).config()), zoo["id"]
 
 
 def test_update_index_replaces_an_entry_where_it_stands(tmp_path):
-    from rst.zoo import update_index
+    from rst.zoo.build import update_index
     for zid in ("a", "b", "c"):
         update_index(tmp_path, {"id": zid, "v": 1})
     update_index(tmp_path, {"id": "a", "v": 2})
@@ -208,7 +208,7 @@ def test_update_index_replaces_an_entry_where_it_stands(tmp_path):
 
 
 def test_update_index_replaces_in_place_appends_and_can_list_a_zoo_first(tmp_path):
-    from rst.zoo import update_index
+    from rst.zoo.build import update_index
     for zid in ("a", "b"):
         update_index(tmp_path, {"id": zid, "v": 1})
     update_index(tmp_path, {"id": "a", "v": 2})                       # in place: stays first
@@ -223,7 +223,7 @@ def test_a_rebuild_with_another_recipe_redoes_the_dense_baseline_and_the_reports
     """Rebuilding a zoo over its shipped folder with new settings must not keep the old dense baseline
     or the old reports (they would sit beside tickets of another recipe), and a work folder holding
     tickets of another recipe is refused, not silently reused."""
-    from rst.checkpoint import ResumeMismatchError
+    from rst.runtime.checkpoint import ResumeMismatchError
     plan = ZooPlan("tiny", keep_ratios=(0.3,), overrides=(("epochs", 1), ("val_images", 32)),
                    eval_images=16, transfer_images=16, r2s_images=16, autoattack_images=0)
     root = tmp_path / "zoo"

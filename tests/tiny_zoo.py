@@ -6,7 +6,7 @@
 Three tickets (keep 0.3, 0.5, 0.7) of a quarter-width Conv-4, each from a quick score training
 (``run_search`` for one epoch on 256 synthetic images; no inner attack unless ``adversarial=True``),
 a 256-image "test subset" of synthetic Fashion-MNIST-shaped images, stored curve / transfer / R2S
-reports in ``rst.zoo``'s layout, and an ``index.json``. Numbers from it mean nothing; it exercises
+reports in ``rst.zoo.build``'s layout, and an ``index.json``. Numbers from it mean nothing; it exercises
 every code path of the app in seconds.
 """
 from __future__ import annotations
@@ -27,11 +27,11 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
     members (untrained-quality tickets): what ``bench/app_bench.py --bench-zoo`` times."""
     import torch
 
-    from rst.attacks import AttackConfig
-    from rst.data import save_subset, split_train_val, synthetic_dataset
-    from rst.evaluate import accuracy, robust_accuracy
-    from rst.masks import CandidateSet, save_tickets
-    from rst.search import SearchData, preset, run_search
+    from rst.evaluation.attacks import AttackConfig
+    from rst.data.datasets import save_subset, split_train_val, synthetic_dataset
+    from rst.evaluation.metrics import accuracy, robust_accuracy
+    from rst.network.masks import CandidateSet, save_tickets
+    from rst.search.loop import SearchData, preset, run_search
 
     torch.manual_seed(0)
     root = Path(root)
@@ -65,8 +65,8 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
         entries.append({"name": t.name, "keep_ratio": t.keep_ratio, "metrics": metrics})
     save_tickets(zoo / "tiny" / "tickets.rst.safetensors", cs)
     # stand-in "dense baseline" metrics (the untrained dense network: only exercises the app's baseline lines)
-    from rst.masked import set_dense
-    from rst.models import build_network
+    from rst.network.masked import set_dense
+    from rst.network.models import build_network
     dense = build_network(spec).eval()
     set_dense(dense, True)
     dense_metrics = {"test_clean": {"value": accuracy(dense, xm, ym), "split": f"test[:{len(ym)}]", "attack": "none"},
@@ -85,9 +85,9 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
 
 
 def _reports(cs, x, y, attack, out: Path) -> dict:
-    """Stored curve, transfer and R2S reports, in rst.zoo.evaluate_zoo's layout."""
-    from rst.evaluate import sparsity_curve, transfer_matrix
-    from rst.r2s import R2S, evaluate_r2s
+    """Stored curve, transfer and R2S reports, in rst.zoo.build.evaluate_zoo's layout."""
+    from rst.evaluation.metrics import sparsity_curve, transfer_matrix
+    from rst.evaluation.r2s import R2S, evaluate_r2s
     rows = sparsity_curve(cs, x, y, attack, device="cpu")
     (out / "curve.json").write_text(json.dumps({"rows": rows, "attack": attack.describe(), "n_images": len(y)}))
     tr = {f"with{'' if es else 'out'}_early_stop": transfer_matrix(cs, x, y, attack, early_stop=es).to_dict()

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 class BinaryMembers(nn.Module):
     """K members with logits ``(0, margin(k, x))`` (class 1 iff the margin is positive), the interface
-    of ``rst.r2s.R2S`` that the ensemble attacks use: ``K``, ``member_logits``, ``use_member``, forward."""
+    of ``rst.evaluation.r2s.R2S`` that the ensemble attacks use: ``K``, ``member_logits``, ``use_member``, forward."""
 
     def __init__(self, K: int, probs=None):
         super().__init__()

@@ -10,7 +10,7 @@ import reports
 import state
 import store
 import ui
-from rst.masks import MAX_FILE_BYTES, SUFFIX, MaskFileError
+from rst.network.masks import MAX_FILE_BYTES, SUFFIX, MaskFileError
 
 
 

@@ -6,14 +6,14 @@ import streamlit as st
 import compute
 import state
 import ui
-from rst.models import DATASET_STATS, NetworkSpec, list_models, model_entry
-from rst.weights import INITS
+from rst.network.models import DATASET_STATS, NetworkSpec, list_models, model_entry
+from rst.network.weights import INITS
 
 st.title("The random network")
 st.caption("Its weights are a function of (architecture, width, data set geometry, init, seed): regenerated "
            "from the seed on every load, never stored, and checked against the mask file's checksum.")
 
-from rst.masks import MaskFileError  # noqa: E402
+from rst.network.masks import MaskFileError  # noqa: E402
 
 try:
     act = state.active_set()

@@ -1,4 +1,4 @@
-"""Search: run ``rst.search.run_search`` live (progress, curves, stop) or load tickets from the zoo."""
+"""Search: run ``rst.search.loop.run_search`` live (progress, curves, stop) or load tickets from the zoo."""
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -8,8 +8,8 @@ import jobs
 import state
 import store
 import ui
-from rst.masks import CandidateSet, SUFFIX, MaskFileError
-from rst.search import PRESETS, preset
+from rst.network.masks import CandidateSet, SUFFIX, MaskFileError
+from rst.search.loop import PRESETS, preset
 
 K_LIVE = "search_live_job"     # id of the job the live panel is following (to rerun the page when it ends)
 

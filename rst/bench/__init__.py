@@ -16,11 +16,11 @@ arXiv:2110.14068; spec §2 and §6):
   ``GetSubnet``: ``scores.abs().flatten().sort()``, threshold at index ``j = int((1 - k) * numel)``);
   the PGD-7 inner attack calls ``loss.backward()`` at every step, so it also computes the score
   gradients and throws them away; the batch comes from host memory (``.to(device)`` each step).
-* **ours**: the search loop's own step (:func:`rst.search.train_step`) on its device-side loader.
+* **ours**: the search loop's own step (:func:`rst.search.loop.train_step`) on its device-side loader.
   The two are timed interleaved, step by step, so that a shared machine's load falls on both alike. The mask is computed once per optimiser step (top-k, no sort) and reused by every attack
-  step (:func:`rst.masked.cached_masks`); attack steps compute the input gradient only; the data
+  step (:func:`rst.network.masked.cached_masks`); attack steps compute the input gradient only; the data
   set lives on the device (batches cut and augmented there); the speed settings of
-  :mod:`rst.speed` ("auto" by default: bf16 autocast + channels_last where the device has native
+  :mod:`rst.runtime.speed` ("auto" by default: bf16 autocast + channels_last where the device has native
   bf16, as on AVX-512-BF16 CPUs), optional ``torch.compile``.
 
 Both use the same attack budget (PGD-7, eps 8/255, step 2/255, BN in train mode) and batch.
@@ -32,7 +32,7 @@ side by side on real data under one wall-clock budget each and compares the time
 the same validation PGD accuracy.
 
 ``transfer`` times a K x K transfer matrix (spec §4) computed naively (every (source, target) pair
-attacks the source again: K² attacks) against :func:`rst.evaluate.transfer_matrix` (K attacks,
+attacks the source again: K² attacks) against :func:`rst.evaluation.metrics.transfer_matrix` (K attacks,
 each evaluated on all targets), and checks that the two matrices agree (same seed per source).
 """
 from __future__ import annotations

@@ -5,8 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cli_input import OneLineParser, count, fraction, positive
-from ..provenance import provenance
+from rst.cli.input import OneLineParser, count, fraction, positive
+from rst.runtime.provenance import provenance
 from .search import bench_search, bench_tickets
 from .time_to_ticket import bench_time_to_ticket, plot_time_to_ticket
 from .transfer import bench_transfer
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--attack-steps", dest="attack_steps", type=count, default=7, help="PGD steps of the inner attack")
     s.add_argument("--keep-ratio", dest="keep_ratio", type=fraction, default=0.1)
     s.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                   help="ours: auto (default: bf16 + channels_last where native), fp32, bf16 (rst.speed)")
+                   help="ours: auto (default: bf16 + channels_last where native), fp32, bf16 (rst.runtime.speed)")
     s.add_argument("--channels-last", dest="channels_last", action="store_true",
                    help="ours, with --precision fp32/bf16: channels_last")
     s.add_argument("--compile", action="store_true", help="ours: torch.compile the model (experimental)")
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=count, help="timed optimiser steps (default 10; --toy: 2)")
     b.add_argument("--warmup", type=count, help="untimed steps first, >= 1 (default 2; --toy: 1)")
     b.add_argument("--attack-steps", dest="attack_steps", type=count, default=7)
-    b.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="rst.speed")
+    b.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="rst.runtime.speed")
     w = sub.add_parser("time-to-ticket", help="reference vs fast recipe on real data: time to the same val PGD accuracy")
     w.add_argument("--budget", type=positive, default=600.0, help="training seconds per contestant (default 600)")
     w.add_argument("--points", type=count, default=12, help="validations per contestant (default 12)")

@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..attacks import AttackConfig
-from ..masked import masked_layers
-from ..search import score_parameters
+from rst.evaluation.attacks import AttackConfig
+from rst.network.masked import masked_layers
+from rst.search.loop import score_parameters
 
 # --------------------------------------------------------------------------------------------
 # The reference recipe's step

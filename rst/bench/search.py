@@ -5,10 +5,10 @@ import time
 
 import torch
 
-from ..attacks import AttackConfig
-from ..device import resolve_device
-from ..models import build_network
-from ..search import SearchData, prepare_models, score_parameters, start_fit, train_step
+from rst.evaluation.attacks import AttackConfig
+from rst.runtime.device import resolve_device
+from rst.network.models import build_network
+from rst.search.loop import SearchData, prepare_models, score_parameters, start_fit, train_step
 from .reference import ReferenceStep
 from .transfer import keep_ratios
 from .timing import _sizes, _sync, _time_fit, _timed_fit_setup, device_name
@@ -37,7 +37,7 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
         attack_steps: PGD steps of the inner attack (eps 8/255, step 2/255). (Default: 7)
         keep_ratio: fraction of weights kept per layer. (Default: 0.1)
         device: "auto", "cpu", "cuda", "cuda:1", ...
-        precision: our speed settings (:mod:`rst.speed`): "auto" (the search's default: bf16 autocast
+        precision: our speed settings (:mod:`rst.runtime.speed`): "auto" (the search's default: bf16 autocast
             + channels_last where the device has native bf16), "fp32" or "bf16"; channels_last and
             compile apply with an explicit precision (compile also with "auto"). The reference always
             runs fp32, contiguous, eager.
@@ -65,7 +65,7 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
     ref = ReferenceStep(build_network(spec, device=device, keep_ratio=keep_ratio),
                         AttackConfig("pgd", eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps), lr=cfg.lr,
                         momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=seed)
-    # (b) ours: the search loop's own step (rst.search.train_step) on its device-side loader
+    # (b) ours: the search loop's own step (rst.search.loop.train_step) on its device-side loader
     model = build_network(spec, device=device, keep_ratio=keep_ratio)
     fit = start_fit(model, score_parameters(model), cfg, SearchData(x, y, x[:0], y[:0]), device)
     prepare_models(fit)
@@ -100,7 +100,7 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
         "ours": {"images_per_s": images / ours_seconds, "seconds": ours_seconds, "steps": steps,
                  "precision": speed["precision"], "channels_last": speed["channels_last"],
                  "compile": speed["compile"], "speed_reason": speed["reason"],
-                 "recipe": "rst.search.train_step: top-k mask once per step, cached in the attack, "
+                 "recipe": "rst.search.loop.train_step: top-k mask once per step, cached in the attack, "
                            "input gradients only, data on the device"},
         "timing": "interleaved step by step (reference, ours, reference, ...) in one process",
     }
@@ -122,13 +122,13 @@ def bench_tickets(*, arch: str = "fmnist_conv4", width: float | None = None, k: 
                   toy: bool = False, seed: int = 0) -> dict:
     """Ticket-images per second: K searches one after another vs K tickets in one batched pass.
 
-    Both run :func:`rst.search.adversarial_fit` (PGD-``attack_steps`` inner attack, BN in train mode)
+    Both run :func:`rst.search.loop.adversarial_fit` (PGD-``attack_steps`` inner attack, BN in train mode)
     on synthetic data of the architecture's geometry: (a) one ticket (keep ratio 0.1), whose rate is
-    what K sequential searches get; (b) a :class:`rst.batched.TicketBatch` of ``k`` tickets (keep
+    what K sequential searches get; (b) a :class:`rst.search.batched.TicketBatch` of ``k`` tickets (keep
     ratios 0.03 .. 0.6), where each image counts once per ticket. Defaults: Fashion-MNIST Conv-4,
     full width, batch 256, K = 7 (a zoo), 10 timed steps after 2 warm-up steps.
     """
-    from ..batched import TicketBatch
+    from rst.search.batched import TicketBatch
 
     sizes = _sizes(TOY_TICKETS_SIZES if toy else TICKETS_SIZES, width=width, batch_size=batch_size, steps=steps,
                    warmup=warmup)
@@ -156,7 +156,7 @@ def bench_tickets(*, arch: str = "fmnist_conv4", width: float | None = None, k: 
         "sequential": {"ticket_images_per_s": images / one_seconds, "seconds_per_step": one_seconds / steps,
                        "what": "one ticket per adversarial_fit (K searches: K times this)"},
         "batched": {"ticket_images_per_s": k * images / batch_seconds, "seconds_per_step": batch_seconds / steps,
-                    "what": f"rst.batched.TicketBatch: {k} tickets per step"},
+                    "what": f"rst.search.batched.TicketBatch: {k} tickets per step"},
     }
     result["speedup"] = result["batched"]["ticket_images_per_s"] / result["sequential"]["ticket_images_per_s"]
     return result

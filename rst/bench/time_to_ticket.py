@@ -5,7 +5,7 @@ augmentation, same validation images and attack; only the recipe differs:
 
 * **reference** (:class:`rst.bench.reference.ReferenceStep`): fp32, PGD-7 (eps 0.1, step 0.025), a
   full sort of |scores| at every forward, score gradients computed in every attack step, host batches;
-* **ours**: the search loop's own pieces (:func:`rst.search.train_step`) with the fast recipe
+* **ours**: the search loop's own pieces (:func:`rst.search.loop.train_step`) with the fast recipe
   (preset ``fmnist-fast``): ``precision="auto"`` (bf16 autocast + channels_last where the CPU has
   native bf16), the single-step N-FGSM inner attack, and the catastrophic-overfitting guard.
 
@@ -30,12 +30,12 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..attacks import AttackConfig
-from ..data import DeviceLoader, default_augment
-from ..device import resolve_device
-from ..models import build_network
-from ..search import SearchConfig, preset, prepare_models, score_parameters, search_data, start_fit, train_step
-from ..selection import validate
+from rst.evaluation.attacks import AttackConfig
+from rst.data.datasets import DeviceLoader, default_augment
+from rst.runtime.device import resolve_device
+from rst.network.models import build_network
+from rst.search.loop import SearchConfig, preset, prepare_models, score_parameters, search_data, start_fit, train_step
+from rst.search.selection import validate
 from .reference import ReferenceStep
 from .timing import _sync, device_name
 

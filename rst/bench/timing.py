@@ -7,9 +7,9 @@ import time
 import torch
 import torch.nn as nn
 
-from ..data import synthetic_dataset
-from ..models import model_entry
-from ..search import SearchConfig, SearchData, adversarial_fit
+from rst.data.datasets import synthetic_dataset
+from rst.network.models import model_entry
+from rst.search.loop import SearchConfig, SearchData, adversarial_fit
 
 
 def _sync(device: torch.device) -> None:
@@ -44,7 +44,7 @@ def _timed_fit_setup(arch: str, width: float, batch_size: int, n_steps: int, att
 
 def _time_fit(model: nn.Module, params, cfg: SearchConfig, x: torch.Tensor, y: torch.Tensor,
               device: torch.device, warmup: int) -> tuple[float, dict]:
-    """Seconds of :func:`rst.search.adversarial_fit`'s steps after the first ``warmup`` (one epoch over
+    """Seconds of :func:`rst.search.loop.adversarial_fit`'s steps after the first ``warmup`` (one epoch over
     ``x``), timed between its per-step progress events (the device synchronised at each); also the
     speed settings it resolved."""
     stamps: list[float] = []

@@ -1,4 +1,4 @@
-"""Transfer-matrix throughput: K² attacks per pair against :func:`rst.evaluate.transfer_matrix`'s K."""
+"""Transfer-matrix throughput: K² attacks per pair against :func:`rst.evaluation.metrics.transfer_matrix`'s K."""
 from __future__ import annotations
 
 import time
@@ -6,14 +6,14 @@ import time
 import torch
 import torch.nn as nn
 
-from ..attacks import AttackConfig
-from ..data import synthetic_dataset
-from ..device import resolve_device
-from ..evaluate import accuracy, adversarial_examples, transfer_matrix
-from ..masked import set_keep_ratio
-from ..masks import CandidateSet, apply_ticket, extract_ticket
-from ..models import NetworkSpec, build_network
-from ..weights import init_scores
+from rst.evaluation.attacks import AttackConfig
+from rst.data.datasets import synthetic_dataset
+from rst.runtime.device import resolve_device
+from rst.evaluation.metrics import accuracy, adversarial_examples, transfer_matrix
+from rst.network.masked import set_keep_ratio
+from rst.network.masks import CandidateSet, apply_ticket, extract_ticket
+from rst.network.models import NetworkSpec, build_network
+from rst.network.weights import init_scores
 from .timing import _dataset_for, _sizes, _sync, device_name
 
 
@@ -80,7 +80,7 @@ TOY_TRANSFER_SIZES = {"arch": "fmnist_conv4", "width": 0.25, "images": 64}
 def bench_transfer(*, arch: str | None = None, width: float | None = None, k: int = 8, images: int | None = None,
                    attack_steps: int = 7, batch_size: int = 512, device: str | torch.device = "auto",
                    toy: bool = False, seed: int = 0) -> dict:
-    """Seconds for a K x K transfer matrix: naive (K² attacks) vs :func:`rst.evaluate.transfer_matrix` (K).
+    """Seconds for a K x K transfer matrix: naive (K² attacks) vs :func:`rst.evaluation.metrics.transfer_matrix` (K).
 
     Arguments:
         arch, width: the network ("resnet18", 1.0). k: tickets (random masks at keep ratios 0.03 .. 0.6).

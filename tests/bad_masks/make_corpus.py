@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load, save
 
-from rst.masked import set_global_keep, set_keep_ratio
-from rst.masks import CandidateSet, _payload_digest, extract_ticket, to_bytes
-from rst.models import NetworkSpec, build_network
-from rst.weights import weight_checksum
+from rst.network.masked import set_global_keep, set_keep_ratio
+from rst.network.masks import CandidateSet, _payload_digest, extract_ticket, to_bytes
+from rst.network.models import NetworkSpec, build_network
+from rst.network.weights import weight_checksum
 
 HERE = Path(__file__).resolve().parent
 PICKLE_MARKER = "RST-BAD-MASKS-PICKLE-WAS-EXECUTED"

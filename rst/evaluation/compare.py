@@ -1,0 +1,380 @@
+"""Like-with-like robustness: R2S, each of its members alone and the dense baseline, each under the
+per-example worst case over an attack suite fit for it, on the same test images, with standard
+errors and a paired confidence interval for "R2S minus its best member".
+
+Why: a comparison of a randomized defence against single networks is only fair when both sides face
+their strongest attacks on the same images (Tramèr et al., NeurIPS 2020, arXiv:2002.08347, report the
+per-example worst case over attacks; Croce & Hein, ICML 2020, arXiv:2003.01690). Suites:
+
+    single models   PGD-20; PGD-100 with restarts; APGD-T (Croce & Hein's targeted APGD, DLR loss)
+    R2S             the adaptive attacks of ``rst.evaluation.r2s.ADAPTIVE`` that attack the random switch:
+                    expectation PGD, ensemble PGD, EOT-PGD, APGD-CE / APGD-DLR on the expected loss,
+                    ARC (Dbouk & Shanbhag, ICML 2022, arXiv:2206.06737)
+
+A single model's image counts as robust if it is classified correctly clean and after every attack
+(AutoAttack's rule: a later attack runs only on the images still robust). R2S's image scores its
+*expected* correctness ``sum_k p_k 1[f_k(x_adv) = y]`` under the attack that lowers it most (the
+attacker picks, per image, one adversarial input before the draw); a later attack runs only on the
+images whose expected correctness is still above 0.
+
+Uncertainty: each accuracy ``p`` on ``n`` images carries ``SE = sqrt(p (1 - p) / n)``; the difference
+R2S − model over the images both saw is paired: ``d_i = r_i - c_i``, ``mean(d) ± 1.96 sd(d) / sqrt(n)``
+(normal approximation), significant when that interval excludes 0.
+
+    >>> rep = compare_like_with_like(cs, x, y, eps=0.1, dense=dense_model, r2s_images=500, single_images=1000)
+    >>> rep.to_frame(); rep.paired["best_member"]
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from .per_image import decode_per_image, encode_per_image, paired_difference, standard_error  # noqa: F401 (re-exported)
+from rst.runtime.progress import ticker
+
+SINGLE_SUITE = ("pgd20", "pgd_long", "apgd_t")
+R2S_SUITE = ("expectation", "ensemble", "eot", "apgd_ce", "apgd_dlr", "arc")
+ROWS = ("r2s", "members", "dense")
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """The attack budgets (eps and alpha in [0, 1] pixel units)."""
+    eps: float = 0.1
+    alpha: float | None = None        # PGD / ARC step; None: eps / 4
+    steps: int = 20                   # PGD-20 and the R2S PGD-type attacks
+    long_steps: int = 100             # the long PGD of single models
+    long_restarts: int = 2            # its random restarts
+    apgd_steps: int = 100             # APGD-T (single models), APGD-CE/DLR on the expectation (R2S)
+    apgd_t_targets: int = 9           # APGD-T target classes (AutoAttack standard: 9)
+    arc_steps: int = 10               # ARC iterations (the authors' setting)
+    arc_topk: int | None = None       # ARC-lite: only the top classes' boundaries (None: all, the paper's ARC)
+    apgd_t_steps: int | None = None   # APGD-T iterations of single models (None: apgd_steps)
+    eot_samples: int = 10             # EOT samples per step
+    single_suite: tuple[str, ...] = SINGLE_SUITE
+    r2s_suite: tuple[str, ...] = R2S_SUITE
+    batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self):
+        bad = [a for a in self.single_suite if a not in SINGLE_SUITE]
+        from .r2s import ADAPTIVE
+        bad += [a for a in self.r2s_suite if a not in ADAPTIVE]
+        if bad:
+            raise ValueError(f"unknown attacks {bad}; single models: {SINGLE_SUITE}, R2S: {ADAPTIVE}")
+
+    @property
+    def step(self) -> float:
+        return self.eps / 4 if self.alpha is None else self.alpha
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def describe_single(self, attack: str) -> str:
+        from .attacks import _format_pixels
+        e, a = _format_pixels(self.eps), _format_pixels(self.step)
+        return {"pgd20": f"PGD-{self.steps} Linf eps={e} alpha={a}, 1 restart",
+                "pgd_long": f"PGD-{self.long_steps} Linf eps={e} alpha={a}, {self.long_restarts} restarts",
+                "apgd_t": f"APGD-T-{self.apgd_t_steps or self.apgd_steps} (AutoAttack's, {self.apgd_t_targets} target "
+                          f"class{'' if self.apgd_t_targets == 1 else 'es'}) "
+                          f"Linf eps={e}"}[attack]
+
+
+# --------------------------------------------------------------------------------------------
+# per-example worst cases
+# --------------------------------------------------------------------------------------------
+
+
+def _batches(idx: torch.Tensor, size: int):
+    for i in range(0, len(idx), size):
+        yield idx[i:i + size]
+
+
+def single_worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig,
+                      tick: Callable[[], None] = lambda: None) -> dict:
+    """Per-image correctness of a plain model, clean and after each attack of ``cfg.single_suite``
+    (cumulative: an attack runs only on the images still correct). ``{"clean", "correct", "after"}``."""
+    from .attacks import model_mode, pgd
+    from .autoattack import autoattack_examples
+    device = next(model.parameters()).device
+    with model_mode(model, False), torch.no_grad():
+        clean = torch.cat([(model(x[i].to(device)).argmax(1) == y[i].to(device)).cpu()
+                           for i in _batches(torch.arange(len(x)), cfg.batch_size)])
+    tick()
+    correct = clean.clone()
+    after = {}
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    for attack in cfg.single_suite:
+        idx = correct.nonzero().flatten()
+        for bi, b in enumerate(_batches(idx, cfg.batch_size)):
+            xb, yb = x[b].to(device), y[b].to(device)
+            if attack == "pgd20":
+                x_adv = pgd(model, xb, yb, cfg.eps, cfg.step, cfg.steps, generator=g)
+            elif attack == "pgd_long":
+                x_adv = pgd(model, xb, yb, cfg.eps, cfg.step, cfg.long_steps, restarts=cfg.long_restarts, generator=g)
+            else:
+                x_adv, _ = autoattack_examples(model, xb, yb, eps=cfg.eps, version="custom", attacks=["apgd-t"],
+                                               batch_size=len(b), seed=cfg.seed + bi,
+                                               n_target_classes=cfg.apgd_t_targets,
+                                               n_iter=cfg.apgd_t_steps or cfg.apgd_steps)
+            with model_mode(model, False), torch.no_grad():
+                correct[b] &= (model(x_adv).argmax(1) == yb).cpu()
+        after[attack] = correct.clone()
+        tick()
+    return {"clean": clean, "correct": correct, "after": after}
+
+
+def r2s_worst_case(r2s, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig,
+                   tick: Callable[[], None] = lambda: None) -> dict:
+    """Per-image expected correctness of R2S, clean and after each attack of ``cfg.r2s_suite``
+    (per image the minimum over the attacks so far; an attack runs only where it is still > 0).
+    ``{"clean", "correct", "after", "per_member"}`` (per_member: (K,) accuracy of each member on the
+    worst-case inputs)."""
+    from .ensemble_attacks import expected_accuracy
+    from .r2s import adaptive_examples
+    device = next(r2s.net.parameters()).device
+    N = len(x)
+    was_training = r2s.training
+    r2s.eval()
+    try:
+        clean = torch.cat([expected_accuracy(r2s, x[b].to(device), y[b].to(device)).cpu()
+                           for b in _batches(torch.arange(N), cfg.batch_size)])
+        tick()
+        score = clean.clone()
+        member_ok = torch.cat([(r2s.member_logits(x[b].to(device)).argmax(-1) == y[b].to(device)).cpu()
+                               for b in _batches(torch.arange(N), cfg.batch_size)], dim=1)   # (K, N)
+        after = {}
+        for attack in cfg.r2s_suite:
+            g = torch.Generator(device=device).manual_seed(cfg.seed)
+            if attack == "eot":
+                r2s.reseed(cfg.seed)
+            idx = (score > 0).nonzero().flatten()
+            for bi, b in enumerate(_batches(idx, cfg.batch_size)):
+                xb, yb = x[b].to(device), y[b].to(device)
+                x_adv, _ = adaptive_examples(attack, r2s, xb, yb, eps=cfg.eps, alpha=cfg.step, steps=cfg.steps,
+                                             eot_samples=cfg.eot_samples, apgd_steps=cfg.apgd_steps,
+                                             arc_steps=cfg.arc_steps, arc_topk=cfg.arc_topk, generator=g,
+                                             seed=cfg.seed + bi)
+                with torch.no_grad():
+                    ok = (r2s.member_logits(x_adv).argmax(-1) == yb).cpu()                    # (K, b)
+                    e = expected_accuracy(r2s, x_adv, yb).cpu()
+                lower = e < score[b]
+                score[b] = torch.where(lower, e, score[b])
+                member_ok[:, b] = torch.where(lower.unsqueeze(0), ok, member_ok[:, b])
+            after[attack] = score.clone()
+            tick()
+    finally:
+        r2s.train(was_training)
+    return {"clean": clean, "correct": score, "after": after, "per_member": member_ok.float().mean(1).tolist()}
+
+
+# --------------------------------------------------------------------------------------------
+# the report
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CompareRow:
+    """One model under its suite: accuracies in [0, 1] on its first ``n_images`` test images."""
+    name: str
+    kind: str                      # "r2s", "ticket" or "dense"
+    keep_ratio: float | None
+    n_images: int
+    clean: float
+    worst_case: float
+    se: float
+    attacks: list[dict]            # [{"attack", "description", "acc_after"}] cumulative, in order
+    per_image: list[float]         # worst-case correctness per image (R2S: expected, in [0, 1])
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if self.kind != "r2s":       # 0/1 per image, as one compact string
+            d["per_image"] = encode_per_image(self.per_image)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CompareRow":
+        d = dict(d)
+        if isinstance(d.get("per_image"), str):
+            d["per_image"] = decode_per_image(d["per_image"]).tolist()
+        return cls(**d)
+
+
+@dataclass
+class CompareReport:
+    """Rows (R2S first, then the members, then dense AT) and the paired differences of R2S."""
+    rows: list[CompareRow]
+    paired: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    def row(self, name: str) -> CompareRow:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return {"rows": [r.to_dict() for r in self.rows], "paired": dict(self.paired), "config": dict(self.config)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CompareReport":
+        return cls([CompareRow.from_dict(r) for r in d["rows"]], dict(d.get("paired", {})), dict(d.get("config", {})))
+
+    def to_frame(self):
+        """One row per model: clean, worst case ± SE, images, and the suite (pandas.DataFrame)."""
+        import pandas as pd
+        return pd.DataFrame([{"model": r.name, "kind": r.kind, "keep_ratio": r.keep_ratio, "n_images": r.n_images,
+                              "clean": r.clean, "worst_case": r.worst_case, "se": r.se,
+                              "suite": "; ".join(a["description"] for a in r.attacks)} for r in self.rows])
+
+
+def _paired(rows: list[CompareRow]) -> dict:
+    """R2S minus the best member, minus every member and minus dense AT, on the images both saw."""
+    r2s = next((r for r in rows if r.kind == "r2s"), None)
+    others = [r for r in rows if r.kind != "r2s"]
+    if r2s is None or not others:
+        return {}
+    out = {"per_model": {}}
+    best_name, best_acc = None, -1.0
+    for o in others:
+        n = min(r2s.n_images, o.n_images)
+        if n < 2:
+            continue
+        a, b = torch.tensor(r2s.per_image[:n]), torch.tensor(o.per_image[:n])
+        res = paired_difference(a, b)
+        res.update({"r2s_acc": float(a.mean()), "model_acc": float(b.mean())})
+        out["per_model"][o.name] = res
+        if o.kind == "ticket" and res["model_acc"] > best_acc:
+            best_name, best_acc = o.name, res["model_acc"]
+    if best_name is not None:
+        out["best_member"] = {"name": best_name, **out["per_model"][best_name],
+                              "rule": "the member with the highest worst-case accuracy on the images R2S saw"}
+    dense = next((o.name for o in others if o.kind == "dense"), None)
+    if dense is not None and dense in out["per_model"]:
+        out["dense"] = {"name": dense, **out["per_model"][dense]}
+    return out
+
+
+def compare_like_with_like(cs, x: torch.Tensor, y: torch.Tensor, *, eps: float, dense: nn.Module | None = None,
+                           r2s_images: int = 500, single_images: int = 1000, members: Sequence[int] | None = None,
+                           cfg: SuiteConfig | None = None, device: torch.device | str | None = None,
+                           progress: Callable[[int, int], None] | None = None,
+                           on_row: Callable[[CompareReport], None] | None = None,
+                           rows: Sequence[str] = ROWS, reuse: Sequence[CompareReport] = ()) -> CompareReport:
+    """R2S over the tickets of ``cs`` (``members``: default all), each member alone and ``dense``, each
+    under the per-example worst case over its suite on the first test images (see the module docstring).
+
+    Arguments:
+        cs (CandidateSet): the tickets. x (Tensor): (N, C, H, W) test images in [0, 1]. y (Tensor): (N,).
+        eps (float): the L-inf radius (overrides ``cfg.eps``). dense (nn.Module | None): the dense baseline.
+        r2s_images (int): first images for R2S. (Default: 500)
+        single_images (int): first images for each single model. (Default: 1000)
+        cfg (SuiteConfig | None): budgets and suites (default: ``SuiteConfig(eps=eps)``).
+        device: where to run (default CPU). progress: ``progress(done, total)`` after every attack of
+            every model. on_row: called with the report so far after every finished model.
+        rows (sequence of str): which rows to compute: "r2s", "members", "dense" or ticket names. (Default: all)
+        reuse (sequence of CompareReport): earlier reports (e.g. parts run in parallel); a row of the
+            same name, image count, radius, suite and members is taken from them instead of recomputed.
+
+    Returns:
+        :class:`CompareReport`; ``paired["best_member"]`` holds R2S − best member with its 95 % interval.
+    """
+    from .r2s import R2S, describe_adaptive
+    cfg = dataclasses.replace(cfg or SuiteConfig(), eps=float(eps))
+    members = list(range(len(cs))) if members is None else [int(m) for m in members]
+    n_r2s, n_single = min(r2s_images, len(x)), min(single_images, len(x))
+    singles = [(cs.tickets[m].name or f"ticket{m}", "ticket", float(cs.tickets[m].keep_ratio), m) for m in members]
+    if dense is not None:
+        singles.append(("dense AT", "dense", 1.0, None))
+    total = (1 + len(cfg.r2s_suite)) + len(singles) * (1 + len(cfg.single_suite))
+    tick = ticker(progress, total)
+
+    unknown = [r for r in rows if r not in ROWS and r not in [n for n, *_ in singles]]
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; known: {ROWS}")
+    report = CompareReport([], {}, {"suite": cfg.to_dict(), "r2s_images": n_r2s, "single_images": n_single,
+                                    "members": members, "eps": cfg.eps})
+
+    def _plain(v):          # tuples and lists alike (a report read back from JSON has lists)
+        return json.loads(json.dumps(v))
+
+    def reused(name: str, n: int) -> CompareRow | None:
+        for old in reuse:
+            same = (_plain(old.config.get("suite")) == _plain(report.config["suite"])
+                    and _plain(old.config.get("members")) == members and old.config.get("eps") == cfg.eps)
+            for r in old.rows if same else []:
+                if r.name == name and r.n_images == n:
+                    return r
+        return None
+
+    r2s_name = f"R2S ({len(members)} members)"
+    if "r2s" in rows:
+        row = reused(r2s_name, n_r2s)
+        if row is None:
+            r2s = R2S(cs, members=members, device=device)
+            res = r2s_worst_case(r2s, x[:n_r2s], y[:n_r2s], cfg, tick)
+            attacks = [{"attack": a, "description": describe_adaptive(
+                            a, K=r2s.K, eps=cfg.eps, alpha=cfg.step, steps=cfg.steps, eot_samples=cfg.eot_samples,
+                            apgd_steps=cfg.apgd_steps, arc_steps=cfg.arc_steps, arc_topk=cfg.arc_topk,
+                            switch=r2s.switch),
+                        "acc_after": float(res["after"][a].mean())} for a in cfg.r2s_suite]
+            p = float(res["correct"].mean())
+            row = CompareRow(r2s_name, "r2s", None, n_r2s, float(res["clean"].mean()), p, standard_error(p, n_r2s),
+                             attacks, res["correct"].tolist(),
+                             {"worst_case_per_member": res["per_member"], "members": r2s.names})
+        else:
+            for _ in range(1 + len(cfg.r2s_suite)):
+                tick()
+        report.rows.append(row)
+        if on_row is not None:
+            on_row(report)
+    for name, kind, kr, m in singles:
+        if (kind == "ticket" and "members" not in rows and name not in rows) or (kind == "dense" and "dense" not in rows):
+            continue
+        row = reused(name, n_single)
+        if row is not None:
+            for _ in range(1 + len(cfg.single_suite)):
+                tick()
+            report.rows.append(row)
+            report.paired = _paired(report.rows)
+            if on_row is not None:
+                on_row(report)
+            continue
+        model = cs.model(m, device=device) if m is not None else dense
+        res = single_worst_case(model, x[:n_single], y[:n_single], cfg, tick)
+        attacks = [{"attack": a, "description": cfg.describe_single(a), "acc_after": float(res["after"][a].float().mean())}
+                   for a in cfg.single_suite]
+        p = float(res["correct"].float().mean())
+        report.rows.append(CompareRow(name, kind, kr, n_single, float(res["clean"].float().mean()), p,
+                                      standard_error(p, n_single), attacks, res["correct"].float().tolist()))
+        report.paired = _paired(report.rows)
+        if on_row is not None:
+            on_row(report)
+    report.paired = _paired(report.rows)
+    return report
+
+
+def format_report(report: CompareReport) -> str:
+    """The table as plain text, with the paired differences."""
+    lines = [f"{'model':18s} {'images':>6s} {'clean':>7s} {'worst case':>10s} {'± SE':>6s}  suite"]
+    for r in report.rows:
+        suite = ", ".join(a["attack"] for a in r.attacks)
+        lines.append(f"{r.name:18s} {r.n_images:6d} {100 * r.clean:6.2f}% {100 * r.worst_case:9.2f}% "
+                     f"{100 * r.se:5.2f}  {suite}")
+    for key, label in (("best_member", "R2S - best member"), ("dense", "R2S - dense AT")):
+        d = report.paired.get(key)
+        if d:
+            lines.append(f"{label} ({d['name']}, {d['n_images']} paired images): {100 * d['difference']:+.2f} points, "
+                         f"95% CI [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}] "
+                         f"({'significant' if d['significant'] else 'not significant'})")
+    return "\n".join(lines)
+
+
+__all__ = ["CompareReport", "CompareRow", "ROWS", "R2S_SUITE", "SINGLE_SUITE", "SuiteConfig", "compare_like_with_like",
+           "format_report", "paired_difference", "r2s_worst_case", "single_worst_case", "standard_error"]
