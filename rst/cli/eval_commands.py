@@ -329,7 +329,7 @@ SUBSET_ENV = "RST_TEST_SUBSET"
 def default_subset_path() -> Path:
     """``$RST_TEST_SUBSET``, else the repository's ``assets/fashion_mnist_test_subset.safetensors``."""
     env = os.environ.get(SUBSET_ENV)
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "assets" / "fashion_mnist_test_subset.safetensors"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "assets" / "fashion_mnist_test_subset.safetensors"
 
 
 def evaluation_images(cs, n: int | None, subset: str | os.PathLike | None = None, data_dir=None):

@@ -24,7 +24,7 @@ def package_versions() -> dict[str, str]:
 
 def git_revision() -> str:
     """The git revision of the checkout ``rst`` runs from (``+dirty`` if modified), else ``unknown``."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]          # the checkout: rst/runtime/provenance.py
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=5, check=True).stdout.strip()
