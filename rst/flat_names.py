@@ -62,10 +62,14 @@ class FlatNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return importlib.util.spec_from_loader(fullname, self) if old in MOVED else None
 
     def create_module(self, spec):
-        return importlib.import_module(f"rst.{MOVED[spec.name[len('rst.'):]]}")
+        module = importlib.import_module(f"rst.{MOVED[spec.name[len('rst.'):]]}")
+        spec.loader_state = module.__spec__         # its own spec, given back in exec_module
+        return module
 
     def exec_module(self, module):
-        pass                    # the moved module ran when it was imported under its own name
+        # The module ran when it was imported under its own name; the import system has just set
+        # its __spec__ to the alias's: give it back its own, which its relative imports rely on.
+        module.__spec__ = module.__spec__.loader_state
 
 
 def install() -> None:

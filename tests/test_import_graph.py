@@ -128,3 +128,11 @@ def test_the_flat_names_of_earlier_releases_are_the_moved_modules():
     import pytest
     with pytest.raises(AttributeError):
         rst.no_such_module
+
+
+def test_importing_a_flat_name_leaves_the_module_its_own_spec():
+    import importlib
+
+    import rst.network.mask_checks as checks
+    importlib.import_module("rst.mask_checks")
+    assert checks.__spec__.name == "rst.network.mask_checks" and checks.__spec__.parent == checks.__package__
