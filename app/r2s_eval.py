@@ -1,5 +1,5 @@
 """The R2S live evaluation, in chunks of images so that the page shows numbers within seconds and
-refines them: per chunk, the chosen attack on the switch (``rst.evaluation.r2s.adaptive_examples``, or the glue
+refines them: per chunk, the chosen attack on the switch (``rst.evaluation.adaptive.adaptive_examples``, or the glue
 below for the naive and transfer attacks), every member alone under white-box PGD (the paper protocol's
 transfer matrix, whose diagonal is each ticket alone), every adversarial batch scored on every member
 (exact expectation). Per-image results are kept, so every accuracy has its standard error and R2S
@@ -17,7 +17,7 @@ from store import eval_data
 from ui import paired
 
 
-# attack choice -> (label, how it is computed). "protocol:*" go to rst.evaluation.r2s.evaluate_r2s;
+# attack choice -> (label, how it is computed). "protocol:*" go to rst.evaluation.protocols.evaluate_r2s;
 # "deployed:*" attack the switching model as served (a gradient query sees whichever member the
 # switch draws); "member" attacks one member and transfers (glue below).
 # what the R2S live page starts with (the benchmark times exactly this): every member of the active set
@@ -65,7 +65,7 @@ def _glue_attack(kind: str, r2s, x, y, eps: float, steps: int, seed: int, source
     switch draws), ``member`` attacks member ``source_k`` alone (transfer), ``expectation`` is the
     library's exact-EOT loss (used for the gallery of the protocol attacks)."""
     from rst.evaluation.attacks import run_attack
-    from rst.evaluation.r2s import expectation_loss
+    from rst.evaluation.adaptive import expectation_loss
     dev = next(r2s.parameters()).device
     name = kind.split(":", 1)[1] if kind.startswith("deployed:") else "pgd"
     cfg = attack_config(name, eps, steps)
@@ -126,7 +126,7 @@ def attack_chunk(r2s, attack: str, x, y, *, eps: float, steps: int, seed: int, s
     share of random sources it survives) on the chosen attack's x_adv,
     ``paper`` (K, K, b) (source member, scored member, image) when ``compare``; ``x_adv`` (b, C, H, W)."""
     from rst.evaluation.attacks import run_attack
-    from rst.evaluation.r2s import adaptive_examples, member_correct
+    from rst.evaluation.adaptive import adaptive_examples, member_correct
     dev = next(r2s.parameters()).device
     xd, yd = x.to(dev), y.to(dev)
     out = {"clean": member_correct(r2s, xd, yd).cpu()}
@@ -218,7 +218,7 @@ def summarize(parts: list[dict], names: list[str], attack: str, p: dict, data_de
 
 
 def _describe(attack: str, names: list[str], p: dict) -> str:
-    from rst.evaluation.r2s import describe_adaptive
+    from rst.evaluation.adaptive import describe_adaptive
     eps, steps, K = p["eps"], p["steps"], len(names)
     prec = f", attack in {p['precision']}"
     if attack in ("single", "protocol:paper"):

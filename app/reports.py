@@ -159,7 +159,7 @@ def stored_compare(zoo_id: str | None):
 
 def stored_r2s(zoo_id: str | None) -> tuple[list[dict], dict] | None:
     """Rows (accuracies as fractions) and config of the zoo's stored R2S report
-    (``rst.evaluation.r2s.R2SReport.to_dict()``), or None."""
+    (``rst.evaluation.protocols.R2SReport.to_dict()``), or None."""
     rep = zoo_report(zoo_id, "r2s") if zoo_id else None
     if not isinstance(rep, dict) or not isinstance(rep.get("results"), list):
         return None

@@ -24,7 +24,8 @@ The module names of earlier releases (``rst.masks``, ``rst.inner``, ...) still i
 """
 from . import flat_names
 from .evaluation.metrics import sparsity_curve, transfer_matrix
-from .evaluation.r2s import R2S, evaluate_r2s
+from .evaluation.protocols import evaluate_r2s
+from .evaluation.r2s import R2S
 from .network.masked import MaskedConv2d, MaskedLinear, cached_masks, layer_stats, masked_layers, set_keep_ratio
 from .network.masks import (CandidateSet, MaskFileError, Ticket, apply_ticket, extract_ticket, load_tickets,
                             save_tickets, to_dense)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import rst
 import rst.network.masked
-from rst.evaluation.attacks import (ATTACKS, AttackConfig, _margin_loss, cw_linf, fgsm, fgsm_rs, no_attack, pgd,
+from rst.evaluation.attack_objectives import _margin_loss
+from rst.evaluation.attacks import (ATTACKS, AttackConfig, cw_linf, fgsm, fgsm_rs, no_attack, pgd,
                          run_attack)
 
 B = 16

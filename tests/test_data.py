@@ -181,8 +181,9 @@ def _record_generators(monkeypatch, module):
 
 
 def test_loader_draws_augmentation_from_a_generator_on_the_data_device(monkeypatch):
+    from rst.data import device_loader
     from rst.search import distributed
-    seen = _record_generators(monkeypatch, data)
+    seen = _record_generators(monkeypatch, device_loader)
     loader, _ = _ids_loader(augment=(1, True), seed=7)
     batches = [xb for xb, _ in loader]
     assert len(seen) == len(batches) == 11

@@ -83,6 +83,7 @@ def test_which_pooling_has_a_deterministic_backward():
 
 def test_cli_deterministic_flag_holds_for_the_command_only(clean_state, monkeypatch, tmp_path):
     import rst.cli.commands as cli
+    import rst.cli.run_commands as run_commands
     seen = []
 
     def fake_command(args):
@@ -90,7 +91,7 @@ def test_cli_deterministic_flag_holds_for_the_command_only(clean_state, monkeypa
                      os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.backends.cudnn.benchmark))
         return 0
     for name in ("_cmd_search", "_cmd_train", "_cmd_finetune"):
-        monkeypatch.setattr(cli, name, fake_command)
+        monkeypatch.setattr(run_commands, name, fake_command)
     out = ["--out", str(tmp_path)]
     assert cli.main(["search", *out, "--deterministic"]) == 0
     assert cli.main(["train", *out, "--deterministic"]) == 0

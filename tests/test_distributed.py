@@ -114,6 +114,7 @@ _CLI_WORKER = textwrap.dedent("""
     import torch.distributed as dist
     from pathlib import Path
     import rst.cli.commands as cli, rst.evaluation.metrics as evaluate, rst.network.masks as masks, rst.search.train as train
+    import rst.cli.run_results as run_results
 
     out, ticket = Path(sys.argv[1]), sys.argv[2]
     rank = int(os.environ["RANK"])
@@ -125,7 +126,7 @@ _CLI_WORKER = textwrap.dedent("""
             return fn(*a, **k)
         return wrapped
 
-    cli._write_json = spy(cli._write_json, lambda path, obj: record["writes"].append(Path(path).name))
+    run_results.write_json = spy(run_results.write_json, lambda path, obj: record["writes"].append(Path(path).name))
     masks.save_weights = spy(masks.save_weights, lambda path, *a: record["writes"].append(Path(path).name))
     evaluate.test_metrics = spy(evaluate.test_metrics, lambda *a: record.__setitem__("evaluations",
                                                                                      record["evaluations"] + 1))

@@ -311,7 +311,7 @@ def test_an_eval_subset_that_is_not_a_regular_file_exits_2(tmp_path, capsys):
 
 def _shrink_or_grow_while_read(monkeypatch, path: Path, change) -> None:
     """After the reader's first chunk, ``change(path)`` really truncates or extends the file on disk."""
-    import rst.network.mask_checks as checks
+    import rst.network.regular_files as checks
     real_read, calls = os.read, []
 
     def read(fd, n):

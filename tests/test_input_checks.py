@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import rst.evaluation.attack_inputs as attack_inputs
 import rst.evaluation.attacks as attacks
 import rst.evaluation.metrics as evaluate
 from rst.evaluation.attacks import AttackConfig, check_pixel_range, cw_linf, fgsm, fgsm_rs, pgd, run_attack
@@ -26,7 +27,7 @@ def count_checks(monkeypatch):
     def counting(x):
         calls.append(tuple(x.shape))
         return real(x)
-    monkeypatch.setattr(attacks, "check_pixel_range", counting)
+    monkeypatch.setattr(attack_inputs, "check_pixel_range", counting)
     monkeypatch.setattr(evaluate, "check_pixel_range", counting)
     return calls
 

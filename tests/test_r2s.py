@@ -12,7 +12,8 @@ from rst.evaluation.attacks import AttackConfig
 from rst.data.datasets import synthetic_dataset
 from rst.evaluation.metrics import robust_accuracy, transfer_matrix
 from rst.network.models import count_weights
-from rst.evaluation.r2s import PROTOCOLS, THREAT_MODELS, R2S, evaluate_r2s
+from rst.evaluation.protocols import evaluate_r2s
+from rst.evaluation.r2s import PROTOCOLS, THREAT_MODELS, R2S
 
 EPS = 0.02
 

@@ -80,7 +80,9 @@ def test_bad_probabilities_are_refused(bad, why):
 
 def test_r2s_draws_weights_its_losses_and_expected_accuracy_by_alpha(tiny_cs):
     from rst.data.datasets import synthetic_dataset
-    from rst.evaluation.r2s import R2S, evaluate_r2s, expectation_loss
+    from rst.evaluation.adaptive import expectation_loss
+    from rst.evaluation.protocols import evaluate_r2s
+    from rst.evaluation.r2s import R2S
     x, y = synthetic_dataset(16, seed=1)
     K = len(tiny_cs)
     alpha = [0.7] + [0.3 / (K - 1)] * (K - 1)

@@ -99,8 +99,8 @@ def test_autoattack_runs_in_spans_that_a_killed_build_keeps(tmp_path, monkeypatc
     """AutoAttack goes span by span (rst.zoo.build.AUTOATTACK_CHUNK images a job), each span's result a file
     beside the reports; a build killed mid-way recomputes only the spans it lacks, and a network's row
     is its spans joined in image order."""
-    import rst.zoo.build
-    monkeypatch.setattr(rst.zoo.build, "AUTOATTACK_CHUNK", 3)
+    import rst.zoo.autoattack_stage
+    monkeypatch.setattr(rst.zoo.autoattack_stage, "AUTOATTACK_CHUNK", 3)
     plan = ZooPlan("tiny", keep_ratios=(0.3,), overrides=(("epochs", 1), ("val_images", 16)), eval_images=16,
                    transfer_images=8, r2s_images=8, r2s_protocols=("paper",), autoattack_images=8)
     root, messages = tmp_path / "zoo", []

@@ -87,7 +87,8 @@ def build_tiny_zoo(root: str | Path, with_reports: bool = True, n_test: int = 25
 def _reports(cs, x, y, attack, out: Path) -> dict:
     """Stored curve, transfer and R2S reports, in rst.zoo.build.evaluate_zoo's layout."""
     from rst.evaluation.metrics import sparsity_curve, transfer_matrix
-    from rst.evaluation.r2s import R2S, evaluate_r2s
+    from rst.evaluation.protocols import evaluate_r2s
+    from rst.evaluation.r2s import R2S
     rows = sparsity_curve(cs, x, y, attack, device="cpu")
     (out / "curve.json").write_text(json.dumps({"rows": rows, "attack": attack.describe(), "n_images": len(y)}))
     tr = {f"with{'' if es else 'out'}_early_stop": transfer_matrix(cs, x, y, attack, early_stop=es).to_dict()

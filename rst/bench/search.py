@@ -53,14 +53,23 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
     """
     sizes = _sizes(TOY_SEARCH_SIZES if toy else SEARCH_SIZES, width=width, batch_size=batch_size, steps=steps,
                    warmup=warmup)
-    width, batch_size, steps, warmup = sizes["width"], sizes["batch_size"], sizes["steps"], sizes["warmup"]
-    if steps < 1 or warmup < 1:
-        raise ValueError(f"need steps >= 1 and warmup >= 1, got steps={steps}, warmup={warmup}")
+    if sizes["steps"] < 1 or sizes["warmup"] < 1:
+        raise ValueError(f"need steps >= 1 and warmup >= 1, got steps={sizes['steps']}, warmup={sizes['warmup']}")
     device = resolve_device(device)
-    cfg, x, y = _timed_fit_setup(arch, width, batch_size, warmup + steps, attack_steps, seed, keep_ratio=keep_ratio,
-                                 precision=precision, channels_last=bool(channels_last), compile=bool(compile))
-    spec = cfg.network_spec()
+    cfg, x, y = _timed_fit_setup(arch, sizes["width"], sizes["batch_size"], sizes["warmup"] + sizes["steps"],
+                                 attack_steps, seed, keep_ratio=keep_ratio, precision=precision,
+                                 channels_last=bool(channels_last), compile=bool(compile))
+    ref, fit = _reference_and_ours(cfg, keep_ratio, device, seed, x, y)
+    seconds = _interleaved_seconds(ref, fit, x, y, sizes["batch_size"], sizes["warmup"], device, seed)
+    speed = fit.speed.to_dict()
+    del ref, fit
+    return _search_report(arch, keep_ratio, sizes, cfg, device, seconds, speed)
 
+
+def _reference_and_ours(cfg, keep_ratio: float, device: torch.device, seed: int, x: torch.Tensor,
+                        y: torch.Tensor) -> tuple[ReferenceStep, object]:
+    """The two steps timed, on the same seeded network: the reference recipe's and our search loop's fit."""
+    spec = cfg.network_spec()
     # (a) the reference recipe: host batches, full sort at every forward, score grads in the attack
     ref = ReferenceStep(build_network(spec, device=device, keep_ratio=keep_ratio),
                         AttackConfig("pgd", eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps), lr=cfg.lr,
@@ -70,6 +79,12 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
     fit = start_fit(model, score_parameters(model), cfg, SearchData(x, y, x[:0], y[:0]), device)
     prepare_models(fit)
     fit.model.train()
+    return ref, fit
+
+
+def _interleaved_seconds(ref, fit, x: torch.Tensor, y: torch.Tensor, batch_size: int, warmup: int,
+                         device: torch.device, seed: int) -> tuple[float, float]:
+    """Seconds of the reference's and our steps after ``warmup``, timed step by step in turn."""
     g = torch.Generator(device=device).manual_seed(seed)
     # interleaved, step by step, so a shared machine's load falls on both alike
     ref_seconds = ours_seconds = 0.0
@@ -83,21 +98,26 @@ def bench_search(*, arch: str = "resnet18", width: float | None = None, batch_si
         t2 = time.perf_counter()
         if i >= warmup:
             ref_seconds, ours_seconds = ref_seconds + t1 - t0, ours_seconds + t2 - t1
-    speed = fit.speed.to_dict()
-    del model, ref, fit
+    return ref_seconds, ours_seconds
 
-    images = steps * batch_size
+
+def _search_report(arch: str, keep_ratio: float, sizes: dict, cfg, device: torch.device,
+                   seconds: tuple[float, float], speed: dict) -> dict:
+    """bench_search's result: both variants' images per second, the speed-up, device and configuration."""
+    spec = cfg.network_spec()
+    ref_seconds, ours_seconds = seconds
+    images = sizes["steps"] * sizes["batch_size"]
     result = {
         "benchmark": "search",
         "device": device_name(device), "torch": torch.__version__,
         "config": {"arch": arch, "dataset_shape": [spec.in_channels, spec.image_size, spec.image_size],
-                   "width": width, "keep_ratio": keep_ratio, "batch_size": batch_size, "timed_steps": steps,
-                   "warmup_steps": warmup, "inner_attack": cfg.describe_inner_attack(),
-                   "attack_bn_mode": "train"},
-        "reference": {"images_per_s": images / ref_seconds, "seconds": ref_seconds, "steps": steps,
+                   "width": sizes["width"], "keep_ratio": keep_ratio, "batch_size": sizes["batch_size"],
+                   "timed_steps": sizes["steps"], "warmup_steps": sizes["warmup"],
+                   "inner_attack": cfg.describe_inner_attack(), "attack_bn_mode": "train"},
+        "reference": {"images_per_s": images / ref_seconds, "seconds": ref_seconds, "steps": sizes["steps"],
                       "recipe": "fp32, full sort of |scores| at every forward, loss.backward() in every "
                                 "attack step, host batch copied each step"},
-        "ours": {"images_per_s": images / ours_seconds, "seconds": ours_seconds, "steps": steps,
+        "ours": {"images_per_s": images / ours_seconds, "seconds": ours_seconds, "steps": sizes["steps"],
                  "precision": speed["precision"], "channels_last": speed["channels_last"],
                  "compile": speed["compile"], "speed_reason": speed["reason"],
                  "recipe": "rst.search.loop.train_step: top-k mask once per step, cached in the attack, "

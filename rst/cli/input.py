@@ -1,5 +1,5 @@
-"""Bad command-line input, refused in one line: :class:`UsageError`, the argparse value types and
-:class:`OneLineParser`.
+"""Bad command-line input, refused in one line: :class:`UsageError`, the argparse value types, the
+comma-separated lists and :class:`OneLineParser`.
 
 ``rst.cli.commands.main`` prints a ``UsageError`` as ``error: ...`` on stderr and exits 2; ``OneLineParser`` does the
 same for what argparse refuses (a mistyped flag, a value its ``type=`` refuses: ``--eps -1``, ``--steps 0``,
@@ -78,6 +78,29 @@ def r2s_protocols_or_all(text: str) -> str:
     """``type=`` for ``eval r2s --protocols``: known R2S protocols, or ``all`` (the like-with-like table)."""
     return "all" if text.strip() == "all" else r2s_protocols(text)
 
+
+
+def int_list(text: str | None) -> list[int] | None:
+    """``"0,2"`` → ``[0, 2]`` (``None`` or ``""``: ``None``); anything else a :class:`UsageError`."""
+    if text is None or text == "":
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip() != ""]
+    except ValueError:
+        raise UsageError(f"expected a comma-separated list of integers, got {text!r}") from None
+
+
+def str_list(text: str | None) -> list[str] | None:
+    """``"a, b"`` → ``["a", "b"]`` (empty or ``None``: ``None``)."""
+    return None if not text else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def keep_ratio_list(text: str) -> tuple[float, ...]:
+    """``--keep-ratios 0.05,0.1`` → ``(0.05, 0.1)``; anything else a :class:`UsageError`."""
+    try:
+        return tuple(float(r) for r in text.split(","))
+    except ValueError:
+        raise UsageError(f"--keep-ratios expects comma-separated numbers, got {text!r}") from None
 
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose refusals are one line, ``error: PROG: MESSAGE (PROG --help)``, exit 2,

@@ -20,13 +20,15 @@ import contextlib
 import io
 import logging
 import warnings
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
 
-from .attacks import model_mode
+from .model_modes import model_mode
 from .per_image import encode_per_image
+from .suite import EvalAttack, correct_matrix
 from rst.network.masked import cached_masks
 from rst.runtime.speed import eval_channels_last, memory_format
 
@@ -102,18 +104,52 @@ def autoattack_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
     return x_adv.detach(), buffer.getvalue()
 
 
-@torch.no_grad()
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(K, N) bool for a member-switching model (exact over members), else (1, N)."""
-    device = next(model.parameters()).device
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        if hasattr(model, "member_logits"):
-            out.append((model.member_logits(xb).argmax(-1) == yb).cpu())
-        else:
-            out.append((model(xb).argmax(-1) == yb).unsqueeze(0).cpu())
-    return torch.cat(out, dim=1)
+@dataclass(eq=False)
+class AutoAttackEval(EvalAttack):
+    """AutoAttack's examples (:func:`autoattack_examples`) as an evaluation attack of a suite.
+
+    ``whole_set``: given all images at once, AutoAttack batching them by ``batch_size``; else one call
+    per batch (``batch_size`` None: the batch). ``seed_per_batch``: batch ``i`` is attacked with seed
+    ``seed + i``. ``reseed``: a switching model's draws restart from ``seed`` at each pass. The log of
+    every call is appended to ``logs``.
+    """
+    eps: float
+    version: str = "custom"
+    attacks: Sequence[str] | None = None
+    norm: str | None = None
+    seed: int = 0
+    seed_per_batch: bool = False
+    batch_size: int | None = None
+    whole_set: bool = False
+    reseed: bool = False
+    n_queries: int | None = None
+    n_target_classes: int | None = None
+    n_iter: int | None = None
+    name: str = "autoattack"
+    description: str = ""
+    logs: list[str] = field(default_factory=list)
+
+    def describe(self, model: nn.Module | None = None) -> str:
+        return self.description or f"AutoAttack {self.version} ({', '.join(self.attacks or [])}) eps={self.eps:.4g}"
+
+    @contextlib.contextmanager
+    def session(self, model: nn.Module) -> Iterator[None]:
+        if self.reseed and hasattr(model, "reseed"):
+            model.reseed(self.seed)
+        yield
+
+    def examples(self, model, x, y, batch_index=0):
+        # only the options that are set: a caller's functools.partial of autoattack_examples keeps its own
+        options = {k: v for k, v in (("norm", self.norm), ("n_queries", self.n_queries),
+                                     ("n_target_classes", self.n_target_classes), ("n_iter", self.n_iter))
+                   if v is not None}
+        if self.attacks is not None:
+            options["attacks"] = list(self.attacks)
+        x_adv, log = autoattack_examples(model, x, y, eps=self.eps, version=self.version,
+                                         batch_size=self.batch_size or len(x),
+                                         seed=self.seed + batch_index if self.seed_per_batch else self.seed, **options)
+        self.logs.append(log)
+        return x_adv
 
 
 def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "Linf",
@@ -141,11 +177,12 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
     Example::
         >>> autoattack_accuracy(model, x[:8], y[:8], eps=0.1, version="custom", attacks=["apgd-ce"])
     """
-    x_adv, log = autoattack_examples(model, x, y, eps=eps, norm=norm, version=version, batch_size=batch_size,
-                                     seed=seed, attacks=attacks, n_queries=n_queries)
+    attack = AutoAttackEval(eps, version=version, attacks=attacks, norm=norm, seed=seed, batch_size=batch_size,
+                            whole_set=True, n_queries=n_queries)
+    x_adv = attack.examples(model, x, y)
     with model_mode(model, False):
-        clean = _correct(model, x, y, batch_size).float().mean().item()
-        robust_mat = _correct(model, x_adv, y, batch_size)
+        clean = correct_matrix(model, x, y, batch_size).float().mean().item()
+        robust_mat = correct_matrix(model, x_adv, y, batch_size)
         robust = robust_mat.float().mean().item()
     # which images survived, as "0"/"1" per image: for paired comparisons on the same images
     # (rst.evaluation.compare.paired_difference); None for a member-switching model (one row per member)
@@ -155,7 +192,7 @@ def autoattack_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, e
         "plus": ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"],
         "rand": ["apgd-ce", "apgd-dlr"]}[version]
     return {"clean": clean, "robust": robust, "version": version, "attacks": ran, "n_images": len(x),
-            "eps": eps, "norm": norm, "seed": seed, "robust_per_image": per_image, "log": log}
+            "eps": eps, "norm": norm, "seed": seed, "robust_per_image": per_image, "log": attack.logs[-1]}
 
 
-__all__ = ["autoattack_accuracy", "autoattack_examples", "VERSIONS", "ATTACK_NAMES"]
+__all__ = ["AutoAttackEval", "autoattack_accuracy", "autoattack_examples", "VERSIONS", "ATTACK_NAMES"]

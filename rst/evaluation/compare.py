@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from .per_image import decode_per_image, encode_per_image, paired_difference, standard_error  # noqa: F401 (re-exported)
+from .suite import EvalAttack, PGDAttack, accuracy_with_se, correct_per_member, worst_case
 from rst.runtime.progress import ticker
 
 SINGLE_SUITE = ("pgd20", "pgd_long", "apgd_t")
@@ -90,43 +91,36 @@ class SuiteConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def _batches(idx: torch.Tensor, size: int):
-    for i in range(0, len(idx), size):
-        yield idx[i:i + size]
+def single_model_attacks(cfg: SuiteConfig, device: torch.device | str) -> list[EvalAttack]:
+    """The attacks of ``cfg.single_suite``; their random starts share ONE generator seeded with ``cfg.seed``."""
+    from .autoattack import AutoAttackEval
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    make = {"pgd20": lambda: PGDAttack(cfg.eps, cfg.step, cfg.steps, generator=g, name="pgd20",
+                                       description=cfg.describe_single("pgd20")),
+            "pgd_long": lambda: PGDAttack(cfg.eps, cfg.step, cfg.long_steps, restarts=cfg.long_restarts, generator=g,
+                                          name="pgd_long", description=cfg.describe_single("pgd_long")),
+            "apgd_t": lambda: AutoAttackEval(cfg.eps, attacks=("apgd-t",), seed=cfg.seed, seed_per_batch=True,
+                                             n_target_classes=cfg.apgd_t_targets,
+                                             n_iter=cfg.apgd_t_steps or cfg.apgd_steps, name="apgd_t",
+                                             description=cfg.describe_single("apgd_t"))}
+    return [make[a]() for a in cfg.single_suite]
+
+
+def r2s_attacks(cfg: SuiteConfig) -> list[EvalAttack]:
+    """The adaptive attacks of ``cfg.r2s_suite``, each with a fresh generator from ``cfg.seed`` (batch i: seed + i)."""
+    from .adaptive import AdaptiveAttack
+    return [AdaptiveAttack(a, eps=cfg.eps, alpha=cfg.step, steps=cfg.steps, eot_samples=cfg.eot_samples,
+                           apgd_steps=cfg.apgd_steps, arc_steps=cfg.arc_steps, arc_topk=cfg.arc_topk, seed=cfg.seed)
+            for a in cfg.r2s_suite]
 
 
 def single_worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig,
                       tick: Callable[[], None] = lambda: None) -> dict:
     """Per-image correctness of a plain model, clean and after each attack of ``cfg.single_suite``
     (cumulative: an attack runs only on the images still correct). ``{"clean", "correct", "after"}``."""
-    from .attacks import model_mode, pgd
-    from .autoattack import autoattack_examples
-    device = next(model.parameters()).device
-    with model_mode(model, False), torch.no_grad():
-        clean = torch.cat([(model(x[i].to(device)).argmax(1) == y[i].to(device)).cpu()
-                           for i in _batches(torch.arange(len(x)), cfg.batch_size)])
-    tick()
-    correct = clean.clone()
-    after = {}
-    g = torch.Generator(device=device).manual_seed(cfg.seed)
-    for attack in cfg.single_suite:
-        idx = correct.nonzero().flatten()
-        for bi, b in enumerate(_batches(idx, cfg.batch_size)):
-            xb, yb = x[b].to(device), y[b].to(device)
-            if attack == "pgd20":
-                x_adv = pgd(model, xb, yb, cfg.eps, cfg.step, cfg.steps, generator=g)
-            elif attack == "pgd_long":
-                x_adv = pgd(model, xb, yb, cfg.eps, cfg.step, cfg.long_steps, restarts=cfg.long_restarts, generator=g)
-            else:
-                x_adv, _ = autoattack_examples(model, xb, yb, eps=cfg.eps, version="custom", attacks=["apgd-t"],
-                                               batch_size=len(b), seed=cfg.seed + bi,
-                                               n_target_classes=cfg.apgd_t_targets,
-                                               n_iter=cfg.apgd_t_steps or cfg.apgd_steps)
-            with model_mode(model, False), torch.no_grad():
-                correct[b] &= (model(x_adv).argmax(1) == yb).cpu()
-        after[attack] = correct.clone()
-        tick()
-    return {"clean": clean, "correct": correct, "after": after}
+    res = worst_case(model, x, y, single_model_attacks(cfg, next(model.parameters()).device), cfg.batch_size, tick)
+    return {"clean": res.clean.bool(), "correct": res.correct.bool(),
+            "after": {a: v.bool() for a, v in res.after.items()}}
 
 
 def r2s_worst_case(r2s, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig,
@@ -135,42 +129,9 @@ def r2s_worst_case(r2s, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig,
     (per image the minimum over the attacks so far; an attack runs only where it is still > 0).
     ``{"clean", "correct", "after", "per_member"}`` (per_member: (K,) accuracy of each member on the
     worst-case inputs)."""
-    from .ensemble_attacks import expected_accuracy
-    from .r2s import adaptive_examples
-    device = next(r2s.net.parameters()).device
-    N = len(x)
-    was_training = r2s.training
-    r2s.eval()
-    try:
-        clean = torch.cat([expected_accuracy(r2s, x[b].to(device), y[b].to(device)).cpu()
-                           for b in _batches(torch.arange(N), cfg.batch_size)])
-        tick()
-        score = clean.clone()
-        member_ok = torch.cat([(r2s.member_logits(x[b].to(device)).argmax(-1) == y[b].to(device)).cpu()
-                               for b in _batches(torch.arange(N), cfg.batch_size)], dim=1)   # (K, N)
-        after = {}
-        for attack in cfg.r2s_suite:
-            g = torch.Generator(device=device).manual_seed(cfg.seed)
-            if attack == "eot":
-                r2s.reseed(cfg.seed)
-            idx = (score > 0).nonzero().flatten()
-            for bi, b in enumerate(_batches(idx, cfg.batch_size)):
-                xb, yb = x[b].to(device), y[b].to(device)
-                x_adv, _ = adaptive_examples(attack, r2s, xb, yb, eps=cfg.eps, alpha=cfg.step, steps=cfg.steps,
-                                             eot_samples=cfg.eot_samples, apgd_steps=cfg.apgd_steps,
-                                             arc_steps=cfg.arc_steps, arc_topk=cfg.arc_topk, generator=g,
-                                             seed=cfg.seed + bi)
-                with torch.no_grad():
-                    ok = (r2s.member_logits(x_adv).argmax(-1) == yb).cpu()                    # (K, b)
-                    e = expected_accuracy(r2s, x_adv, yb).cpu()
-                lower = e < score[b]
-                score[b] = torch.where(lower, e, score[b])
-                member_ok[:, b] = torch.where(lower.unsqueeze(0), ok, member_ok[:, b])
-            after[attack] = score.clone()
-            tick()
-    finally:
-        r2s.train(was_training)
-    return {"clean": clean, "correct": score, "after": after, "per_member": member_ok.float().mean(1).tolist()}
+    res = worst_case(r2s, x, y, r2s_attacks(cfg), cfg.batch_size, tick, track=correct_per_member)
+    return {"clean": res.clean, "correct": res.correct, "after": res.after,
+            "per_member": res.tracked.float().mean(1).tolist()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,6 +222,79 @@ def _paired(rows: list[CompareRow]) -> dict:
     return out
 
 
+def _single_models(cs, members: list[int], dense: nn.Module | None) -> list[tuple]:
+    """``(name, kind, keep_ratio, ticket index or None)`` of every single model: the members, then dense AT."""
+    singles = [(cs.tickets[m].name or f"ticket{m}", "ticket", float(cs.tickets[m].keep_ratio), m) for m in members]
+    if dense is not None:
+        singles.append(("dense AT", "dense", 1.0, None))
+    return singles
+
+
+def _check_rows(rows: Sequence[str], singles: list[tuple]) -> None:
+    """Refuse row names that are neither a row kind nor a ticket's name (ValueError)."""
+    unknown = [r for r in rows if r not in ROWS and r not in [n for n, *_ in singles]]
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; known: {ROWS}")
+
+
+def _wanted(rows: Sequence[str], name: str, kind: str) -> bool:
+    """Whether the single model ``name`` of ``kind`` is one of the rows asked for."""
+    return not ((kind == "ticket" and "members" not in rows and name not in rows)
+                or (kind == "dense" and "dense" not in rows))
+
+
+def _plain(v):
+    """``v`` as JSON gives it back: tuples and lists alike (a report read back from JSON has lists)."""
+    return json.loads(json.dumps(v))
+
+
+def _reused(reuse: Sequence[CompareReport], config: dict, name: str, n: int) -> CompareRow | None:
+    """The row ``name`` on ``n`` images of an earlier report with the same suite, members and radius, or None."""
+    for old in reuse:
+        same = (_plain(old.config.get("suite")) == _plain(config["suite"])
+                and _plain(old.config.get("members")) == config["members"] and old.config.get("eps") == config["eps"])
+        for r in old.rows if same else []:
+            if r.name == name and r.n_images == n:
+                return r
+    return None
+
+
+def _r2s_row(cs, members: list[int], name: str, x, y, cfg: SuiteConfig, device, tick) -> CompareRow:
+    """R2S over ``members`` under the R2S suite, on ``x``: its row."""
+    from .r2s import R2S
+    r2s = R2S(cs, members=members, device=device)
+    res = r2s_worst_case(r2s, x, y, cfg, tick)
+    attacks = [{"attack": a.name, "description": a.describe(r2s), "acc_after": float(res["after"][a.name].mean())}
+               for a in r2s_attacks(cfg)]
+    p, se = accuracy_with_se(res["correct"])
+    return CompareRow(name, "r2s", None, len(x), float(res["clean"].mean()), p, se, attacks, res["correct"].tolist(),
+                      {"worst_case_per_member": res["per_member"], "members": r2s.names})
+
+
+def _single_row(model: nn.Module, name: str, kind: str, keep_ratio: float, x, y, cfg: SuiteConfig, tick) -> CompareRow:
+    """One single model under the single-model suite, on ``x``: its row."""
+    res = single_worst_case(model, x, y, cfg, tick)
+    attacks = [{"attack": a, "description": cfg.describe_single(a), "acc_after": float(res["after"][a].float().mean())}
+               for a in cfg.single_suite]
+    p, se = accuracy_with_se(res["correct"])
+    return CompareRow(name, kind, keep_ratio, len(x), float(res["clean"].float().mean()), p, se, attacks,
+                      res["correct"].float().tolist())
+
+
+def _add_row(report: CompareReport, row: CompareRow, on_row) -> None:
+    """Append ``row``, update the paired differences and tell ``on_row``."""
+    report.rows.append(row)
+    report.paired = _paired(report.rows)
+    if on_row is not None:
+        on_row(report)
+
+
+def _skip(tick, units: int) -> None:
+    """Count ``units`` of a reused row as done."""
+    for _ in range(units):
+        tick()
+
+
 def compare_like_with_like(cs, x: torch.Tensor, y: torch.Tensor, *, eps: float, dense: nn.Module | None = None,
                            r2s_images: int = 500, single_images: int = 1000, members: Sequence[int] | None = None,
                            cfg: SuiteConfig | None = None, device: torch.device | str | None = None,
@@ -285,77 +319,30 @@ def compare_like_with_like(cs, x: torch.Tensor, y: torch.Tensor, *, eps: float, 
     Returns:
         :class:`CompareReport`; ``paired["best_member"]`` holds R2S − best member with its 95 % interval.
     """
-    from .r2s import R2S, describe_adaptive
     cfg = dataclasses.replace(cfg or SuiteConfig(), eps=float(eps))
     members = list(range(len(cs))) if members is None else [int(m) for m in members]
     n_r2s, n_single = min(r2s_images, len(x)), min(single_images, len(x))
-    singles = [(cs.tickets[m].name or f"ticket{m}", "ticket", float(cs.tickets[m].keep_ratio), m) for m in members]
-    if dense is not None:
-        singles.append(("dense AT", "dense", 1.0, None))
-    total = (1 + len(cfg.r2s_suite)) + len(singles) * (1 + len(cfg.single_suite))
-    tick = ticker(progress, total)
-
-    unknown = [r for r in rows if r not in ROWS and r not in [n for n, *_ in singles]]
-    if unknown:
-        raise ValueError(f"unknown rows {unknown}; known: {ROWS}")
+    singles = _single_models(cs, members, dense)
+    tick = ticker(progress, (1 + len(cfg.r2s_suite)) + len(singles) * (1 + len(cfg.single_suite)))
+    _check_rows(rows, singles)
     report = CompareReport([], {}, {"suite": cfg.to_dict(), "r2s_images": n_r2s, "single_images": n_single,
                                     "members": members, "eps": cfg.eps})
-
-    def _plain(v):          # tuples and lists alike (a report read back from JSON has lists)
-        return json.loads(json.dumps(v))
-
-    def reused(name: str, n: int) -> CompareRow | None:
-        for old in reuse:
-            same = (_plain(old.config.get("suite")) == _plain(report.config["suite"])
-                    and _plain(old.config.get("members")) == members and old.config.get("eps") == cfg.eps)
-            for r in old.rows if same else []:
-                if r.name == name and r.n_images == n:
-                    return r
-        return None
-
-    r2s_name = f"R2S ({len(members)} members)"
     if "r2s" in rows:
-        row = reused(r2s_name, n_r2s)
+        name = f"R2S ({len(members)} members)"
+        row = _reused(reuse, report.config, name, n_r2s)
         if row is None:
-            r2s = R2S(cs, members=members, device=device)
-            res = r2s_worst_case(r2s, x[:n_r2s], y[:n_r2s], cfg, tick)
-            attacks = [{"attack": a, "description": describe_adaptive(
-                            a, K=r2s.K, eps=cfg.eps, alpha=cfg.step, steps=cfg.steps, eot_samples=cfg.eot_samples,
-                            apgd_steps=cfg.apgd_steps, arc_steps=cfg.arc_steps, arc_topk=cfg.arc_topk,
-                            switch=r2s.switch),
-                        "acc_after": float(res["after"][a].mean())} for a in cfg.r2s_suite]
-            p = float(res["correct"].mean())
-            row = CompareRow(r2s_name, "r2s", None, n_r2s, float(res["clean"].mean()), p, standard_error(p, n_r2s),
-                             attacks, res["correct"].tolist(),
-                             {"worst_case_per_member": res["per_member"], "members": r2s.names})
+            row = _r2s_row(cs, members, name, x[:n_r2s], y[:n_r2s], cfg, device, tick)
         else:
-            for _ in range(1 + len(cfg.r2s_suite)):
-                tick()
-        report.rows.append(row)
-        if on_row is not None:
-            on_row(report)
-    for name, kind, kr, m in singles:
-        if (kind == "ticket" and "members" not in rows and name not in rows) or (kind == "dense" and "dense" not in rows):
-            continue
-        row = reused(name, n_single)
-        if row is not None:
-            for _ in range(1 + len(cfg.single_suite)):
-                tick()
-            report.rows.append(row)
-            report.paired = _paired(report.rows)
-            if on_row is not None:
-                on_row(report)
-            continue
-        model = cs.model(m, device=device) if m is not None else dense
-        res = single_worst_case(model, x[:n_single], y[:n_single], cfg, tick)
-        attacks = [{"attack": a, "description": cfg.describe_single(a), "acc_after": float(res["after"][a].float().mean())}
-                   for a in cfg.single_suite]
-        p = float(res["correct"].float().mean())
-        report.rows.append(CompareRow(name, kind, kr, n_single, float(res["clean"].float().mean()), p,
-                                      standard_error(p, n_single), attacks, res["correct"].float().tolist()))
-        report.paired = _paired(report.rows)
-        if on_row is not None:
-            on_row(report)
+            _skip(tick, 1 + len(cfg.r2s_suite))
+        _add_row(report, row, on_row)
+    for name, kind, keep_ratio, m in (s for s in singles if _wanted(rows, s[0], s[1])):
+        row = _reused(reuse, report.config, name, n_single)
+        if row is None:
+            model = cs.model(m, device=device) if m is not None else dense
+            row = _single_row(model, name, kind, keep_ratio, x[:n_single], y[:n_single], cfg, tick)
+        else:
+            _skip(tick, 1 + len(cfg.single_suite))
+        _add_row(report, row, on_row)
     report.paired = _paired(report.rows)
     return report
 
@@ -377,4 +364,5 @@ def format_report(report: CompareReport) -> str:
 
 
 __all__ = ["CompareReport", "CompareRow", "ROWS", "R2S_SUITE", "SINGLE_SUITE", "SuiteConfig", "compare_like_with_like",
-           "format_report", "paired_difference", "r2s_worst_case", "single_worst_case", "standard_error"]
+           "format_report", "paired_difference", "r2s_attacks", "r2s_worst_case", "single_model_attacks",
+           "single_worst_case", "standard_error"]

@@ -31,18 +31,21 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import NORMS, model_mode
+from .model_modes import model_mode
+from .threat_models import NORMS, check_norm, per_example
 
 APGD_LOSSES = ("ce", "dlr")
 
 
 def _check_ensemble(model: nn.Module) -> int:
+    """The number of members ``K`` of a randomized ensemble; TypeError for any other model."""
     if not (hasattr(model, "member_logits") and hasattr(model, "use_member") and hasattr(model, "K")):
         raise TypeError("a randomized ensemble needs K, member_logits(x) and use_member(k) "
                         f"(e.g. rst.evaluation.r2s.R2S); got {type(model).__name__}")
@@ -70,11 +73,8 @@ def expected_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return (p.unsqueeze(1) * correct.float()).sum(0)
 
 
-def _per_example(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, *([1] * (x.dim() - 1)))
-
-
 def _lp(v: torch.Tensor, p: float) -> torch.Tensor:
+    """Per-example Lp norm, (B,)."""
     return v.flatten(1).norm(p=p, dim=1)                                               # (B,)
 
 
@@ -111,9 +111,87 @@ def _closest_boundary(model, k: int, u: torch.Tensor, norm: str, topk: int | Non
         j = zeta_all.argmin(0)                                                         # (B,)
         ar = torch.arange(B, device=u.device)
         zeta, wj, wnj = zeta_all[j, ar], w[j, ar], wn[j, ar]                           # (B,), (B, ...), (B,)
-        g_dual = -wj / _per_example(wnj + 1e-10, wj)
+        g_dual = -wj / per_example(wnj + 1e-10, wj)
         g = -wj.sign() if norm == "linf" else g_dual
     return zeta, g, g_dual
+
+
+@dataclass(frozen=True, eq=False)
+class _ArcSetting:
+    """What every ARC step reads: the ensemble, the clean batch, ``p``, the member order and the step rule."""
+    model: nn.Module
+    x: torch.Tensor                  # (B, ...) clean inputs, detached
+    y: torch.Tensor                  # (B,)
+    p: torch.Tensor                  # (K,) sampling probabilities
+    order: list[int]                 # members, most probable first (ties: lower index first)
+    eps: float
+    norm: str
+    step: float                      # the local radius
+    rho: float
+    topk: int | None
+
+    def expected_acc(self, u: torch.Tensor) -> torch.Tensor:
+        """The expected accuracy of ``u`` under ``p``, (B,)."""
+        return expected_accuracy(self.model, u, self.y, self.p)
+
+    def project(self, u: torch.Tensor) -> torch.Tensor:
+        """``u`` back into the eps-ball around the clean batch and [0, 1]."""
+        return NORMS[self.norm].project(u, self.x, self.eps)
+
+
+def _arc_setting(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, steps: int,
+                 step_size: float | None, probs: Sequence[float] | None, topk: int | None, rho: float) -> _ArcSetting:
+    """Check ARC's arguments and gather its setting (``step_size=None`` is ``eps / 4``)."""
+    K = _check_ensemble(model)
+    check_norm(norm)
+    if steps < 0 or eps < 0:
+        raise ValueError(f"need steps >= 0 and eps >= 0, got steps={steps}, eps={eps}")
+    if topk is not None and topk < 2:
+        raise ValueError(f"topk must be >= 2 (the predicted class and at least one other), got {topk}")
+    step = eps / 4 if step_size is None else float(step_size)
+    p = member_probs(model, probs, x.device)
+    order = sorted(range(K), key=lambda k: (-float(p[k]), k))
+    return _ArcSetting(model, x.detach(), y, p, order, eps, norm, step, rho, topk)
+
+
+def _keep_not_worse(new: torch.Tensor, acc_new: torch.Tensor, old: torch.Tensor,
+                    acc_old: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example, ``new`` where its expected accuracy is not above ``old``'s, else ``old``; and the lower accuracy."""
+    keep = acc_new <= acc_old
+    return torch.where(per_example(keep, new), new, old), torch.minimum(acc_old, acc_new)
+
+
+def _member_step(s: _ArcSetting, local: torch.Tensor, zeta: torch.Tensor, g: torch.Tensor, g_dual: torch.Tensor,
+                 first: bool) -> torch.Tensor:
+    """The local step moved toward one member's boundary (Alg. 1's ``beta``), renormalised to norm ``step``."""
+    beta = torch.full_like(zeta, s.step)
+    if not first:
+        progress = (g_dual * local).flatten(1).sum(1)                                 # (B,)
+        beta_c = s.step / (s.step - zeta + 1e-10) * (zeta - progress).abs() + s.rho * s.eps
+        beta = torch.where(zeta < s.step, beta_c, beta)
+    hat = local + per_example(beta, s.x) * g
+    p_norm = float("inf") if s.norm == "linf" else 2.0
+    return s.step * hat / per_example(_lp(hat, p_norm) + 1e-10, s.x)
+
+
+def _arc_local_step(s: _ArcSetting, best: torch.Tensor, acc_best: torch.Tensor) -> torch.Tensor:
+    """One iteration's local step around ``best``: each member in turn, its move kept if not worse."""
+    local = torch.zeros_like(s.x)
+    acc_local = acc_best.clone()
+    for rank, k in enumerate(s.order):
+        zeta, g, g_dual = _closest_boundary(s.model, k, torch.clamp(best + local, 0, 1), s.norm, s.topk)
+        with torch.no_grad():
+            hat = _member_step(s, local, zeta, g, g_dual, first=rank == 0)
+            local, acc_local = _keep_not_worse(hat, s.expected_acc(s.project(best + hat)), local, acc_local)
+    return local
+
+
+def _arc_iteration(s: _ArcSetting, best: torch.Tensor, acc_best: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ARC iteration: the local step, its projected point kept per example if not worse than ``best``."""
+    local = _arc_local_step(s, best, acc_best)
+    with torch.no_grad():
+        cand = s.project(best + local)
+        return _keep_not_worse(cand, s.expected_acc(cand), best, acc_best)
 
 
 def arc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "linf",
@@ -123,16 +201,15 @@ def arc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm:
     r"""ARC in the paper 'Adversarial Vulnerability of Randomized Ensembles'
     [https://arxiv.org/abs/2206.06737] (Dbouk & Shanbhag, ICML 2022), Algorithm 1.
 
-    Distance Measure : Linf or L2. Threat model: a defender that answers with member ``k`` with
-    probability ``p_k``; the attacker knows every member and ``p`` and minimises the expected
-    accuracy. Each of ``steps`` iterations builds a local step of norm ``step_size`` around the
-    current best point: for every member, most probable first (ties: lower index first), linearise
-    it at the current point, take the unit step toward its closest decision boundary (from its
-    *predicted* class), scaled so that it does not undo the previous members' progress
-    (``beta = step/(step - zeta) |zeta - <g, delta>| + rho eps`` when the boundary is closer than
-    ``step``), renormalise the local step to norm ``step`` and keep it only if the expected accuracy
-    of the projected point does not rise. The iteration's point replaces the best one under the
-    same rule. Linearisation points are clamped to [0, 1] (the model's domain).
+    Distance Measure : Linf or L2. Threat model: a defender that answers with member ``k`` with probability
+    ``p_k``; the attacker knows every member and ``p`` and minimises the expected accuracy. Each of ``steps``
+    iterations builds a local step of norm ``step_size`` around the current best point: for every member, most
+    probable first (ties: lower index first), linearise it at the current point, take the unit step toward its
+    closest decision boundary (from its *predicted* class), scaled so that it does not undo the previous
+    members' progress (``beta = step/(step - zeta) |zeta - <g, delta>| + rho eps`` when the boundary is closer
+    than ``step``), renormalise the local step to norm ``step`` and keep it only if the expected accuracy of the
+    projected point does not rise. The iteration's point replaces the best one under the same rule.
+    Linearisation points are clamped to [0, 1] (the model's domain).
 
     Arguments:
         model (nn.Module): a randomized ensemble (``K``, ``member_logits``, ``use_member``).
@@ -156,47 +233,14 @@ def arc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm:
         >>> x_adv = arc(r2s, x, y, eps=0.1)                        # L-inf, 10 iterations of eps/4
         >>> x_adv = arc(r2s, x, y, eps=1.0, norm="l2", steps=20, topk=3)
     """
-    K = _check_ensemble(model)
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
-    if steps < 0 or eps < 0:
-        raise ValueError(f"need steps >= 0 and eps >= 0, got steps={steps}, eps={eps}")
-    if topk is not None and topk < 2:
-        raise ValueError(f"topk must be >= 2 (the predicted class and at least one other), got {topk}")
-    threat = NORMS[norm]
-    step = eps / 4 if step_size is None else float(step_size)
-    p_norm = float("inf") if norm == "linf" else 2.0
-    p = member_probs(model, probs, x.device)
-    order = sorted(range(K), key=lambda k: (-float(p[k]), k))
-    x = x.detach()
+    s = _arc_setting(model, x, y, eps, norm, steps, step_size, probs, topk, rho)
     with model_mode(model, False), torch.enable_grad():
-        best = x.clone()
+        best = s.x.clone()
         if random_start:
-            best = torch.clamp(best + threat.start(x, eps, generator), 0, 1)
-        acc_best = expected_accuracy(model, best, y, p)
+            best = torch.clamp(best + NORMS[norm].start(s.x, eps, generator), 0, 1)
+        acc_best = s.expected_acc(best)
         for _ in range(steps):
-            local = torch.zeros_like(x)
-            acc_local = acc_best.clone()
-            for rank, k in enumerate(order):
-                zeta, g, g_dual = _closest_boundary(model, k, torch.clamp(best + local, 0, 1), norm, topk)
-                with torch.no_grad():
-                    beta = torch.full_like(zeta, step)
-                    if rank > 0:
-                        progress = (g_dual * local).flatten(1).sum(1)                    # (B,)
-                        beta_c = step / (step - zeta + 1e-10) * (zeta - progress).abs() + rho * eps
-                        beta = torch.where(zeta < step, beta_c, beta)
-                    hat = local + _per_example(beta, x) * g
-                    hat = step * hat / _per_example(_lp(hat, p_norm) + 1e-10, x)
-                    acc = expected_accuracy(model, threat.project(best + hat, x, eps), y, p)
-                    keep = acc <= acc_local
-                    local = torch.where(_per_example(keep, x), hat, local)
-                    acc_local = torch.minimum(acc_local, acc)
-            with torch.no_grad():
-                cand = threat.project(best + local, x, eps)
-                acc = expected_accuracy(model, cand, y, p)
-                keep = acc <= acc_best
-                best = torch.where(_per_example(keep, x), cand, best)
-                acc_best = torch.minimum(acc_best, acc)
+            best, acc_best = _arc_iteration(s, best, acc_best)
     return best.detach()
 
 
@@ -223,7 +267,7 @@ class _ExpectationTarget(nn.Module):
             with torch.no_grad():
                 acc = (self.p.unsqueeze(1) * (z.argmax(-1) == self.y).float()).sum(0)
                 better = acc < self.best_acc
-                self.best = torch.where(_per_example(better, u), u.detach(), self.best)
+                self.best = torch.where(per_example(better, u), u.detach(), self.best)
                 self.best_acc = torch.where(better, acc, self.best_acc)
         return z.permute(1, 0, 2).reshape(B, K * C)
 
@@ -235,6 +279,37 @@ class _ExpectationTarget(nn.Module):
             z = flat.view(flat.shape[0], K, -1)
             return sum(self.p[k] * per_member_loss(z[:, k], y) for k in range(K))
         return loss
+
+
+def _check_apgd_args(model: nn.Module, loss: str, norm: str, steps: int, restarts: int) -> None:
+    """Refuse a model that is no randomized ensemble, an unknown loss or norm, steps or restarts < 1."""
+    _check_ensemble(model)
+    if loss not in APGD_LOSSES:
+        raise ValueError(f"loss must be one of {APGD_LOSSES}, got {loss!r}")
+    check_norm(norm)
+    if steps < 1 or restarts < 1:
+        raise ValueError(f"need steps >= 1 and restarts >= 1, got steps={steps}, restarts={restarts}")
+
+
+@contextlib.contextmanager
+def _seeded_quiet_eval(model: nn.Module, device: torch.device, seed: int) -> Iterator[None]:
+    """Eval mode, torch's global RNG seeded with ``seed`` (restored afterwards), pyautoattack silenced."""
+    fork = [device] if device.type == "cuda" else []
+    with model_mode(model, False), torch.random.fork_rng(devices=fork), \
+            warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")          # pyautoattack's zero-gradient note (reported via accuracy)
+        torch.manual_seed(seed)
+        yield
+
+
+def _use_expected_loss(apgd, target: _ExpectationTarget, loss: str) -> None:
+    """Make pyautoattack's APGD ascend the expected ``loss`` ("ce" or "dlr") over the members."""
+    if loss == "ce":
+        # APGD picks its criterion by name; its 'ce-targeted' slot calls a method we can supply
+        apgd.loss = "ce-targeted"
+        apgd.ce_loss_targeted = target.expected(lambda z, t: F.cross_entropy(z, t, reduction="none"))
+    else:
+        apgd.dlr_loss = target.expected(type(apgd).dlr_loss.__get__(apgd))
 
 
 def apgd_expectation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, loss: str = "ce",
@@ -271,30 +346,15 @@ def apgd_expectation(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: fl
     """
     from pyautoattack.autopgd_base import APGDAttack
 
-    _check_ensemble(model)
-    if loss not in APGD_LOSSES:
-        raise ValueError(f"loss must be one of {APGD_LOSSES}, got {loss!r}")
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
-    if steps < 1 or restarts < 1:
-        raise ValueError(f"need steps >= 1 and restarts >= 1, got steps={steps}, restarts={restarts}")
+    _check_apgd_args(model, loss, norm, steps, restarts)
     x, y = x.detach(), y.detach()
     p = member_probs(model, probs, x.device)
-    fork = [x.device] if x.device.type == "cuda" else []
-    with model_mode(model, False), torch.random.fork_rng(devices=fork), \
-            warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")          # pyautoattack's zero-gradient note (reported via accuracy)
-        torch.manual_seed(seed)
+    with _seeded_quiet_eval(model, x.device, seed):
         target = _ExpectationTarget(model, x, y, p)
         apgd = APGDAttack(target, n_iter=steps, norm=NORMS[norm].label, n_restarts=1, eps=eps, seed=seed,
                           loss="dlr", rho=rho, device=x.device)
         apgd.init_hyperparam(x)
-        if loss == "ce":
-            # APGD picks its criterion by name; its 'ce-targeted' slot calls a method we can supply
-            apgd.loss = "ce-targeted"
-            apgd.ce_loss_targeted = target.expected(lambda z, t: F.cross_entropy(z, t, reduction="none"))
-        else:
-            apgd.dlr_loss = target.expected(APGDAttack.dlr_loss.__get__(apgd))
+        _use_expected_loss(apgd, target, loss)
         for _ in range(restarts):
             apgd.attack_single_run(x, y)
     return target.best.detach()

@@ -7,8 +7,9 @@ L-inf, full test set, BN in eval mode. Model selection never looks at the test s
     sparsity_curve(cs, x, y, attack)          clean and robust accuracy of every ticket, by keep ratio
     transfer_matrix(cs, x, y, attack)         K x K transfer accuracies, K source attacks (spec §4)
 
-R2S (the random switch) and its adaptive evaluation live in ``rst.evaluation.r2s``; attack sanity checks in
-``rst.evaluation.sanity``; AutoAttack in ``rst.evaluation.autoattack``.
+R2S (the random switch) lives in ``rst.evaluation.r2s``, its adaptive attacks in ``rst.evaluation.adaptive`` and
+its evaluation in ``rst.evaluation.protocols``; per-image scores and attack suites in ``rst.evaluation.suite``;
+attack sanity checks in ``rst.evaluation.sanity``; AutoAttack in ``rst.evaluation.autoattack``.
 """
 from __future__ import annotations
 

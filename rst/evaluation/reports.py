@@ -130,7 +130,7 @@ def transfer_figure(result) -> Figure:
 
 
 def r2s_figure(report) -> Figure:
-    """Expected accuracy (bars) and worst member (markers) per protocol of an :class:`rst.evaluation.r2s.R2SReport`."""
+    """Expected accuracy (bars) and worst member (markers) per protocol of an :class:`rst.evaluation.protocols.R2SReport`."""
     fig = Figure(figsize=(6.5, 0.9 + 0.55 * (len(report.results) + 2)))
     ax = fig.subplots()
     labels, exp, worst, hatches = ["clean"], [report.clean_expected_acc], [min(report.clean_per_member_acc)], [""]

@@ -35,14 +35,15 @@ members and scored exactly (mean over members).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attacks import model_mode, pgd
+from .model_modes import model_mode
+from .suite import EvalAttack, FunctionAttack, PGDAttack, attacked_correct
 
 
 @dataclass
@@ -53,50 +54,205 @@ class SanityCheck:
     detail: str
 
 
+@dataclass(frozen=True)
+class _Setting:
+    """What every check shares: the radius and step, the (short, long) PGD steps, seed, batch size, tolerance."""
+    eps: float
+    alpha: float
+    short: int
+    long: int
+    seed: int
+    batch_size: int
+    tol: float
+
+    @classmethod
+    def of(cls, n: int, eps: float, alpha: float | None, steps: Sequence[int], seed: int, batch_size: int,
+           tolerance: float) -> "_Setting":
+        """The setting of ``n`` images (at least one, else ValueError); alpha None: ``eps / 4``."""
+        if n == 0:
+            raise ValueError("sanity checks need at least one example")
+        return cls(eps, eps / 4 if alpha is None else alpha, int(min(steps)), int(max(steps)), seed, batch_size,
+                   max(tolerance, 1.0 / n))
+
+
 def _is_switching(model: nn.Module) -> bool:
     return hasattr(model, "member_logits") and hasattr(model, "use_member")
 
 
 def _expectation_loss(model, x_adv, y):
+    """The mean cross-entropy over the members (uniform), per example (B,)."""
     logits = model.member_logits(x_adv)                                      # (K, B, C)
     K, B, C = logits.shape
     return F.cross_entropy(logits.reshape(K * B, C), y.repeat(K), reduction="none").view(K, B).mean(0)
 
 
-@torch.no_grad()
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(K, B) bool for a switching model (every member), else (1, B)."""
-    if _is_switching(model):
-        return model.member_logits(x).argmax(-1) == y
-    return (model(x).argmax(-1) == y).unsqueeze(0)
+def _mean(c: torch.Tensor) -> float:
+    return c.float().mean().item()
+
+
+def _verdict(name: str, ok: bool, detail: str, failure: str) -> SanityCheck:
+    """The check ``name``: ``detail``, followed by what a failure means when it failed."""
+    return SanityCheck(name, ok, detail + ("" if ok else failure))
 
 
 def _whitebox_correct(model, x, y, eps, alpha, steps, seed, batch_size, restarts: int = 1) -> torch.Tensor:
-    """(K, N) correctness under white-box PGD (expectation over members for a switching model)."""
-    device = next(model.parameters()).device
+    """(K, N) correctness under white-box PGD (expectation over members for a switching model); the
+    random start of the batch from image i is seeded with ``seed + i``, so restarts extend the same start."""
     loss = _expectation_loss if _is_switching(model) else "ce"
-    out = []
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-        g = torch.Generator(device=device).manual_seed(seed + i)    # per batch: restarts extend the same start
-        x_adv = pgd(model, xb, yb, eps, alpha, steps, loss=loss, generator=g, restarts=restarts)
-        out.append(_correct(model, x_adv, yb).cpu())
-    return torch.cat(out, dim=1)
+    attack = PGDAttack(eps, alpha, steps, restarts=restarts, loss=loss, seed=seed, batch_seed_stride=batch_size)
+    return attacked_correct(model, attack, x, y, batch_size)
 
 
-def _eot_correct(model, x, y, eps, alpha, steps, eot_iter, seed, batch_size) -> torch.Tensor:
-    import torchattacks
-    device = next(model.parameters()).device
-    if hasattr(model, "reseed"):
-        model.reseed(seed)
-    out = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        atk = torchattacks.EOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot_iter)
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-            out.append(_correct(model, atk(xb, yb), yb).cpu())
-    return torch.cat(out, dim=1)
+@dataclass(eq=False)
+class _SampledEOT(EvalAttack):
+    """torchattacks' EOT-PGD with ``eot_iter`` samples per step; one pass: the switch reseeded and torch's
+    global RNG seeded once with ``seed`` (and restored afterwards)."""
+    eps: float
+    alpha: float
+    steps: int
+    eot_iter: int
+    seed: int
+    name: str = "eot"
+    _attack: object = field(default=None, init=False, repr=False)
+
+    @contextlib.contextmanager
+    def session(self, model: nn.Module) -> Iterator[None]:
+        import torchattacks
+        device = next(model.parameters()).device
+        if hasattr(model, "reseed"):
+            model.reseed(self.seed)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            self._attack = torchattacks.EOTPGD(model, eps=self.eps, alpha=self.alpha, steps=self.steps,
+                                               eot_iter=self.eot_iter)
+            yield
+
+    def examples(self, model, x, y, batch_index=0):
+        return self._attack(x, y)
+
+
+def _autoattack(attacks: Sequence[str], s: _Setting, **options) -> EvalAttack:
+    """AutoAttack ("custom", ``attacks``) on all images at once, AutoAttack batching them."""
+    from .autoattack import AutoAttackEval
+    return AutoAttackEval(s.eps, attacks=tuple(attacks), seed=s.seed, batch_size=s.batch_size, whole_set=True,
+                          **options)
+
+
+# --------------------------------------------------------------------------------------------
+# the checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_eps_to_zero(model, x, y, s: _Setting, grid: list[float]) -> tuple[SanityCheck, torch.Tensor | None]:
+    """1. PGD accuracy falls as eps grows and reaches ~0 at the largest radius; also the run at ``eps``."""
+    n, ratio = len(x), s.alpha / s.eps if s.eps > 0 else 0.25
+    accs, ref = [], None
+    for e in grid:
+        c = _whitebox_correct(model, x, y, e, ratio * e, s.long, s.seed, s.batch_size)
+        accs.append(_mean(c))
+        if abs(e - s.eps) < 1e-12:
+            ref = c
+    rises = [(grid[i], grid[i + 1]) for i in range(len(grid) - 1) if accs[i + 1] > accs[i] + s.tol]
+    zero_ok = accs[-1] * n <= max(0.05 * n, 1.0) + 1e-9
+    curve = ", ".join(f"eps={e:.4g}: {a:.4f}" for e, a in zip(grid, accs))
+    detail = f"PGD-{s.long} accuracy {curve}"
+    if not zero_ok:
+        detail += (f"; accuracy at eps={grid[-1]:.4g} is {accs[-1]:.4f} > 0.05: a working attack drives any "
+                   "non-constant classifier to ~0 at a large radius — gradients are masked, the attack is "
+                   "too weak, or the model is (near-)constant")
+    if rises:
+        detail += f"; accuracy rises with eps between {rises} (beyond tolerance {s.tol:.4f}): the attack is unreliable"
+    if grid[-1] < 0.3:
+        detail += f"; note: the largest radius {grid[-1]:.4g} is small, so reaching 0 is not required by theory"
+    return SanityCheck("eps_to_zero", zero_ok and not rises, detail), ref
+
+
+def _check_more_steps(model, x, y, s: _Setting, ref) -> tuple[SanityCheck, torch.Tensor]:
+    """2. More PGD steps never raise accuracy (same seed); also the long run's (K, N) correctness."""
+    c_short = _whitebox_correct(model, x, y, s.eps, s.alpha, s.short, s.seed, s.batch_size)
+    c_long = ref if ref is not None else _whitebox_correct(model, x, y, s.eps, s.alpha, s.long, s.seed, s.batch_size)
+    a_short, a_long = _mean(c_short), _mean(c_long)
+    ok = a_long <= a_short + s.tol
+    return _verdict("more_steps", ok,
+                    f"PGD-{s.short} {a_short:.4f} -> PGD-{s.long} {a_long:.4f} at eps={s.eps:.4g} (same seed; "
+                    f"tolerance {s.tol:.4f}, since a final iterate may oscillate back for a few examples)",
+                    ": more steps raised accuracy — the loss surface is not being climbed "
+                    "(noisy or masked gradients, or a step size too large)"), c_long
+
+
+def _no_rise(name: str, budgets: Sequence[int], accuracy_at, text: str, tol: float, failure: str) -> SanityCheck:
+    """A "more of it never raises accuracy" check: ``accuracy_at`` the fewest and the most of ``budgets``."""
+    few, many = int(min(budgets)), int(max(budgets))
+    a_few, a_many = accuracy_at(few), accuracy_at(many)
+    return _verdict(name, a_many <= a_few + tol, text.format(few=few, many=many, a_few=a_few, a_many=a_many, tol=tol),
+                    failure)
+
+
+def _check_more_eot_samples(model, x, y, s: _Setting, eot_samples: Sequence[int]) -> SanityCheck:
+    """3. More EOT samples never raise accuracy (randomised models)."""
+    def accuracy_at(k):
+        return _mean(attacked_correct(model, _SampledEOT(s.eps, s.alpha, s.long, k, s.seed), x, y, s.batch_size))
+    return _no_rise("more_eot_samples", eot_samples, accuracy_at,
+                    f"EOT-PGD-{s.long} with {{few}} sample(s) {{a_few:.4f}} -> {{many}} samples {{a_many:.4f}} "
+                    "(tolerance {tol:.4f})", s.tol,
+                    ": more EOT samples raised accuracy — the expectation is badly estimated")
+
+
+def _check_blackbox(model, x, y, s: _Setting, queries: int, c_long: torch.Tensor) -> SanityCheck:
+    """4. The black-box Square attack does not beat white-box PGD by more than 2 points."""
+    square = _autoattack(["square"], s, n_queries=queries, reseed=True)
+    c_sq = attacked_correct(model, square, x, y, s.batch_size)
+    a_sq, a_long = _mean(c_sq), _mean(c_long)
+    only_sq = int((~c_sq & c_long).sum())
+    margin = max(0.02, 1.0 / len(x))
+    ok = a_sq >= a_long - margin - 1e-9
+    return _verdict("blackbox_not_stronger", ok,
+                    f"Square ({queries} queries) {a_sq:.4f} vs white-box PGD-{s.long} {a_long:.4f} at eps={s.eps:.4g} "
+                    f"(allowed margin {margin:.4f}); Square broke {only_sq} (example, member) pairs PGD did not",
+                    ": a black-box attack beats the white-box one by more than 2 points — "
+                    "the white-box gradients are masked or obfuscated")
+
+
+def _check_more_restarts(model, x, y, s: _Setting, restarts: Sequence[int]) -> SanityCheck:
+    """5. More random restarts never raise accuracy (same seed: the first restart is the single run)."""
+    def accuracy_at(r):
+        return _mean(_whitebox_correct(model, x, y, s.eps, s.alpha, s.long, s.seed, s.batch_size, r))
+    return _no_rise("more_restarts", restarts, accuracy_at,
+                    f"PGD-{s.long} with {{few}} restart(s) {{a_few:.4f}} -> {{many}} restarts {{a_many:.4f}} "
+                    "(tolerance {tol:.4f})", s.tol,
+                    ": more restarts raised accuracy — the restarts are not combined per example "
+                    "by the attack's objective")
+
+
+def _check_autoattack(model, x, y, s: _Setting, attacks: Sequence[str]) -> SanityCheck:
+    """6. AutoAttack on the model, or on each member of a switching model, is not weaker than PGD."""
+    members = list(range(model.K)) if _is_switching(model) else [None]
+    worse, rows = [], []
+    for k in members:
+        a_aa = _member_autoattack_acc(model, k, x, y, s, attacks)
+        a_pgd = _member_pgd_acc(model, k, x, y, s.eps, s.alpha, s.long, s.seed, s.batch_size)
+        rows.append(f"{'model' if k is None else f'member {k}'}: AutoAttack {a_aa:.4f} vs PGD-{s.long} {a_pgd:.4f}")
+        if a_aa > a_pgd + s.tol:
+            worse.append(k)
+    return SanityCheck(
+        "autoattack_le_pgd", not worse,
+        f"AutoAttack ({', '.join(attacks)}) vs white-box PGD-{s.long}: " + "; ".join(rows)
+        + (f" (tolerance {s.tol:.4f})" if not worse else
+           f": AutoAttack is weaker than PGD on {worse} beyond tolerance {s.tol:.4f} — check its "
+           "configuration (eps, norm) and the model's input range"))
+
+
+def _check_arc(model, x, y, s: _Setting, arc_steps: int, c_long: torch.Tensor) -> SanityCheck:
+    """7. ARC is not weaker than PGD on the expected loss (switching models)."""
+    from .ensemble_attacks import arc
+    attack = FunctionAttack(lambda m, xb, yb: arc(m, xb, yb, s.eps, steps=int(arc_steps), step_size=s.alpha), "arc")
+    a_arc, a_long = _mean(attacked_correct(model, attack, x, y, s.batch_size)), _mean(c_long)
+    ok = a_arc <= a_long + s.tol
+    return _verdict("arc_le_expectation", ok,
+                    f"ARC-{arc_steps} {a_arc:.4f} vs PGD-{s.long} on the expected loss {a_long:.4f} "
+                    f"(tolerance {s.tol:.4f})",
+                    ": ARC is weaker than the expectation attack here — quote the per-example worst "
+                    "case over both, and give ARC more iterations or a larger step")
 
 
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
@@ -106,173 +262,47 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
                   batch_size: int = 256, tolerance: float = 0.01, restarts: Sequence[int] | None = (1, 3),
                   autoattack: Sequence[str] | None = ("apgd-ce", "apgd-t"),
                   arc_steps: int | None = 10) -> list[SanityCheck]:
-    """Run the gradient-masking checks of spec §5 on ``model``; failures are returned, never raised.
+    """Run the gradient-masking checks 1-7 of the module docstring on ``model`` (a plain model, or an R2S:
+    attacked with the exact expectation over its members, scored as the mean over members; eval mode,
+    mode restored). Failures are returned, never raised: ``[c for c in sanity_checks(...) if not c.passed]``.
 
     Arguments:
-        model (nn.Module): a plain model or an R2S (attacked with the exact expectation over its
-            members, scored as the mean over members). Evaluated in eval mode (mode restored).
         x (Tensor): (N, C, H, W) in [0, 1] (a few hundred images are plenty). y (Tensor): (N,).
-        eps (float): the radius under evaluation.
-        steps (tuple[int, int]): (short, long) PGD step counts; the long one is the white-box
-            reference of checks 1 and 4. (Default: (5, 20))
-        eps_grid (list[float] | None): radii of check 1; default ``[eps, 2 eps, 4 eps, 0.5]``.
-            Its largest value should be large (>= 0.3): only there must accuracy reach ~0.
+        eps (float): the radius under evaluation. alpha (float | None): PGD step size at ``eps``
+            (default ``eps / 4``), scaled with each radius.
+        steps (tuple[int, int]): (short, long) PGD steps; the long one is the white-box reference.
+        eps_grid (list[float] | None): radii of check 1; default ``[eps, 2 eps, 4 eps, 0.5]``; its largest
+            should be large (>= 0.3): only there must accuracy reach ~0.
         square_queries (int | None): Square's query budget for check 4; None or 0 skips it.
-            (Default: 1000)
-        seed (int): seed of every attack (the same for the runs compared). (Default: 0)
+        seed (int): seed of every attack (the same for the runs compared).
         eot_samples (tuple[int, int] | None): (few, many) EOT samples for check 3; default (1, 10)
             for a switching model, skipped otherwise.
-        alpha (float | None): PGD step size at ``eps`` (default ``eps / 4``), scaled with each radius.
-        batch_size (int): images per attack batch. (Default: 256)
-        tolerance (float): slack of the "never raises" checks, at least one example. (Default: 0.01)
+        batch_size (int): images per attack batch. tolerance (float): slack of the "never raises"
+            checks, at least one example.
         restarts (tuple[int, int] | None): (few, many) restarts of the long PGD for check 5; None skips.
-            (Default: (1, 3))
         autoattack (list[str] | None): AutoAttack's attacks for check 6 (version "custom"); None skips.
-            (Default: ("apgd-ce", "apgd-t"))
         arc_steps (int | None): ARC iterations for check 7 (switching models); None or 0 skips.
-            (Default: 10)
 
-    Returns:
-        list of :class:`SanityCheck` (eps_to_zero, more_steps, [more_eot_samples],
-        [blackbox_not_stronger], [more_restarts], [autoattack_le_pgd], [arc_le_expectation]).
-
-    Example::
-        >>> failed = [c for c in sanity_checks(model, x, y, eps=0.1) if not c.passed]
+    Returns: the :class:`SanityCheck` list, in the order 1-7 (those skipped left out).
     """
-    n = len(x)
-    if n == 0:
-        raise ValueError("sanity checks need at least one example")
-    short, long_ = int(min(steps)), int(max(steps))
-    alpha = eps / 4 if alpha is None else alpha
-    ratio = alpha / eps if eps > 0 else 0.25
-    tol = max(tolerance, 1.0 / n)
+    s = _Setting.of(len(x), eps, alpha, steps, seed, batch_size, tolerance)
     grid = sorted(set(float(e) for e in (eps_grid if eps_grid is not None else [eps, 2 * eps, 4 * eps, 0.5])))
-    checks: list[SanityCheck] = []
+    if eot_samples is None and _is_switching(model):
+        eot_samples = (1, 10)
     with model_mode(model, False):
-        # 1. accuracy -> 0 as eps grows
-        accs = []
-        ref = None
-        for e in grid:
-            c = _whitebox_correct(model, x, y, e, ratio * e, long_, seed, batch_size)
-            accs.append(c.float().mean().item())
-            if abs(e - eps) < 1e-12:
-                ref = c
-        rises = [(grid[i], grid[i + 1]) for i in range(len(grid) - 1) if accs[i + 1] > accs[i] + tol]
-        zero_ok = accs[-1] * n <= max(0.05 * n, 1.0) + 1e-9
-        curve = ", ".join(f"eps={e:.4g}: {a:.4f}" for e, a in zip(grid, accs))
-        detail = f"PGD-{long_} accuracy {curve}"
-        if not zero_ok:
-            detail += (f"; accuracy at eps={grid[-1]:.4g} is {accs[-1]:.4f} > 0.05: a working attack drives any "
-                       "non-constant classifier to ~0 at a large radius — gradients are masked, the attack is "
-                       "too weak, or the model is (near-)constant")
-        if rises:
-            detail += f"; accuracy rises with eps between {rises} (beyond tolerance {tol:.4f}): the attack is unreliable"
-        if grid[-1] < 0.3:
-            detail += f"; note: the largest radius {grid[-1]:.4g} is small, so reaching 0 is not required by theory"
-        checks.append(SanityCheck("eps_to_zero", zero_ok and not rises, detail))
-
-        # 2. more steps never raise accuracy (same seed)
-        c_short = _whitebox_correct(model, x, y, eps, alpha, short, seed, batch_size)
-        c_long = ref if ref is not None else _whitebox_correct(model, x, y, eps, alpha, long_, seed, batch_size)
-        a_short, a_long = c_short.float().mean().item(), c_long.float().mean().item()
-        ok = a_long <= a_short + tol
-        checks.append(SanityCheck(
-            "more_steps", ok,
-            f"PGD-{short} {a_short:.4f} -> PGD-{long_} {a_long:.4f} at eps={eps:.4g} (same seed; tolerance "
-            f"{tol:.4f}, since a final iterate may oscillate back for a few examples)"
-            + ("" if ok else ": more steps raised accuracy — the loss surface is not being climbed "
-                             "(noisy or masked gradients, or a step size too large)")))
-
-        # 3. more EOT samples never raise accuracy (randomised models)
-        if eot_samples is None and _is_switching(model):
-            eot_samples = (1, 10)
+        first, ref = _check_eps_to_zero(model, x, y, s, grid)
+        second, c_long = _check_more_steps(model, x, y, s, ref)
+        checks = [first, second]
         if eot_samples:
-            few, many = int(min(eot_samples)), int(max(eot_samples))
-            a_few = _eot_correct(model, x, y, eps, alpha, long_, few, seed, batch_size).float().mean().item()
-            a_many = _eot_correct(model, x, y, eps, alpha, long_, many, seed, batch_size).float().mean().item()
-            ok = a_many <= a_few + tol
-            checks.append(SanityCheck(
-                "more_eot_samples", ok,
-                f"EOT-PGD-{long_} with {few} sample(s) {a_few:.4f} -> {many} samples {a_many:.4f} "
-                f"(tolerance {tol:.4f})"
-                + ("" if ok else ": more EOT samples raised accuracy — the expectation is badly estimated")))
-
-        # 4. black-box Square does not beat white-box PGD by more than 2 points
+            checks.append(_check_more_eot_samples(model, x, y, s, eot_samples))
         if square_queries:
-            from .autoattack import autoattack_examples
-            device = next(model.parameters()).device
-            if hasattr(model, "reseed"):
-                model.reseed(seed)
-            x_sq, _ = autoattack_examples(model, x, y, eps=eps, version="custom", attacks=["square"],
-                                          batch_size=batch_size, seed=seed, n_queries=square_queries)
-            c_sq = torch.cat([_correct(model, x_sq[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu()
-                              for i in range(0, n, batch_size)], dim=1)
-            a_sq = c_sq.float().mean().item()
-            only_sq = int((~c_sq & c_long).sum())
-            margin = max(0.02, 1.0 / n)
-            ok = a_sq >= a_long - margin - 1e-9
-            checks.append(SanityCheck(
-                "blackbox_not_stronger", ok,
-                f"Square ({square_queries} queries) {a_sq:.4f} vs white-box PGD-{long_} {a_long:.4f} at eps={eps:.4g} "
-                f"(allowed margin {margin:.4f}); "
-                f"Square broke {only_sq} (example, member) pairs PGD did not"
-                + ("" if ok else ": a black-box attack beats the white-box one by more than 2 points — "
-                                 "the white-box gradients are masked or obfuscated")))
-
-        # 5. more restarts never raise accuracy (same seed: the first restart is the single run)
+            checks.append(_check_blackbox(model, x, y, s, square_queries, c_long))
         if restarts:
-            few, many = int(min(restarts)), int(max(restarts))
-            a_few = _whitebox_correct(model, x, y, eps, alpha, long_, seed, batch_size, few).float().mean().item()
-            a_many = _whitebox_correct(model, x, y, eps, alpha, long_, seed, batch_size, many).float().mean().item()
-            ok = a_many <= a_few + tol
-            checks.append(SanityCheck(
-                "more_restarts", ok,
-                f"PGD-{long_} with {few} restart(s) {a_few:.4f} -> {many} restarts {a_many:.4f} (tolerance {tol:.4f})"
-                + ("" if ok else ": more restarts raised accuracy — the restarts are not combined per example "
-                                 "by the attack's objective")))
-
-        # 6. AutoAttack on each model / member is not weaker than PGD
+            checks.append(_check_more_restarts(model, x, y, s, restarts))
         if autoattack:
-            from .autoattack import autoattack_examples
-            device = next(model.parameters()).device
-            members = list(range(model.K)) if _is_switching(model) else [None]
-            worse = []
-            rows = []
-            for k in members:
-                ctx = model.use_member(k) if k is not None else contextlib.nullcontext()
-                with ctx:
-                    target = _Pinned(model) if k is not None else model
-                    x_aa, _ = autoattack_examples(target, x, y, eps=eps, version="custom", attacks=list(autoattack),
-                                                  batch_size=batch_size, seed=seed)
-                    with torch.no_grad():
-                        c_aa = torch.cat([(target(x_aa[i:i + batch_size].to(device)).argmax(1)
-                                           == y[i:i + batch_size].to(device)).cpu() for i in range(0, n, batch_size)])
-                a_aa = c_aa.float().mean().item()
-                a_pgd = _member_pgd_acc(model, k, x, y, eps, alpha, long_, seed, batch_size)
-                rows.append(f"{'model' if k is None else f'member {k}'}: AutoAttack {a_aa:.4f} vs PGD-{long_} {a_pgd:.4f}")
-                if a_aa > a_pgd + tol:
-                    worse.append(k)
-            checks.append(SanityCheck(
-                "autoattack_le_pgd", not worse,
-                f"AutoAttack ({', '.join(autoattack)}) vs white-box PGD-{long_}: " + "; ".join(rows)
-                + (f" (tolerance {tol:.4f})" if not worse else
-                   f": AutoAttack is weaker than PGD on {worse} beyond tolerance {tol:.4f} — check its "
-                   "configuration (eps, norm) and the model's input range")))
-
-        # 7. ARC is not weaker than PGD on the expected loss (switching models)
+            checks.append(_check_autoattack(model, x, y, s, autoattack))
         if arc_steps and _is_switching(model):
-            from .ensemble_attacks import arc
-            device = next(model.parameters()).device
-            c_arc = torch.cat([_correct(model, arc(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device),
-                                                  eps, steps=int(arc_steps), step_size=alpha),
-                                        y[i:i + batch_size].to(device)).cpu() for i in range(0, n, batch_size)], dim=1)
-            a_arc = c_arc.float().mean().item()
-            ok = a_arc <= a_long + tol
-            checks.append(SanityCheck(
-                "arc_le_expectation", ok,
-                f"ARC-{arc_steps} {a_arc:.4f} vs PGD-{long_} on the expected loss {a_long:.4f} (tolerance {tol:.4f})"
-                + ("" if ok else ": ARC is weaker than the expectation attack here — quote the per-example worst "
-                                 "case over both, and give ARC more iterations or a larger step")))
+            checks.append(_check_arc(model, x, y, s, arc_steps, c_long))
     return checks
 
 
@@ -287,20 +317,20 @@ class _Pinned(nn.Module):
         return self.model(x)
 
 
+def _member_autoattack_acc(model, k, x, y, s: _Setting, attacks: Sequence[str]) -> float:
+    """AutoAttack accuracy of one member (``k``) or of a plain model (``k`` None)."""
+    with model.use_member(k) if k is not None else contextlib.nullcontext():
+        target = _Pinned(model) if k is not None else model
+        return _mean(attacked_correct(target, _autoattack(attacks, s), x, y, s.batch_size))
+
+
 def _member_pgd_acc(model, k, x, y, eps, alpha, steps, seed, batch_size) -> float:
     """Plain PGD (CE) accuracy of one member (``k``) or of a plain model (``k`` None)."""
     if k is None:
-        return _whitebox_correct(model, x, y, eps, alpha, steps, seed, batch_size).float().mean().item()
-    device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    hits = 0
+        return _mean(_whitebox_correct(model, x, y, eps, alpha, steps, seed, batch_size))
     with model.use_member(k):
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-            x_adv = pgd(_Pinned(model), xb, yb, eps, alpha, steps, generator=g)
-            with torch.no_grad():
-                hits += int((model(x_adv).argmax(1) == yb).sum())
-    return hits / len(x)
+        c = attacked_correct(_Pinned(model), PGDAttack(eps, alpha, steps, seed=seed), x, y, batch_size)
+    return int(c.sum()) / len(x)
 
 
 __all__ = ["SanityCheck", "sanity_checks"]

@@ -1,2 +1,4 @@
-"""Layer 3, the network and its masks: masked layers, the seeded random networks, their weights, and
-the mask file format (``masks`` owns it; ``mask_checks`` is its guard against hostile files)."""
+"""Layer 3, the network and its masks: masked layers, the seeded random networks, their weights, the
+tickets in memory (``tickets``), and the mask file format (``masks`` owns it, on top of ``bit_packing``
+and ``dense_export``; ``mask_checks`` is its guard against hostile files, reading paths through
+``regular_files`` and refusing with the errors of ``mask_errors``)."""

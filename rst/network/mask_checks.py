@@ -18,7 +18,9 @@ Limits (a file over any of them is refused before the network is built):
 =========================  ==============  ==================================================
 
 The size of a file is bounded separately (``rst.network.masks.MAX_FILE_BYTES``), which bounds the unpacked
-masks too (8 bits per packed byte).
+masks too (8 bits per packed byte); a path is read only if it is a regular file
+(:mod:`rst.network.regular_files`, whose ``read_regular_file`` and ``regular_file_stat`` this module
+re-exports with the error types of :mod:`rst.network.mask_errors`).
 
 Contents checked against the metadata: every tensor's dtype (masks ``U8``, BatchNorm statistics
 ``F32``), its shape against its byte range, BatchNorm statistics finite with non-negative
@@ -29,13 +31,13 @@ per-layer counts they record and their network-wide total).
 from __future__ import annotations
 
 import math
-import os
 import re
-import stat
-from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
+
+from .mask_errors import MaskFileError, MaskFileWarning  # noqa: F401  (re-exported)
+from .regular_files import read_regular_file, regular_file_stat  # noqa: F401  (re-exported)
 
 MAX_TICKETS = 256
 MAX_WIDTH = 64.0
@@ -49,14 +51,6 @@ DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2
 _TENSOR_KEY = re.compile(r"t(0|[1-9][0-9]{0,5})/(mask|bn)/(.+)", re.DOTALL)
 
 
-class MaskFileError(ValueError):
-    """A mask file that cannot be used; the message names the problem."""
-
-
-class MaskFileWarning(UserWarning):
-    """A mask file that loads, but whose metadata could not be verified (the message says why)."""
-
-
 def show(value, n: int = 60) -> str:
     """``repr(value)`` cut to ``n`` characters: file content in a one-line message."""
     text = repr(value)
@@ -67,76 +61,6 @@ def cut(text, n: int = 200) -> str:
     """``str(text)`` on one line, cut to ``n`` characters: an exception's message that quotes file content."""
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[:n - 1] + "…"
-
-
-# --------------------------------------------------------------------------------------------
-# the file itself
-# --------------------------------------------------------------------------------------------
-
-_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-_KERNEL_DIRS = ("/proc", "/sys")     # their "regular" files report a size (often 0) that is not their content
-CHUNK = 1 << 20
-
-
-def _kind(mode: int) -> str:
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
-
-
-def _not_regular(path: Path, what: str) -> MaskFileError:
-    target = os.path.realpath(path)
-    via = f", via a symlink to {target}" if os.path.islink(path) else ""
-    return MaskFileError(f"not a regular file: {path} ({what}{via})")
-
-
-def regular_file_stat(path: Path, max_bytes: int) -> os.stat_result:
-    """``os.stat`` of ``path`` after resolving symlinks; refuses anything but a regular file within
-    ``max_bytes`` (a FIFO, a device, a directory, a socket, a file of /proc or /sys)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise MaskFileError(f"no mask file at {path}" + (" (a symlink to a missing file)"
-                                                         if os.path.islink(path) else "")) from None
-    except OSError as e:
-        raise MaskFileError(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise _not_regular(path, _kind(st.st_mode))
-    real = os.path.realpath(path)
-    if any(real == d or real.startswith(d + "/") for d in _KERNEL_DIRS):
-        raise _not_regular(path, f"a kernel pseudo-file under /{real.split('/')[1]}")
-    if st.st_size > max_bytes:
-        raise MaskFileError(f"{path.name} is {st.st_size / 2**20:.1f} MiB, over the {max_bytes / 2**20:.0f} MiB "
-                            "limit for mask files")
-    return st
-
-
-def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
-    """The bytes of a regular file, never more than the size ``os.stat`` gave; :class:`MaskFileError`
-    for a path that is not a regular file, is over ``max_bytes``, or changes while it is read."""
-    path = Path(path)
-    st = regular_file_stat(path, max_bytes)
-    try:                                         # O_NONBLOCK: a FIFO swapped in after the stat cannot block
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise MaskFileError(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
-    try:
-        now = os.fstat(fd)
-        if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            raise _not_regular(path, "replaced while it was opened")
-        chunks, got = [], 0
-        while got < st.st_size:
-            chunk = os.read(fd, min(CHUNK, st.st_size - got))
-            if not chunk:
-                raise MaskFileError(f"{path.name} was truncated while it was read: {got} of its {st.st_size} bytes")
-            chunks.append(chunk)
-            got += len(chunk)
-        if os.read(fd, 1) or os.fstat(fd).st_size != st.st_size:
-            raise MaskFileError(f"{path.name} changed size while it was read (it had {st.st_size} bytes)")
-    except OSError as e:
-        raise MaskFileError(f"cannot read {path}: {(e.strerror or str(e)).lower()}") from None
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
 
 
 # --------------------------------------------------------------------------------------------

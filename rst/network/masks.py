@@ -24,6 +24,10 @@ reference code's float checkpoints.
     >>> rst.save_tickets("ticket.rst.safetensors", cs)
     >>> cs = rst.load_tickets("ticket.rst.safetensors")
     >>> model = cs.model(0, device="cpu")    # eval mode, ticket applied
+
+Beside the format, this module re-exports what it is built on: the tickets in memory and their
+transfer to and from a model (:mod:`rst.network.tickets`), the bit packing of masks
+(:mod:`rst.network.bit_packing`) and the plain PyTorch export (:mod:`rst.network.dense_export`).
 """
 from __future__ import annotations
 
@@ -32,7 +36,6 @@ import json
 import os
 import struct
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -42,11 +45,14 @@ import torch.nn as nn
 
 from . import mask_checks as checks
 from rst.runtime.atomic import atomic_write
-from .mask_checks import MaskFileError, MaskFileWarning
+from rst.runtime.provenance import provenance
+from .bit_packing import bit_shift_table, pack_bits, unpack_bits  # noqa: F401  (re-exported)
+from .dense_export import dense_state_dict, to_dense  # noqa: F401  (to_dense re-exported)
+from .mask_errors import MaskFileError, MaskFileWarning
 from .masked import masked_layers
 from .models import NetworkSpec, build_network
-from rst.runtime.provenance import provenance
-from rst.runtime.speed import flush_subnormal_bn_stats_
+from .tickets import (CandidateSet, Ticket, _bn_buffers, apply_ticket, clear_ticket,  # noqa: F401  (re-exported)
+                      extract_ticket)
 from .weights import weight_checksum
 
 FORMAT_NAME = "rst-mask"
@@ -57,146 +63,8 @@ SUFFIX = ".rst.safetensors"
 PathOrBytes = Union[str, os.PathLike, bytes]
 
 
-@dataclass
-class Ticket:
-    """One subnetwork: boolean masks per masked layer (score shape) and its BN running statistics."""
-    keep_ratio: float
-    masks: dict[str, torch.Tensor]
-    bn_stats: dict[str, torch.Tensor]
-    name: str = ""
-    metrics: dict = field(default_factory=dict)
-    search_config: dict = field(default_factory=dict)
-
-    def kept_fraction(self) -> float:
-        kept = sum(int(m.sum()) for m in self.masks.values())
-        return kept / sum(m.numel() for m in self.masks.values())
-
-
-@dataclass
-class CandidateSet:
-    """Tickets over the same seeded random network (``spec``), plus the file's metadata.
-
-    ``warnings``: what loading could not verify (one line each, e.g. metadata without its digest);
-    the CLI and the app show them. ``probabilities``: the R2S switch probabilities of the tickets
-    (one per ticket, summing to 1; :mod:`rst.evaluation.switch_probabilities`), or None: uniform.
-    """
-    spec: NetworkSpec
-    tickets: list[Ticket]
-    weight_checksum: str = ""
-    meta: dict = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    probabilities: list[float] | None = None
-
-    def model(self, index: int = 0, device: torch.device | str | None = None) -> nn.Module:
-        """A fresh network with ticket ``index`` applied, in eval mode."""
-        net = build_network(self.spec, device=device)
-        apply_ticket(net, self.tickets[index])
-        return net.eval()
-
-    def __len__(self) -> int:
-        return len(self.tickets)
-
-
-# --------------------------------------------------------------------------------------------
-# model <-> ticket
-# --------------------------------------------------------------------------------------------
-
-
-def _bn_buffers(model: nn.Module):
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            for buf in ("running_mean", "running_var", "num_batches_tracked"):
-                t = getattr(module, buf)
-                if t is not None:
-                    yield f"{name}.{buf}", module, buf
-
-
-@torch.no_grad()
-def extract_ticket(model: nn.Module, name: str = "", metrics: dict | None = None,
-                   search_config: dict | None = None) -> Ticket:
-    """Snapshot the model's current masks (from its scores or fixed masks) and BN statistics."""
-    masks, keep = {}, None
-    for lname, layer in masked_layers(model):
-        masks[lname] = layer.mask().detach().to("cpu").bool().clone()
-        keep = layer.keep_ratio if keep is None else keep
-    bn_stats = {k: getattr(m, b).detach().to("cpu").clone() for k, m, b in _bn_buffers(model)}
-    return Ticket(keep_ratio=float(keep), masks=masks, bn_stats=bn_stats, name=name,
-                  metrics=dict(metrics or {}), search_config=dict(search_config or {}))
-
-
-@torch.no_grad()
-def apply_ticket(model: nn.Module, ticket: Ticket) -> nn.Module:
-    """Fix the model's masks and BN statistics to ``ticket`` (on the model's device); returns it."""
-    layers = dict(masked_layers(model))
-    if set(layers) != set(ticket.masks):
-        missing, extra = set(layers) - set(ticket.masks), set(ticket.masks) - set(layers)
-        raise MaskFileError(f"ticket does not fit this network: missing masks for {sorted(missing)[:3]}, "
-                            f"unknown layers {sorted(extra)[:3]}")
-    for lname, layer in layers.items():      # validate everything before changing the model
-        m = ticket.masks[lname]
-        if tuple(m.shape) != tuple(layer.scores.shape):
-            raise MaskFileError(f"mask of layer {lname!r} has shape {tuple(m.shape)}, "
-                                f"the network expects {tuple(layer.scores.shape)}")
-    for key, module, buf in _bn_buffers(model):
-        if key not in ticket.bn_stats:
-            raise MaskFileError(f"ticket has no BatchNorm statistic {key!r}")
-        if tuple(ticket.bn_stats[key].shape) != tuple(getattr(module, buf).shape):
-            raise MaskFileError(f"BatchNorm statistic {key!r} has shape {tuple(ticket.bn_stats[key].shape)}, "
-                                f"the network expects {tuple(getattr(module, buf).shape)}")
-    for lname, layer in layers.items():
-        layer.fixed_mask = ticket.masks[lname].to(layer.weight.device, torch.bool)
-        layer.keep_ratio = ticket.keep_ratio
-        layer.dense = False
-    for key, module, buf in _bn_buffers(model):
-        getattr(module, buf).copy_(ticket.bn_stats[key])
-    return flush_subnormal_bn_stats_(model)      # a dead channel's decayed statistics slow fp32 convs
-
-
-def clear_ticket(model: nn.Module) -> None:
-    """Go back to masks computed from the scores."""
-    for _, layer in masked_layers(model):
-        layer.fixed_mask = None
-
-
-# --------------------------------------------------------------------------------------------
-# files
-# --------------------------------------------------------------------------------------------
-
-
-def bit_shift_table(device: torch.device | str | None = None) -> torch.Tensor:
-    """The (8,) uint8 shifts ``7 .. 0`` that :func:`unpack_bits` applies to every byte (MSB first).
-
-    A module that unpacks often (``rst.evaluation.r2s.R2S`` on every member switch) keeps one as a buffer on its
-    own device and passes it in, so unpacking never copies a table from the host.
-    """
-    return torch.arange(7, -1, -1, dtype=torch.uint8, device=device)
-
-
-def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """Bool tensor (any shape, any device) -> uint8 ``(ceil(n / 8),)`` on the CPU, MSB first
-    (``np.packbits``' layout, the mask file's ``t{i}/mask/{layer}`` tensors)."""
-    return torch.from_numpy(np.packbits(mask.detach().cpu().flatten().numpy().astype(np.uint8)))
-
-
-def unpack_bits(packed: torch.Tensor, shape: tuple[int, ...],
-                shifts: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 ``(ceil(n / 8),)`` on any device -> bool tensor of ``shape`` on the same device.
-
-    ``shifts``: a :func:`bit_shift_table` on ``packed``'s device (default: one made there).
-    ``unpack_bits(pack_bits(m), m.shape)`` equals ``m``.
-    """
-    n = int(np.prod(shape))
-    if shifts is None:
-        shifts = bit_shift_table(packed.device)
-    bits = (packed.unsqueeze(-1) >> shifts) & 1                                   # (nbytes, 8)
-    return bits.flatten()[:n].view(shape).bool()
-
-
-def _pack(mask: torch.Tensor) -> torch.Tensor:
-    return pack_bits(mask)
-
-
 def _unpack(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A file's packed mask of ``shape`` unpacked, refused unless it has exactly the bytes that shape needs."""
     n = int(np.prod(shape))
     if packed.dtype != torch.uint8 or packed.ndim != 1 or packed.numel() != (n + 7) // 8:
         raise MaskFileError(f"packed mask has {packed.numel()} bytes of {packed.dtype}, "
@@ -205,6 +73,7 @@ def _unpack(packed: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def _payload_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensors' names, dtypes and raw bytes, in name order (a file's ``payload_sha256``)."""
     h = hashlib.sha256()
     for k in sorted(tensors):
         t = tensors[k].contiguous()
@@ -237,7 +106,7 @@ def to_bytes(cs: CandidateSet) -> bytes:
     tensors, tickets_meta = {}, []
     for i, t in enumerate(cs.tickets):
         for lname, m in t.masks.items():
-            tensors[f"t{i}/mask/{lname}"] = _pack(m.cpu().bool())
+            tensors[f"t{i}/mask/{lname}"] = pack_bits(m.cpu().bool())
         for key, v in t.bn_stats.items():     # a copy: one ticket twice in a set must not share memory
             tensors[f"t{i}/bn/{key}"] = v.detach().cpu().to(torch.float32).contiguous().clone()
         tickets_meta.append({
@@ -279,6 +148,7 @@ def read_metadata(source: PathOrBytes, max_bytes: int = MAX_FILE_BYTES) -> dict:
 
 
 def _read(source: PathOrBytes, max_bytes: int) -> bytes:
+    """The bytes of a file (a regular file only) or of uploaded data, within ``max_bytes``."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         label = "uploaded data"
@@ -294,6 +164,19 @@ def _read(source: PathOrBytes, max_bytes: int) -> bytes:
 
 def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[dict, dict, list[str]]:
     """(safetensors header, rst metadata, warnings) of a file, checked up to the tensor data."""
+    header, n = _safetensors_header(data)
+    raw, notes = _rst_json(header)
+    meta = _rst_metadata(raw, fmt)
+    # offsets must be integers that cover exactly the data that follows the header
+    dtypes = checks.mask_file_dtype if fmt == FORMAT_NAME else (lambda name: ("F32", "I64"))
+    end = checks.tensor_entries(header, dtypes, len(data) - 8 - n)
+    if 8 + n + end != len(data):
+        raise MaskFileError(f"truncated or padded file: tensors end at byte {8 + n + end}, the file has {len(data)}")
+    return header, meta, notes
+
+
+def _safetensors_header(data: bytes) -> tuple[dict, int]:
+    """The safetensors header of a file (a JSON object, bounded in depth) and its length in bytes."""
     if len(data) < 8:
         raise MaskFileError(f"not a mask file: {len(data)} bytes is too short for a safetensors header (truncated?)")
     (n,) = struct.unpack("<Q", data[:8])
@@ -310,6 +193,12 @@ def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[dict, dict, list
     if not isinstance(header, dict):
         raise MaskFileError("not a safetensors file: its header is not a JSON object")
     checks.check_depth(header, "the safetensors header")
+    return header, n
+
+
+def _rst_json(header: dict) -> tuple[str, list[str]]:
+    """The ``rst`` metadata text of a safetensors header, checked against its ``rst_sha256`` digest;
+    and the warning when the digest is missing."""
     block = header.get("__metadata__") or {}
     if not isinstance(block, dict):
         raise MaskFileError("not a safetensors file: its '__metadata__' is not a JSON object")
@@ -325,6 +214,11 @@ def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[dict, dict, list
                      "one, or edited and the digest removed): its names, metrics and recipe are not checked")
     elif digest != hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest():
         raise MaskFileError("corrupted mask file: its 'rst' metadata does not match its recorded SHA-256")
+    return raw, notes
+
+
+def _rst_metadata(raw: str, fmt: str) -> dict:
+    """The ``rst`` metadata parsed: format ``fmt`` at this version, the keys it needs, bounded in depth."""
     try:
         meta = json.loads(raw)
     except RecursionError:
@@ -348,12 +242,7 @@ def _parse_header(data: bytes, fmt: str = FORMAT_NAME) -> tuple[dict, dict, list
     checks.sha256_hex(meta["payload_sha256"], "its 'payload_sha256'")
     if fmt == FORMAT_NAME:
         checks.sha256_hex(meta["weight_checksum"], "its 'weight_checksum'")
-    # offsets must be integers that cover exactly the data that follows the header
-    dtypes = checks.mask_file_dtype if fmt == FORMAT_NAME else (lambda name: ("F32", "I64"))
-    end = checks.tensor_entries(header, dtypes, len(data) - 8 - n)
-    if 8 + n + end != len(data):
-        raise MaskFileError(f"truncated or padded file: tensors end at byte {8 + n + end}, the file has {len(data)}")
-    return header, meta, notes
+    return meta
 
 
 def _check_mask_metadata(header: dict, meta: dict) -> tuple[NetworkSpec, dict]:
@@ -362,6 +251,59 @@ def _check_mask_metadata(header: dict, meta: dict) -> tuple[NetworkSpec, dict]:
     checks.tickets_meta(meta["tickets"])
     groups = checks.ticket_tensor_names((k for k in header if k != "__metadata__"), len(meta["tickets"]))
     return spec, groups
+
+
+def _decode_tensors(data: bytes, meta: dict, kind: str) -> dict[str, torch.Tensor]:
+    """The tensors of a checked ``kind`` ("mask" or "weights") file, matching its recorded payload SHA-256."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, RuntimeError, TypeError, OverflowError) as e:
+        raise MaskFileError(f"corrupted {kind} file: {checks.show(str(e), 200)}") from None
+    if _payload_digest(tensors) != meta["payload_sha256"]:
+        raise MaskFileError(f"corrupted {kind} file: the tensor data does not match its recorded SHA-256")
+    return tensors
+
+
+def _network_layout(spec: NetworkSpec, meta: dict, verify_weights: bool) -> tuple[dict, dict]:
+    """Mask and BatchNorm shapes of ``spec``'s network, whose regenerated weights must have the
+    file's checksum (unless not ``verify_weights``)."""
+    net = build_network(spec)                  # bounded: checks.network_spec refused oversized networks
+    shapes = {name: tuple(layer.scores.shape) for name, layer in masked_layers(net)}
+    bn_shapes = {key: tuple(getattr(m, b).shape) for key, m, b in _bn_buffers(net)}
+    if verify_weights:
+        checksum = weight_checksum(net)
+        if checksum != meta["weight_checksum"]:
+            raise MaskFileError(
+                f"the weights regenerated from seed {spec.seed} ({spec.arch}, {spec.init}) have checksum "
+                f"{checksum[:12]}…, the file records {meta['weight_checksum'][:12]}…: this file was made "
+                "with a different random network (or a different rst version's generator)")
+    return shapes, bn_shapes
+
+
+def _ticket_from_file(i: int, tm: dict, names: dict, tensors: dict, shapes: dict, bn_shapes: dict,
+                      spec: NetworkSpec) -> Ticket:
+    """Ticket ``i`` of a file: its masks unpacked and its BatchNorm statistics, checked against the network."""
+    masks = {}
+    for lname, shape in shapes.items():
+        if lname not in names["mask"]:
+            raise MaskFileError(f"ticket {i} has no mask for layer {lname!r} of {spec.arch}")
+        masks[lname] = _unpack(tensors[names["mask"][lname]], shape)
+    extra = [names["mask"][k] for k in names["mask"] if k not in shapes]
+    if extra:
+        raise MaskFileError(f"ticket {i} has masks for layers {spec.arch} does not have: "
+                            f"{checks.show(extra[:3], 120)}")
+    bn = {k: tensors[name] for k, name in names["bn"].items()}
+    unfit = sorted(set(bn) ^ set(bn_shapes)) or sorted(k for k, v in bn.items() if tuple(v.shape) != bn_shapes[k])
+    if unfit:
+        raise MaskFileError(f"ticket {i} has BatchNorm statistics that do not fit {spec.arch}: "
+                            f"{checks.show(unfit[:3], 120)}")
+    checks.bn_statistics(f"ticket {i} ({checks.show(tm.get('name', ''), 40)})", bn)
+    checks.kept_counts(i, tm, masks, spec.granularity)
+    return Ticket(keep_ratio=float(tm["keep_ratio"]), masks=masks, bn_stats=bn, name=tm.get("name", ""),
+                  metrics=tm.get("metrics", {}), search_config=tm.get("search_config", {}))
 
 
 def load_tickets(source: PathOrBytes, device: torch.device | str | None = None,
@@ -373,53 +315,13 @@ def load_tickets(source: PathOrBytes, device: torch.device | str | None = None,
     Every other problem (too large, truncated, not safetensors, wrong version, unknown
     architecture, shapes that do not fit, corrupted payload) raises :class:`MaskFileError` too.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     data = _read(source, max_bytes)
     header, meta, notes = _parse_header(data)
     spec, groups = _check_mask_metadata(header, meta)
-    tickets_meta = meta["tickets"]
-    try:
-        tensors = load(data)
-    except (SafetensorError, ValueError, RuntimeError, TypeError, OverflowError) as e:
-        raise MaskFileError(f"corrupted mask file: {checks.show(str(e), 200)}") from None
-    if _payload_digest(tensors) != meta["payload_sha256"]:
-        raise MaskFileError("corrupted mask file: the tensor data does not match its recorded SHA-256")
-
-    net = build_network(spec)                  # bounded: checks.network_spec refused oversized networks
-    shapes = {name: tuple(layer.scores.shape) for name, layer in masked_layers(net)}
-    bn_shapes = {key: tuple(getattr(m, b).shape) for key, m, b in _bn_buffers(net)}
-    if verify_weights:
-        checksum = weight_checksum(net)
-        if checksum != meta["weight_checksum"]:
-            raise MaskFileError(
-                f"the weights regenerated from seed {spec.seed} ({spec.arch}, {spec.init}) have checksum "
-                f"{checksum[:12]}…, the file records {meta['weight_checksum'][:12]}…: this file was made "
-                "with a different random network (or a different rst version's generator)")
-    del net
-    tickets = []
-    for i, tm in enumerate(tickets_meta):
-        names = groups[i]
-        masks = {}
-        for lname, shape in shapes.items():
-            if lname not in names["mask"]:
-                raise MaskFileError(f"ticket {i} has no mask for layer {lname!r} of {spec.arch}")
-            masks[lname] = _unpack(tensors[names["mask"][lname]], shape)
-        extra = [names["mask"][k] for k in names["mask"] if k not in shapes]
-        if extra:
-            raise MaskFileError(f"ticket {i} has masks for layers {spec.arch} does not have: "
-                                f"{checks.show(extra[:3], 120)}")
-        bn = {k: tensors[name] for k, name in names["bn"].items()}
-        unfit = sorted(set(bn) ^ set(bn_shapes)) or sorted(k for k, v in bn.items() if tuple(v.shape) != bn_shapes[k])
-        if unfit:
-            raise MaskFileError(f"ticket {i} has BatchNorm statistics that do not fit {spec.arch}: "
-                                f"{checks.show(unfit[:3], 120)}")
-        checks.bn_statistics(f"ticket {i} ({checks.show(tm.get('name', ''), 40)})", bn)
-        checks.kept_counts(i, tm, masks, spec.granularity)
-        tickets.append(Ticket(keep_ratio=float(tm["keep_ratio"]), masks=masks, bn_stats=bn,
-                              name=tm.get("name", ""), metrics=tm.get("metrics", {}),
-                              search_config=tm.get("search_config", {})))
+    tensors = _decode_tensors(data, meta, "mask")
+    shapes, bn_shapes = _network_layout(spec, meta, verify_weights)
+    tickets = [_ticket_from_file(i, tm, groups[i], tensors, shapes, bn_shapes, spec)
+               for i, tm in enumerate(meta["tickets"])]
     probs = meta.get("switch_probabilities")
     probs = None if probs is None else checks.switch_probabilities(probs, len(tickets))
     cs = CandidateSet(spec, tickets, meta["weight_checksum"], meta, list(notes), probs)
@@ -429,48 +331,6 @@ def load_tickets(source: PathOrBytes, device: torch.device | str | None = None,
         for t in cs.tickets:
             t.masks = {k: v.to(device) for k, v in t.masks.items()}
     return cs
-
-
-# --------------------------------------------------------------------------------------------
-# plain PyTorch export
-# --------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def dense_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A plain ``state_dict``: masked weights folded in (``w * mask``), no scores, no masks.
-
-    It loads into :func:`to_dense` 's module, or any ``torch.nn`` network of the same layout.
-    """
-    out = {}
-    layers = dict(masked_layers(model))
-    for key, value in model.state_dict().items():
-        owner, _, leaf = key.rpartition(".")
-        if owner in layers:
-            if leaf == "weight":
-                out[key] = layers[owner].effective_weight().detach().clone()
-            continue   # scores (and fixed_mask, which is not persistent) are dropped
-        out[key] = value.detach().clone()
-    return out
-
-
-def to_dense(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` made of plain ``nn.Conv2d`` / ``nn.Linear`` layers holding ``w * mask``."""
-    import copy
-
-    dense = copy.deepcopy(model)
-    for name, layer in list(masked_layers(dense)):
-        parent = dense.get_submodule(name.rpartition(".")[0]) if "." in name else dense
-        leaf = name.rpartition(".")[2]
-        w = layer.effective_weight().detach().clone()
-        if isinstance(layer, nn.Conv2d):
-            plain = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                              layer.padding, layer.dilation, layer.groups, bias=False)
-        else:
-            plain = nn.Linear(layer.in_features, layer.out_features, bias=False)
-        plain.weight = nn.Parameter(w, requires_grad=False)
-        setattr(parent, leaf, plain)
-    return dense
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,19 +352,11 @@ def save_weights(path: str | os.PathLike, model: nn.Module, spec: NetworkSpec, m
 def load_weights(source: PathOrBytes, device: torch.device | str | None = None,
                  max_bytes: int = 4 * MAX_FILE_BYTES) -> tuple[nn.Module, dict]:
     """Load a file of :func:`save_weights` into a dense network (eval mode); returns (model, metadata)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
     from .masked import set_dense
     data = _read(source, max_bytes)
     _, meta, notes = _parse_header(data, fmt=WEIGHTS_FORMAT)
     spec = checks.network_spec(meta["network"])
-    try:
-        tensors = load(data)
-    except (SafetensorError, ValueError, RuntimeError, TypeError, OverflowError) as e:
-        raise MaskFileError(f"corrupted weights file: {checks.show(str(e), 200)}") from None
-    if _payload_digest(tensors) != meta["payload_sha256"]:
-        raise MaskFileError("corrupted weights file: the tensor data does not match its recorded SHA-256")
+    tensors = _decode_tensors(data, meta, "weights")
     checks.bn_statistics("weights file", {k: v for k, v in tensors.items() if "running_" in k or "num_batches" in k})
     bad = next((k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
     if bad is not None:
