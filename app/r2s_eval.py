@@ -182,7 +182,7 @@ def summarize(parts: list[dict], names: list[str], attack: str, p: dict, data_de
               n_target: int, complete: bool, x, y, r2s) -> R2SLive:
     """The page's view of the chunks done so far."""
     clean, chosen, paper = _cat(parts, "clean"), _cat(parts, "chosen"), _cat(parts, "paper")
-    n, K = clean.shape[1], len(names)
+    n = clean.shape[1]
     chosen_label = {"member": f"R2S · transfer from {names[p['source_k']]}"}.get(attack) or (
         f"R2S · {attack.split(':', 1)[1]}" if attack.startswith("protocol:")
         else f"R2S · {attack.split(':', 1)[1]} on the deployed model")

@@ -141,7 +141,6 @@ def bench_r2s(device: str = "cpu", threads: int | None = None) -> dict:
 def agreement(bf, fp) -> list[dict]:
     """bf16 vs fp32 on the same images: per (member, image) verdict agreement, and the paired
     difference of the accuracies (bf16 - fp32) over images, for R2S's chosen attack and each ticket alone."""
-    import torch
     sys.path.insert(0, str(APP))
     from ui import paired
     rows = []
