@@ -44,3 +44,14 @@ def test_the_random_draw_tables_are_the_benchmarks_output():
     doc = (ROOT / "docs" / "random-draw.md").read_text()
     assert _between(doc, "<!-- random-draw tables", "<!-- end of random-draw tables -->") == \
         random_draw.table("fmnist-wide", ROOT / "pretrained_masks")
+
+
+def test_the_architecture_page_lists_every_module_under_its_layer():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    sections = dict(re.findall(r"^### `rst\.(\w+)`\n(.*?)(?=^### |\Z)", text, re.S | re.M))
+    layers = sorted(p.name for p in (ROOT / "rst").iterdir() if (p / "__init__.py").exists())
+    assert sorted(sections) == layers
+    for layer, body in sections.items():
+        listed = set(re.findall(r"^\| `(\w+\.py)` \|", body, re.M))
+        present = {f.name for f in (ROOT / "rst" / layer).glob("*.py")} - {"__init__.py"}
+        assert listed == present, f"rst.{layer}: missing {sorted(present - listed)}, stale {sorted(listed - present)}"
