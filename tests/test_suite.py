@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rst.data.datasets import synthetic_dataset
 from rst.evaluation.per_image import paired_difference
 from rst.evaluation.suite import (EvalAttack, FunctionAttack, PGDAttack, accuracy_with_se, attacked_correct,
                                   correct_per_member, score, worst_case)
@@ -179,3 +180,17 @@ def test_an_r2s_scores_the_expected_correctness_over_its_members(tiny_cs):
     assert ok.shape == (3, 16)
     assert torch.allclose(score(r2s, x, y), ok.float().mean(0))
     assert torch.equal(score(tiny_cs.model(1), x, y), ok[1].float())
+
+
+def test_a_member_fixed_inside_use_member_scores_as_a_plain_model(tiny_cs):
+    from rst.evaluation.r2s import R2S
+    from rst.evaluation.suite import is_switching, score
+    x, y = synthetic_dataset(16, seed=3)
+    r2s = R2S(tiny_cs)
+    assert is_switching(r2s) and r2s.fixed_member is None
+    with r2s.use_member(1):
+        assert not is_switching(r2s) and r2s.fixed_member == 1
+        s = score(r2s, x, y)
+    with torch.no_grad():
+        member = (r2s.member_logits(x)[1].argmax(1) == y).float()
+    assert torch.equal(s, member) and set(s.tolist()) <= {0.0, 1.0}

@@ -25,6 +25,7 @@ import torch.nn as nn
 from .attacks import AttackConfig, check_pixel_range, run_attack
 from rst.runtime.speed import eval_channels_last, memory_format, resolve_speed
 from rst.network.masked import masked_layers
+from .suite import score
 
 
 def _warn_if_training(model: nn.Module) -> None:
@@ -45,6 +46,15 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     """Clean accuracy in [0, 1]."""
     _warn_if_training(model)
     return (predict(model, x, batch_size) == y.cpu()).float().mean().item() if len(x) else float("nan")
+
+
+def scored_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """The mean per-image score (:func:`rst.evaluation.suite.score`) over ``x``, batched on the model's device."""
+    _warn_if_training(model)
+    device = next(model.parameters()).device
+    parts = [score(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu()
+             for i in range(0, len(x), batch_size)]
+    return torch.cat(parts).mean().item() if parts else float("nan")
 
 
 def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackConfig,
@@ -246,7 +256,7 @@ def transfer_matrix(cs_or_models, x: torch.Tensor, y: torch.Tensor, attack: Atta
             x_adv = adversarial_examples(src, x, y, cfg, batch_size, seed, progress=sub)
         for j, tgt_ctx in enumerate(contexts):
             with tgt_ctx() as tgt:
-                matrix[i, j] = accuracy(tgt, x_adv, y, batch_size)
+                matrix[i, j] = scored_accuracy(tgt, x_adv, y, batch_size)
     return TransferResult(names, ratios, matrix, cfg.describe(), bool(early_stop), N, TRANSFER_LABELS[bool(early_stop)])
 
 

@@ -268,6 +268,11 @@ class R2S(nn.Module):
             self.net.eval()
         return self.net(x)
 
+    @property
+    def fixed_member(self) -> int | None:
+        """The member every forward uses inside :meth:`use_member`, else None (the switch draws)."""
+        return self._fixed[-1] if self._fixed else None
+
     @contextlib.contextmanager
     def use_member(self, k: int) -> Iterator["R2S"]:
         """Inside the block every forward uses member ``k`` (0 <= k < K); nests and restores."""

@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .model_modes import model_mode
-from .suite import EvalAttack, FunctionAttack, PGDAttack, attacked_correct
+from .suite import EvalAttack, FunctionAttack, PGDAttack, attacked_correct, is_switching
 
 
 @dataclass
@@ -75,10 +75,6 @@ class _Setting:
                    max(tolerance, 1.0 / n))
 
 
-def _is_switching(model: nn.Module) -> bool:
-    return hasattr(model, "member_logits") and hasattr(model, "use_member")
-
-
 def _expectation_loss(model, x_adv, y):
     """The mean cross-entropy over the members (uniform), per example (B,)."""
     logits = model.member_logits(x_adv)                                      # (K, B, C)
@@ -98,7 +94,7 @@ def _verdict(name: str, ok: bool, detail: str, failure: str) -> SanityCheck:
 def _whitebox_correct(model, x, y, eps, alpha, steps, seed, batch_size, restarts: int = 1) -> torch.Tensor:
     """(K, N) correctness under white-box PGD (expectation over members for a switching model); the
     random start of the batch from image i is seeded with ``seed + i``, so restarts extend the same start."""
-    loss = _expectation_loss if _is_switching(model) else "ce"
+    loss = _expectation_loss if is_switching(model) else "ce"
     attack = PGDAttack(eps, alpha, steps, restarts=restarts, loss=loss, seed=seed, batch_seed_stride=batch_size)
     return attacked_correct(model, attack, x, y, batch_size)
 
@@ -226,7 +222,7 @@ def _check_more_restarts(model, x, y, s: _Setting, restarts: Sequence[int]) -> S
 
 def _check_autoattack(model, x, y, s: _Setting, attacks: Sequence[str]) -> SanityCheck:
     """6. AutoAttack on the model, or on each member of a switching model, is not weaker than PGD."""
-    members = list(range(model.K)) if _is_switching(model) else [None]
+    members = list(range(model.K)) if is_switching(model) else [None]
     worse, rows = [], []
     for k in members:
         a_aa = _member_autoattack_acc(model, k, x, y, s, attacks)
@@ -287,7 +283,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
     """
     s = _Setting.of(len(x), eps, alpha, steps, seed, batch_size, tolerance)
     grid = sorted(set(float(e) for e in (eps_grid if eps_grid is not None else [eps, 2 * eps, 4 * eps, 0.5])))
-    if eot_samples is None and _is_switching(model):
+    if eot_samples is None and is_switching(model):
         eot_samples = (1, 10)
     with model_mode(model, False):
         first, ref = _check_eps_to_zero(model, x, y, s, grid)
@@ -301,7 +297,7 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
             checks.append(_check_more_restarts(model, x, y, s, restarts))
         if autoattack:
             checks.append(_check_autoattack(model, x, y, s, autoattack))
-        if arc_steps and _is_switching(model):
+        if arc_steps and is_switching(model):
             checks.append(_check_arc(model, x, y, s, arc_steps, c_long))
     return checks
 

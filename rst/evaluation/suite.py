@@ -34,8 +34,9 @@ from .per_image import standard_error
 
 
 def is_switching(model: nn.Module) -> bool:
-    """Whether ``model`` answers with one of several members (it has ``member_logits``, as R2S)."""
-    return hasattr(model, "member_logits")
+    """Whether ``model`` answers with one of several members (it has ``member_logits``, as R2S), and
+    no member is fixed (inside ``R2S.use_member(k)`` it is the plain model member k)."""
+    return hasattr(model, "member_logits") and getattr(model, "fixed_member", None) is None
 
 
 @torch.no_grad()
