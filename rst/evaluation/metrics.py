@@ -25,7 +25,7 @@ import torch.nn as nn
 from .attacks import AttackConfig, check_pixel_range, run_attack
 from rst.runtime.speed import eval_channels_last, memory_format, resolve_speed
 from rst.network.masked import masked_layers
-from .suite import score
+from .suite import scores
 
 
 def _warn_if_training(model: nn.Module) -> None:
@@ -49,12 +49,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def scored_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """The mean per-image score (:func:`rst.evaluation.suite.score`) over ``x``, batched on the model's device."""
+    """The mean per-image score (:func:`rst.evaluation.suite.scores`) over ``x``, batched on the model's device."""
     _warn_if_training(model)
-    device = next(model.parameters()).device
-    parts = [score(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu()
-             for i in range(0, len(x), batch_size)]
-    return torch.cat(parts).mean().item() if parts else float("nan")
+    return scores(model, x, y, batch_size).mean().item() if len(x) else float("nan")
 
 
 def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: AttackConfig,

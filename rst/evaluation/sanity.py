@@ -302,22 +302,10 @@ def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
     return checks
 
 
-class _Pinned(nn.Module):
-    """A switching model inside ``use_member(k)``: a plain model for AutoAttack (member fixed by the caller)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x)
-
-
 def _member_autoattack_acc(model, k, x, y, s: _Setting, attacks: Sequence[str]) -> float:
     """AutoAttack accuracy of one member (``k``) or of a plain model (``k`` None)."""
-    with model.use_member(k) if k is not None else contextlib.nullcontext():
-        target = _Pinned(model) if k is not None else model
-        return _mean(attacked_correct(target, _autoattack(attacks, s), x, y, s.batch_size))
+    with model.use_member(k) if k is not None else contextlib.nullcontext():     # a fixed member is a plain model
+        return _mean(attacked_correct(model, _autoattack(attacks, s), x, y, s.batch_size))
 
 
 def _member_pgd_acc(model, k, x, y, eps, alpha, steps, seed, batch_size) -> float:
@@ -325,7 +313,7 @@ def _member_pgd_acc(model, k, x, y, eps, alpha, steps, seed, batch_size) -> floa
     if k is None:
         return _mean(_whitebox_correct(model, x, y, eps, alpha, steps, seed, batch_size))
     with model.use_member(k):
-        c = attacked_correct(_Pinned(model), PGDAttack(eps, alpha, steps, seed=seed), x, y, batch_size)
+        c = attacked_correct(model, PGDAttack(eps, alpha, steps, seed=seed), x, y, batch_size)
     return int(c.sum()) / len(x)
 
 

@@ -199,14 +199,19 @@ class SuiteResult:
     tracked: torch.Tensor | None = None
 
 
+def scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Per-image scores (N,) on the CPU (:func:`score`), in consecutive batches on the model's device."""
+    device = next(model.parameters()).device
+    parts = [score(model, x[b].to(device), y[b].to(device)).cpu() for b in _batches(torch.arange(len(x)), batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
 def _clean_pass(model, x, y, batch_size, track):
     """Clean per-image scores (N,) and the ``track`` of the clean inputs (D, N) or None."""
     device = next(model.parameters()).device
-    batches = list(_batches(torch.arange(len(x)), batch_size))
-    clean = torch.cat([score(model, x[b].to(device), y[b].to(device)).cpu() for b in batches])
-    tracked = None if track is None else \
-        torch.cat([track(model, x[b].to(device), y[b].to(device)).cpu() for b in batches], dim=1)
-    return clean, tracked
+    tracked = None if track is None else torch.cat(
+        [track(model, x[b].to(device), y[b].to(device)).cpu() for b in _batches(torch.arange(len(x)), batch_size)], dim=1)
+    return scores(model, x, y, batch_size), tracked
 
 
 def _lower_scores(model, attack: EvalAttack, x, y, correct, tracked, batch_size, track) -> None:
@@ -247,4 +252,4 @@ def worst_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, suite: Sequen
 
 
 __all__ = ["EvalAttack", "FunctionAttack", "PGDAttack", "SuiteResult", "accuracy_with_se", "attacked_correct",
-           "correct_matrix", "correct_per_member", "is_switching", "score", "worst_case"]
+           "correct_matrix", "correct_per_member", "is_switching", "score", "scores", "worst_case"]
