@@ -22,7 +22,8 @@ def evaluation_images(cs, n: int | None, subset: str | os.PathLike | None = None
     holds ``n`` images — a subset written by ``zoo build --subset`` holds the test split's first images,
     so the numbers are the same and no data set is needed — else from the test split
     (:func:`rst.data.datasets.test_split`, which raises ``DataUnavailableError`` saying why)."""
-    from rst.data.datasets import DataUnavailableError, load_subset, test_split
+    from rst.data.datasets import DataUnavailableError, test_split
+    from rst.data.subsets import load_subset
     dataset = cs.spec.dataset
     path = Path(subset) if subset else default_subset_path()
     why = ""

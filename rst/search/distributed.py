@@ -51,7 +51,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from rst.data.datasets import DeviceLoader, _epoch_seed, augment, augment_generator
+from rst.data.augmentation import augment, augment_generator
+from rst.data.device_loader import DeviceLoader, _epoch_seed
 
 
 @dataclass(frozen=True)
