@@ -12,6 +12,8 @@ behind the digests.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import random
@@ -338,6 +340,25 @@ def _vm_size() -> int:
             if line.startswith("VmSize:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def free_heap_bytes() -> int:
+    """Bytes glibc's malloc holds free in its heaps (``mallinfo2().fordblks``, all arenas); 0 elsewhere.
+
+    A case can take these without new address space, so they come on top of ``run_case``'s limit: a
+    process that has called ``rst.runtime.allocator.keep_freed_memory`` (the CLI does, in-process in the
+    tests) keeps its peak heap, and a test that wants to exceed the limit must ask for more than this."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return 0
+    return int(libc.mallinfo2().fordblks)
 
 
 def load_case(data: bytes, kind: str):
