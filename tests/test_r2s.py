@@ -334,3 +334,59 @@ def test_bit_shift_table_is_a_buffer_used_on_every_switch(tiny_cs, test_images):
     # the table follows the module (a device move, shown with the meta device on a CPU)
     moved = R2S(tiny_cs).to("meta")
     assert moved.bit_shifts.device.type == "meta" and moved.packed_mask_0.device.type == "meta"
+
+
+# --------------------------------------------------------------------------------------------
+# the attacks' fast paths: every member's weights kept, the members' BN-folded copies
+# --------------------------------------------------------------------------------------------
+
+
+def test_kept_member_weights_give_the_same_logits_to_the_bit(tiny_cs, test_images):
+    x, _ = test_images
+    plain, kept = R2S(tiny_cs), R2S(tiny_cs, keep_member_weights=True)
+    with torch.no_grad():
+        for k in [0, 2, 1, 0, 2]:                 # switches back and forth reuse the kept weights
+            with plain.use_member(k), kept.use_member(k):
+                assert torch.equal(kept(x), plain(x))
+    assert sorted(kept._kept) == [0, 1, 2] and not plain._kept
+
+
+def test_fast_members_compute_the_members_up_to_rounding_and_leave_scoring_exact(tiny_cs, test_images):
+    x, y = test_images
+    r2s = R2S(tiny_cs)
+    with torch.no_grad():
+        exact = r2s.member_logits(x)
+    xg = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(r2s.member_logits(xg).flatten(0, 1), y.repeat(r2s.K)).backward()
+    with r2s.fast_members():
+        with torch.no_grad():
+            fast = r2s.member_logits(x)
+            first = r2s._fast[0]
+            r2s.member_logits(x)
+            assert r2s._fast[0] is first                    # built once per member
+        xf = x.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(r2s.member_logits(xf).flatten(0, 1), y.repeat(r2s.K)).backward()
+    assert not torch.equal(fast, exact)                     # a different computation ...
+    torch.testing.assert_close(fast, exact, atol=1e-4, rtol=1e-4)     # ... of the same function
+    # the same gradient, but for the rare ReLU or max-pool tie that rounding decides the other way
+    assert ((xf.grad - xg.grad).norm() / xg.grad.norm()).item() < 1e-2
+    assert (xf.grad.sign() == xg.grad.sign()).float().mean().item() > 0.99      # what a PGD step uses
+    with torch.no_grad():
+        assert torch.equal(r2s.member_logits(x), exact)    # outside the block: the members themselves
+    assert not any("_fast" in n for n, _ in r2s.named_modules())       # not part of the module's state
+
+
+def test_folded_copy_of_a_resnet_matches_it():
+    from rst.network.folded import folded_copy
+    from rst.network.models import NetworkSpec, build_network, set_keep_ratio
+    net = build_network(NetworkSpec("fmnist_resnet", dataset="fashion_mnist", seed=0)).eval()
+    set_keep_ratio(net, 0.3)
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):        # statistics a fold must carry
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(folded_copy(net)(x), net(x), atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded_copy(net).modules())

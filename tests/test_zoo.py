@@ -15,6 +15,16 @@ INDEX = read_index(REPO / "pretrained_masks")
 SUBSET = REPO / "assets" / "fashion_mnist_test_subset.safetensors"
 
 
+@pytest.fixture
+def short_autoattack(monkeypatch):
+    """AutoAttack standard with 10 APGD iterations and 100 Square queries, for builds in this process:
+    these tests check the stage's spans, resumption and rows, not AutoAttack's strength."""
+    import functools
+
+    import rst.evaluation.autoattack as aa
+    monkeypatch.setattr(aa, "autoattack_examples", functools.partial(aa.autoattack_examples, n_queries=100, n_iter=10))
+
+
 def test_shipped_zoo_is_listed_and_small():
     total = sum(f.stat().st_size for f in (REPO / "pretrained_masks").rglob("*") if f.is_file())
     assert total <= 20 * 2**20
@@ -25,7 +35,13 @@ def test_shipped_zoo_is_listed_and_small():
             assert {"test_clean", "test_pgd20", "subset_clean"} <= set(t["metrics"])
 
 
-@pytest.mark.parametrize("zoo", INDEX["zoos"], ids=[z["id"] for z in INDEX["zoos"]])
+# The default zoo and the small one in the default run; the other random draws and recipes (5-15 s each)
+# with RUN_SLOW=1.
+QUICK_ZOOS = ("fmnist-wide", "fmnist-cpu")
+
+
+@pytest.mark.parametrize("zoo", [z if z["id"] in QUICK_ZOOS else pytest.param(z, marks=pytest.mark.slow)
+                                 for z in INDEX["zoos"]], ids=[z["id"] for z in INDEX["zoos"]])
 def test_every_shipped_ticket_reproduces_its_recorded_subset_accuracy_exactly(zoo):
     cs = load_tickets(REPO / "pretrained_masks" / zoo["candidate_set"])      # verifies the weight checksum
     x, y, meta = load_subset(SUBSET)
@@ -40,14 +56,21 @@ def test_every_shipped_ticket_reproduces_its_recorded_subset_accuracy_exactly(zo
         assert dmeta["kind"] == "dense_at"
 
 
-def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
+def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path, short_autoattack):
     plan = ZooPlan("tiny", keep_ratios=(0.3, 0.6), overrides=(("epochs", 1), ("val_images", 32)),
                    eval_images=32, transfer_images=32, r2s_images=32, autoattack_images=8)
     messages = []
-    # the first build in 2 worker processes (rst.runtime.workers), the rebuilds below in this one
-    entry = build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append, jobs=2)
+    # the first build in 2 worker processes (rst.runtime.workers), without AutoAttack (which the
+    # fixture shortens in this process only); the second adds the AutoAttack report and nothing else
+    no_aa = ZooPlan(**{**plan.__dict__, "autoattack_images": 0})
+    entry = build_zoo(no_aa, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append, jobs=2)
     assert any("in 2 worker processes" in m for m in messages), messages
     assert entry["built_with"].endswith("--jobs 2")
+    assert "autoattack" not in entry["reports"]
+    first, messages = messages, []
+    entry = build_zoo(plan, root=tmp_path / "zoo", work=tmp_path / "work", progress=messages.append)
+    assert any("AutoAttack" in m for m in messages), messages
+    assert not any("searching" in m or "adversarial training" in m for m in messages), messages
     index = json.loads((tmp_path / "zoo" / "index.json").read_text())
     assert [z["id"] for z in index["zoos"]] == ["tiny"]
     cs = load_tickets(tmp_path / "zoo" / entry["candidate_set"])
@@ -59,7 +82,7 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
         assert payload["provenance"]["versions"]["torch"]
     assert entry["dense"]["metrics"]["test_pgd20"]["value"] <= entry["dense"]["metrics"]["test_clean"]["value"]
     # transfer and R2S on the same images: one job, the paper protocol IS the transfer matrix
-    assert any("transfer and r2s" in m for m in messages), messages
+    assert any("transfer and r2s" in m for m in first), first
     transfer = json.loads((tmp_path / "zoo" / entry["reports"]["transfer"]).read_text())["without_early_stop"]
     r2s = json.loads((tmp_path / "zoo" / entry["reports"]["r2s"]).read_text())
     paper = next(r for r in r2s["results"] if r["protocol"] == "paper")
@@ -95,7 +118,7 @@ def test_zoo_build_pipeline_on_tiny_and_resume(tmp_path):
     assert not any("searching" in m or "adversarial training" in m for m in messages), messages
 
 
-def test_autoattack_runs_in_spans_that_a_killed_build_keeps(tmp_path, monkeypatch):
+def test_autoattack_runs_in_spans_that_a_killed_build_keeps(tmp_path, monkeypatch, short_autoattack):
     """AutoAttack goes span by span (rst.zoo.build.AUTOATTACK_CHUNK images a job), each span's result a file
     beside the reports; a build killed mid-way recomputes only the spans it lacks, and a network's row
     is its spans joined in image order."""

@@ -37,6 +37,7 @@ import torch.nn as nn
 
 from rst.network.masked import masked_layers
 from rst.network.bit_packing import bit_shift_table, pack_bits, unpack_bits
+from rst.network.folded import folded_copy
 from rst.network.tickets import CandidateSet, _bn_buffers
 from rst.network.models import build_network
 from rst.runtime.speed import flush_subnormal_
@@ -124,6 +125,9 @@ class R2S(nn.Module):
             (:mod:`rst.evaluation.switch_probabilities`); every draw, expected accuracy and attack on the
             switch uses them. None: the candidate set's recorded ones when it has them for these
             members, else uniform (the paper's R2S). (Default: None)
+        keep_member_weights (bool): keep every member's ``w * mask`` (K float copies of the masked
+            layers) instead of the active member's only, so that a member switch costs nothing:
+            for attacks on the expectation, which visit every member at every step. (Default: False)
 
     Shape:
         - x: :math:`(B, C, H, W)` in [0, 1]. - output: :math:`(B, num\\_classes)` logits.
@@ -138,7 +142,7 @@ class R2S(nn.Module):
 
     def __init__(self, cs: CandidateSet, *, members: list[int] | None = None, switch: str = "batch",
                  seed: int = 0, device: torch.device | str | None = None,
-                 probabilities: Sequence[float] | None = None):
+                 probabilities: Sequence[float] | None = None, keep_member_weights: bool = False):
         super().__init__()
         if switch not in SWITCHES:
             raise ValueError(f"switch must be one of {SWITCHES}, got {switch!r}")
@@ -165,6 +169,10 @@ class R2S(nn.Module):
 
         self._active: int | None = None
         self._weights: dict[str, torch.Tensor] = {}
+        self.keep_member_weights = bool(keep_member_weights)
+        self._kept: dict[int, tuple[dict, dict]] = {}    # member -> (its masks, its w * mask) when kept
+        self._fast: dict[int, nn.Module] = {}            # member -> its folded copy (fast_members)
+        self._fast_depth = 0
         self._fixed: list[int] = []
         self._activate(0)
         self.eval()    # an inference-only module
@@ -219,7 +227,7 @@ class R2S(nn.Module):
         for layer in self._layers.values():
             layer._cached_weight = None
         active, self._active = self._active, None
-        self._weights = {}
+        self._weights, self._kept, self._fast = {}, {}, {}
         self._activate(0 if active is None else active)
         return self
 
@@ -249,17 +257,30 @@ class R2S(nn.Module):
         """Make member ``k`` the network's ticket: unpack its masks, cache ``w * mask``, load BN stats."""
         if k == self._active:
             return
+        masks, weights = self._kept.get(k) or self._member_weights(k)
+        if self.keep_member_weights:
+            self._kept[k] = (masks, weights)
         for name, layer in self._layers.items():
-            mask = unpack_bits(getattr(self, self._mask_buffers[name])[k], self._shapes[name], self.bit_shifts)
-            layer.fixed_mask = mask
-            # the same expression as MaskedMixin.effective_weight: bitwise equal to plain inference
-            self._weights[name] = (layer.weight * mask.to(layer.weight.dtype)).detach()
+            layer.fixed_mask = masks[name]
+        self._weights = weights
         for key, (module, buf) in self._bn_modules.items():
             # rebind, never copy_ in place: autograd may still hold the previous member's statistics
             setattr(module, buf, getattr(self, self._bn_buffers[key])[k])
         self._active = k
 
+    def _member_weights(self, k: int) -> tuple[dict, dict]:
+        """Member ``k``'s masks and ``w * mask`` per masked layer, unpacked from its bits."""
+        masks, weights = {}, {}
+        for name, layer in self._layers.items():
+            masks[name] = mask = unpack_bits(getattr(self, self._mask_buffers[name])[k], self._shapes[name],
+                                             self.bit_shifts)
+            # the same expression as MaskedMixin.effective_weight: bitwise equal to plain inference
+            weights[name] = (layer.weight * mask.to(layer.weight.dtype)).detach()
+        return masks, weights
+
     def _run(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        if self._fast_depth:
+            return self._fast_member(k)(x)
         self._activate(k)
         # (re)install the cache at every call: rst.network.masked.cached_masks clears it on exit
         for name, layer in self._layers.items():
@@ -283,6 +304,26 @@ class R2S(nn.Module):
             yield self
         finally:
             self._fixed.pop()
+
+    @contextlib.contextmanager
+    def fast_members(self) -> Iterator["R2S"]:
+        """Inside the block each member runs as its BN-folded, channels-last plain copy
+        (:func:`rst.network.folded.folded_copy`, built once per member): the same function up to float
+        rounding, about 1.7x faster forward + input gradient under bf16 autocast on a CPU. For
+        generating attacks; score outside the block, on the members themselves."""
+        self._fast_depth += 1
+        try:
+            yield self
+        finally:
+            self._fast_depth -= 1
+
+    def _fast_member(self, k: int) -> nn.Module:
+        if k not in self._fast:
+            self._activate(k)
+            for name, layer in self._layers.items():
+                layer._cached_weight = self._weights[name]
+            self._fast[k] = folded_copy(self.net)
+        return self._fast[k]
 
     def draw(self, n: int) -> torch.Tensor:
         """``n`` member indices drawn with probabilities ``member_probs`` (the module's generator), (n,) int64, CPU."""
