@@ -242,7 +242,7 @@ def summarize(parts: list[dict], names: list[str], attack: str, p: dict, data_de
 def _describe(attack: str, names: list[str], p: dict) -> str:
     from rst.evaluation.adaptive import describe_adaptive
     eps, steps, K = p["eps"], p["steps"], len(names)
-    prec = f", attack in {p['precision']}"
+    prec = ", attack in bf16 on the members' BN-folded copies" if p["precision"] == "bf16" else ", attack in fp32"
     if attack in ("single", "protocol:paper"):
         base = attack_config("pgd", eps, steps).describe()
         return (f"{base} on the ticket alone" if attack == "single"

@@ -5,7 +5,6 @@ per set key never mix two sets.
 """
 from __future__ import annotations
 
-import sys
 import threading
 import uuid
 from dataclasses import dataclass
@@ -35,9 +34,20 @@ class ActiveSet:
     zoo_id: str | None = None
 
 
+_IMPORTED = threading.Event()    # set by the warm-up once torch and rst are imported (or failed to)
+
+
 def torch_loaded() -> bool:
-    """Whether this process has imported torch yet (Home renders without it; see ``warm_up``)."""
-    return "torch" in sys.modules
+    """Whether the warm-up has imported torch and ``rst`` in this process (Home renders without them).
+    Not ``"torch" in sys.modules``, which holds from the first line of torch's import: a page that
+    then imported ``rst`` beside the warm-up thread could deadlock on the two imports' locks."""
+    return _IMPORTED.is_set()
+
+
+def wait_imported() -> None:
+    """Before a page imports ``rst``: wait until the warm-up (started if need be) has imported it."""
+    warm_up()
+    _IMPORTED.wait()
 
 
 def init_state() -> None:
@@ -218,20 +228,38 @@ def zoo_summary(key: str | None) -> dict | None:
     return zoo_entry(key[4:])
 
 
-@st.cache_resource(show_spinner=False)
+_WARM_UP: list[threading.Thread] = []     # the process's one warm-up thread
+_WARM_UP_LOCK = threading.Lock()
+
+
 def warm_up() -> threading.Thread:
-    """Once per process, after the first page is sent: import torch and ``rst``, set the allocator and
-    load the default zoo set in a background thread, so the next page finds them ready."""
-    def work():
+    """Once per process, from the server's start (``streamlit_app.py``) or its first script run: import torch, ``rst`` and the modules the pages
+    share, set the allocator, load the default zoo set and compute what the Network page shows of it,
+    in a background thread, so that the page a user opens next finds them ready (docs/app-speed.md)."""
+    with _WARM_UP_LOCK:
+        if not _WARM_UP:
+            _WARM_UP.append(threading.Thread(target=_warm_up_work, name="rst-warm-up", daemon=True))
+            _WARM_UP[0].start()
+    return _WARM_UP[0]
+
+
+def _warm_up_work() -> None:
+    try:
         from rst.runtime.allocator import keep_freed_memory
         keep_freed_memory()                        # the app's process owns the allocator setting
         import rst.network.masks  # noqa: F401
-        entries = zoo_entries()
-        if entries:
-            try:
-                load_zoo_set(entries[0]["id"])
-            except Exception:                      # the page that needs it says why, in one line
-                pass
-    thread = threading.Thread(target=work, name="rst-warm-up", daemon=True)
-    thread.start()
-    return thread
+        import compute  # noqa: F401               # torch, pandas, the reports
+        import plotly.graph_objects  # noqa: F401
+    finally:
+        _IMPORTED.set()                            # a failed import is the page's to report
+    import compute
+    entries = zoo_entries()
+    if entries:
+        try:
+            act = get_set(f"zoo:{entries[0]['id']}")
+            compute.network_summary(compute.spec_json(act.cs.spec))
+            for i in range(len(act.cs)):
+                compute.ticket_layer_stats(act.key, act.cs, i)
+        except Exception:                          # the page that needs it says why, in one line
+            pass
+

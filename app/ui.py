@@ -13,6 +13,18 @@ CLASSES = {
     "cifar10": ("plane", "car", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
 }
 
+def markdown_table(rows: list[dict]) -> str:
+    """A GitHub-flavoured Markdown table of ``rows`` (the keys of the first row are the columns)."""
+    if not rows:
+        return ""
+    def cell(v) -> str:
+        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def plot(fig, key: str) -> None:
     """``st.plotly_chart`` with the app's layout: the tool bar stands vertically at the right, so it
     never covers a title; titles start at the left."""

@@ -72,6 +72,25 @@ def bench_pages(env: dict) -> dict:
     return {"server_healthy_s": t_healthy, "first_page_rendered_s": t_first, "page_render_s": pages}
 
 
+def bench_pages_repeated(env: dict, repeats: int = 3) -> dict:
+    """:func:`bench_pages` ``repeats`` times (a fresh server each): the median of every measure, and all runs."""
+    runs = [bench_pages(env) for _ in range(repeats)]
+    from statistics import median as med
+    return {"server_healthy_s": med([r["server_healthy_s"] for r in runs]),
+            "first_page_rendered_s": med([r["first_page_rendered_s"] for r in runs]),
+            "page_render_s": {k: med([r["page_render_s"][k] for r in runs]) for k in runs[0]["page_render_s"]},
+            "repeats": repeats, "runs": runs}
+
+
+def settle(below: float = 0.4, max_wait: float = 180.0) -> float:
+    """Wait until the 1-minute load average falls below ``below`` (the browser runs before leave it
+    high for a minute; the app then gives its chunks one thread), at most ``max_wait`` s; the load."""
+    end = time.monotonic() + max_wait
+    while os.getloadavg()[0] >= below and time.monotonic() < end:
+        time.sleep(2.0)
+    return os.getloadavg()[0]
+
+
 def bench_health(env: dict, seconds: float = 15.0) -> dict:
     """Health latency (every 0.25 s for ``seconds``) while two browser sessions run the R2S default."""
     import urllib.request
@@ -160,7 +179,7 @@ def agreement(bf, fp) -> list[dict]:
 def bench_search(timeout: float = 300.0) -> dict:
     """The search page's default run as a user starts it (AppTest: open the page, press Start)."""
     from streamlit.testing.v1 import AppTest
-    at = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(APP / "explorer.py"), default_timeout=120).run()
     at.switch_page("views/search.py").run()
     t0 = time.perf_counter()
     at.button(key="se_start").click().run()
@@ -177,6 +196,44 @@ def bench_search(timeout: float = 300.0) -> dict:
     else:
         job.stop()
     return out
+
+
+def _kernel_sections() -> list[str]:
+    """The two measurements behind how R2S live computes its members (their own JSON files)."""
+    lines = []
+    fast = ROOT / "bench" / "fast-members.json"
+    if fast.is_file():
+        f = json.loads(fast.read_text())
+        b = f["best_s"]
+        lines += ["", "### The members' folded copies", "",
+                  "An attack only needs the members' function, not their last bit. Inside `R2S.fast_members()` each "
+                  "member runs as a plain copy of itself with its masks folded into the weights, each BatchNorm folded "
+                  "into the convolution before it and the convolutions in channels-last layout "
+                  "(`rst.network.folded.folded_copy`). One step of an attack on the expectation (6 members' logits "
+                  f"and the input gradient, batch {f['batch']}, best of {f['repetitions']} interleaved repetitions, "
+                  f"{f['threads']} threads, load {f['load_1min']:.1f}):", "",
+                  "| precision | members (s) | folded copies (s) | members / folded |", "|---|---:|---:|---:|",
+                  f"| bf16 autocast | {b['members_bf16']:.4f} | {b['folded_bf16']:.4f} | {f['members_over_folded_bf16']:.2f}× |",
+                  f"| fp32 | {b['members_fp32']:.4f} | {b['folded_fp32']:.4f} | {f['members_over_folded_fp32']:.2f}× |", "",
+                  f"In fp32 the copies' logits are within {f['max_abs_logit_difference_fp32']:.1e} of the members', "
+                  f"their input gradients within {f['relative_gradient_difference_fp32']:.1e} (relative), with "
+                  f"{100 * f['gradient_sign_agreement_fp32']:.2f} % of the gradient's signs (what a PGD step uses) equal. "
+                  "Accuracies are always scored on the members themselves, in fp32.", "",
+                  "```text", "OMP_NUM_THREADS=2 .venv/bin/python bench/fast_members.py      # bench/fast-members.json",
+                  "```"]
+    batched = ROOT / "bench" / "batched-members.json"
+    if batched.is_file():
+        v = json.loads(batched.read_text())
+        lines += ["", "### All members in one batched pass?", "",
+                  "`torch.func.vmap` over the members' stacked masked weights and BN statistics computes every "
+                  "member's logits in one pass (the convolutions become one grouped convolution), with the same "
+                  f"logits to the last bit. On this CPU it does not pay: at batch {v['batch']}, forward + backward, "
+                  f"best of {v['repetitions']} interleaved repetitions, {v['threads']} threads, the vmapped pass takes "
+                  f"{v['vmap_over_loop']:.2f}× the member-by-member time ({v['vmap_best_s']:.2f} s against "
+                  f"{v['loop_best_s']:.2f} s, machine load {v['load_1min']:.1f}), so R2S keeps the loop.", "",
+                  "```text", "OMP_NUM_THREADS=2 .venv/bin/python bench/batched_members.py      # bench/batched-members.json",
+                  "```"]
+    return lines
 
 
 def markdown(res: dict, command: str, load: dict) -> str:
@@ -199,16 +256,30 @@ def markdown(res: dict, command: str, load: dict) -> str:
              "ticket alone its paired 95 % interval on the same images.", ""]
     if "pages" in res:
         p = res["pages"]
-        lines += ["## Start-up and pages", "", "| what | seconds | goal |", "|---|---:|---:|",
-                  f"| server start → healthy | {p['server_healthy_s']:.2f} | |",
-                  f"| server start → first page rendered | {p['first_page_rendered_s']:.2f} | ≤ 3 |"]
-        lines += [f"| {name} page, after navigation | {t:.2f} | ≤ 2 |" for name, t in p["page_render_s"].items()]
+        runs = p.get("runs") or [p]
+        def spread(get) -> str:
+            v = [get(r) for r in runs]
+            return f"{min(v):.2f}–{max(v):.2f}" if len(v) > 1 else ""
+        lines += ["## Start-up and pages", "",
+                  f"A fresh server each time, {len(runs)} times; the median and the range. The first page needs "
+                  "neither torch nor `rst`: the server starts importing them (and loads the default set) when it "
+                  "starts (`app/streamlit_app.py`), so the page opened next finds them ready. The first page "
+                  "that draws a Plotly chart loads Plotly's script in the browser (about 1 s on this CPU).", "",
+                  "| what | seconds (median) | range | goal |", "|---|---:|---:|---:|",
+                  f"| server start → healthy | {p['server_healthy_s']:.2f} | {spread(lambda r: r['server_healthy_s'])} | |",
+                  f"| server start → first page rendered | {p['first_page_rendered_s']:.2f} | "
+                  f"{spread(lambda r: r['first_page_rendered_s'])} | ≤ 3 |"]
+        lines += [f"| {name} page, after navigation | {t:.2f} | {spread(lambda r, n=name: r['page_render_s'][n])} | ≤ 2 |"
+                  for name, t in p["page_render_s"].items()]
         lines.append("")
     r = res["r2s"]
     lines += ["## R2S live, page defaults", "",
               f"{r['zoo']} ({r['network']}), all {r['members']} members, {r['n_images']} test images, "
               f"{r['attack']} PGD-{r['steps']}, ε = {r['eps']:g}, with the paper's protocol and every ticket alone "
-              "beside it (the page's default), run as the page runs it (a background job: 16 images, then chunks of 32).", "",
+              "beside it (the page's default), run as the page runs it (a background job: 16 images, then chunks of 32)"
+              + (f"; 1-minute load {load['before_r2s']:.2f} when it started" if "before_r2s" in load else "") + ". "
+              "In bf16 the attacks run on the members' BN-folded channels-last copies (see below); in fp32 on the "
+              "members themselves.", "",
               "| attack precision | first numbers (s) | complete (s) | goal |", "|---|---:|---:|---|"]
     for prec in ("bf16", "fp32"):
         if prec in r:
@@ -224,6 +295,7 @@ def markdown(res: dict, command: str, load: dict) -> str:
             lines.append(f"| {a['what']} | {a['verdicts']} | {100 * a['agree']:.1f} % | {100 * a['bf16']:.1f} | "
                          f"{100 * a['fp32']:.1f} | {100 * a['difference']:+.1f} | "
                          f"[{100 * a['ci_low']:+.1f}, {100 * a['ci_high']:+.1f}] |")
+    lines += _kernel_sections()
     if "search" in res:
         s = res["search"]
         what = (f"{s.get('network', '?')}, keep_ratio {s.get('keep_ratio', '?')}, {s.get('epochs', '?')} epochs, on "
@@ -267,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
            "zoo_dir": os.environ.get("RST_ZOO_DIR") or str(ROOT / "pretrained_masks")}
     have_browser = CHROMIUM.exists() and Path(CHROMEDRIVER).exists() and not args.skip_browser
     if have_browser:
-        res["pages"] = bench_pages(dict(os.environ))
-        print("pages:", json.dumps(res["pages"]))
+        res["pages"] = bench_pages_repeated(dict(os.environ))
+        print("pages:", json.dumps({k: v for k, v in res["pages"].items() if k != "runs"}))
+    load["before_r2s"] = settle()
     res["r2s"] = bench_r2s(threads=args.threads)
     print("r2s:", json.dumps({k: v for k, v in res["r2s"].items() if k != "agreement"}))
     for a in res["r2s"].get("agreement", []):

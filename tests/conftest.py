@@ -7,6 +7,7 @@ Tests marked ``slow`` (real data, larger models) are skipped unless ``RUN_SLOW=1
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _main_module_restored():
+    """Streamlit's script runner (AppTest) makes the app's script ``sys.modules["__main__"]`` and leaves
+    it there: a worker process spawned later (rst.runtime.workers) would run the app's script as its
+    main module before its job. Each test gives the test runner's ``__main__`` back."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
 
 
 @pytest.fixture(autouse=True)

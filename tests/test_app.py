@@ -470,7 +470,7 @@ def test_masks_caption_after_use_says_it_is_active(zoo_env):
 
 
 def test_the_page_icon_is_a_shipped_file():
-    main = (APP / "streamlit_app.py").read_text()
+    main = (APP / "explorer.py").read_text()
     assert "favicon.png" in main and ":material/" not in main.split("set_page_config")[1].split("\n")[0]
     assert (APP.parent / "assets" / "favicon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -533,7 +533,7 @@ def test_streamlit_run_app_serves(tmp_path):
 
 
 def test_main_py_runs_the_same_app():
-    at = AppTest.from_file(str(APP / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at = AppTest.from_file(str(APP / "explorer.py"), default_timeout=TIMEOUT).run()
     assert not at.exception and at.title[0].value == "RST Explorer"
 
 
@@ -825,3 +825,22 @@ def test_live_jobs_take_the_cores_the_machine_leaves_free():
     assert jobs.torch_threads(cores=2, load=7.0) == 1           # busy: one thread, never an OpenMP wait
     assert jobs.torch_threads(cores=2, load=2.3, mine=2) == 2   # its own share of the load is not "others"
     assert jobs.torch_threads(cores=16, load=3.0) == 13
+
+
+def test_torch_counts_as_loaded_once_the_warm_up_has_imported_rst_not_before(monkeypatch):
+    """``state.torch_loaded()`` is the warm-up's word, not ``"torch" in sys.modules`` (true from the first
+    line of torch's import): a page that imported ``rst`` beside the warm-up thread deadlocked on the two
+    imports' module locks. Pages other than Home wait for it (``state.wait_imported``)."""
+    import threading
+
+    sys.path.insert(0, str(APP))
+    import state
+    assert "torch" in sys.modules
+    monkeypatch.setattr(state, "_IMPORTED", threading.Event())
+    monkeypatch.setattr(state, "_WARM_UP", [])
+    assert not state.torch_loaded()
+    state.wait_imported()                                   # starts the warm-up, returns once it has imported
+    assert state.torch_loaded() and [t.name for t in state._WARM_UP] == ["rst-warm-up"]
+    assert state.warm_up() is state._WARM_UP[0]             # once per process
+    state._WARM_UP[0].join(120)
+    assert "state.wait_imported()" in (APP / "explorer.py").read_text()

@@ -1,9 +1,9 @@
 """Home: what RSTs and R2S are, what is loaded, and the honest-evaluation note."""
-import pandas as pd
 import streamlit as st
 
 import state
 import store
+import ui
 
 st.title("RST Explorer")
 st.markdown(
@@ -27,12 +27,14 @@ if problem:
 entries = store.zoo_entries()
 if entries:
     st.markdown(f"**Zoo** `{store.zoo_dir()}`: {len(entries)} candidate set(s).")
-    st.dataframe(pd.DataFrame([{"id": z["id"], "title": z.get("title", ""), "data set": z.get("dataset", ""),
-                                "architecture": z.get("arch", ""), "ε": z.get("eps"),
-                                "tickets": len(z.get("tickets", [])),
-                                "dense baseline": "yes" if z.get("dense_baseline") else "no",
-                                "built with": z.get("built_with", "")} for z in entries]),
-                 hide_index=True, width="stretch")
+    # a Markdown table, not st.dataframe: the first page of a process then needs neither pandas and
+    # Arrow here nor the data-grid bundle in the browser (docs/app-speed.md)
+    st.markdown(ui.markdown_table([{"id": f"`{z['id']}`", "title": z.get("title", ""), "data set": z.get("dataset", ""),
+                                    "architecture": z.get("arch", ""), "ε": z.get("eps"),
+                                    "tickets": len(z.get("tickets", [])),
+                                    "dense baseline": "yes" if z.get("dense_baseline") else "no",
+                                    "built with": f"`{z['built_with']}`" if z.get("built_with") else ""}
+                                   for z in entries]))
 else:
     st.markdown(f"**Zoo**: no `index.json` in `{store.zoo_dir()}`.")
 

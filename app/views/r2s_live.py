@@ -100,8 +100,9 @@ with st.form("r2s_form"):
     prec_options = ["bf16", "fp32"] if r2s_eval.default_precision(state.device()) == "bf16" else ["fp32"]
     precision = st.radio("Attack precision", prec_options, horizontal=True, key="r2s_precision",
                          help="bf16: the attacks' forward and backward passes under bf16 autocast (this CPU has "
-                              "native bf16; measured agreement with fp32 in docs/app-speed.md); fp32: exact. "
-                              "Accuracies are always scored in fp32.")
+                              "native bf16), on the members' BN-folded channels-last copies (the same functions "
+                              "up to rounding); measured agreement with fp32 in docs/app-speed.md. fp32: on the "
+                              "members themselves. Accuracies are always scored in fp32 on the members themselves.")
     compare = st.checkbox("Beside it, the paper's protocol and every ticket alone (white-box), on the same images "
                           "and settings", value=D["compare"], key="r2s_compare",
                           help="K more single-ticket PGD attacks: about twice the time.")
