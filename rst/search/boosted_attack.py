@@ -42,7 +42,9 @@ def ensemble_loss(frozen: nn.Module | None, weights: torch.Tensor, model: nn.Mod
     """``sum_k w_k [CE + wrong_class * W]`` over ``frozen``'s members then ``model`` (last weight), (B,)."""
     z = [model(u).float()]
     if frozen is not None:
-        z = list(frozen.member_logits(u).float()) + z                             # K x (B, C)
+        # the frozen members only shape the attack: their BN-folded copies (R2S.fast_members) suffice
+        with frozen.fast_members():
+            z = list(frozen.member_logits(u).float()) + z                         # K x (B, C)
     per = [F.cross_entropy(zk, y, reduction="none") + wrong_class * wrong_class_term(zk, y) for zk in z]
     return sum(w * p for w, p in zip(weights, per))
 
@@ -98,7 +100,7 @@ def _boosted(cfg):
     if cfg.boost_members:
         from rst.network.masks import load_tickets
         from rst.evaluation.r2s import R2S
-        frozen = R2S(load_tickets(cfg.boost_members))
+        frozen = R2S(load_tickets(cfg.boost_members), keep_member_weights=True)
     return BoostedPGD(frozen, cfg.eps, cfg.alpha, cfg.steps, cfg.boost_wrong_class,
                       train_mode=cfg.attack_bn_mode == "train")
 
