@@ -286,8 +286,8 @@ def markdown(res: dict, command: str, load: dict) -> str:
             lines.append(f"| {prec} | {r[prec]['first_numbers_s']:.2f} | {r[prec]['complete_s']:.2f} | ≤ 3 / ≤ 10 |")
     if "agreement" in r:
         lines += ["", "### bf16 against fp32, same images", "",
-                  "Every member's verdict on every image (right / wrong after the attack), bf16 autocast vs fp32 "
-                  "attack, scored in fp32; the difference is bf16 − fp32 in points with its paired 95 % interval "
+                  "Every member's verdict on every image (right / wrong after the attack), the bf16 attack (autocast, "
+                  "on the folded copies) vs the fp32 attack (on the members), both scored in fp32 on the members; the difference is bf16 − fp32 in points with its paired 95 % interval "
                   "over the images.", "",
                   "| attack | verdicts | agree | bf16 (%) | fp32 (%) | bf16 − fp32 (points) | paired 95 % |",
                   "|---|---:|---:|---:|---:|---:|---|"]
