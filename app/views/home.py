@@ -32,9 +32,10 @@ if entries:
     st.markdown(ui.markdown_table([{"id": f"`{z['id']}`", "title": z.get("title", ""), "data set": z.get("dataset", ""),
                                     "architecture": z.get("arch", ""), "ε": z.get("eps"),
                                     "tickets": len(z.get("tickets", [])),
-                                    "dense baseline": "yes" if z.get("dense_baseline") else "no",
-                                    "built with": f"`{z['built_with']}`" if z.get("built_with") else ""}
+                                    "dense baseline": "yes" if z.get("dense_baseline") else "no"}
                                    for z in entries]))
+    with st.expander("How each set was built"):
+        st.markdown("\n".join(f"- `{z['id']}`: `{z['built_with']}`" for z in entries if z.get("built_with")))
 else:
     st.markdown(f"**Zoo**: no `index.json` in `{store.zoo_dir()}`.")
 
