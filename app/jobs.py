@@ -191,14 +191,41 @@ class CpuPool:
         return time.monotonic() - getattr(self, "_last_release", -1e9) < seconds
 
 
-def torch_threads(cores: int | None = None, load: float | None = None, mine: int = 0) -> int:
-    """Torch threads for the next chunk: the cores the rest of the machine leaves free (1-minute load
-    average less ``mine``, this process's own recent share), at least 1. On a busy 2-core machine two
-    OpenMP threads that must wait for each other ran an R2S chunk 10x slower than one thread (39.4 s
-    vs 3.2 s, bf16, load 7; docs/app-speed.md), so a busy machine gets one."""
+def cores_busy(window: float = 0.1) -> float | None:
+    """How many cores other work keeps busy now: the non-idle share of all CPUs over ``window`` seconds
+    (``/proc/stat``), times the core count; None where there is no ``/proc/stat``. Measured between
+    chunks, while this process's chunk threads wait for the pool, so it counts the others."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+        return sum(v), v[3] + v[4]                                        # all jiffies, idle + iowait
+    try:
+        total0, idle0 = sample()
+        time.sleep(window)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+def torch_threads(cores: int | None = None, load: float | None = None, mine: int = 0,
+                  busy: float | None = None) -> int:
+    """Torch threads for the next chunk: the cores the rest of the machine leaves free, at least 1.
+    "The rest" is ``busy`` (cores in use now, :func:`cores_busy`) where it is measured, else the
+    1-minute load average less ``mine``, this process's own recent share. The load average lags by a
+    minute: on this VM it read about 1 on idle CPUs after a run, which gave a chunk one thread and
+    made the R2S default 11-13 s instead of 8.6-9.2 s. On a busy 2-core machine two OpenMP threads
+    that must wait for each other ran an R2S chunk 10x slower than one thread (39.4 s vs 3.2 s, bf16,
+    load 7; docs/app-speed.md), so a busy machine gets one."""
     cores = cores or os.cpu_count() or 1
-    load = os.getloadavg()[0] if load is None else load
-    return max(1, min(cores, int(cores - max(0.0, load - mine) + 0.5)))
+    if busy is not None:
+        others = busy
+    else:
+        load = os.getloadavg()[0] if load is None else load
+        others = max(0.0, load - mine)
+    return max(1, min(cores, int(cores - others + 0.5)))
 
 
 POOL = CpuPool()             # the process's one pool (every session shares it)
@@ -267,7 +294,8 @@ class LiveJob:
             raise JobStopped()
         if self.params.get("threads", "auto") == "auto":
             import torch
-            torch.set_num_threads(torch_threads(mine=torch.get_num_threads() if self._pool.busy_recently() else 0))
+            torch.set_num_threads(torch_threads(mine=torch.get_num_threads() if self._pool.busy_recently() else 0,
+                                                busy=cores_busy()))
         try:
             yield
         finally:

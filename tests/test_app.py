@@ -820,11 +820,33 @@ def test_transfer_and_sparsity_live_accuracies_have_their_error(zoo_env):
 
 
 def test_live_jobs_take_the_cores_the_machine_leaves_free():
+    sys.path.insert(0, str(APP))
     import jobs
     assert jobs.torch_threads(cores=2, load=0.1) == 2           # idle: every core
     assert jobs.torch_threads(cores=2, load=7.0) == 1           # busy: one thread, never an OpenMP wait
     assert jobs.torch_threads(cores=2, load=2.3, mine=2) == 2   # its own share of the load is not "others"
     assert jobs.torch_threads(cores=16, load=3.0) == 13
+    # what the CPUs do now wins over the lagging load average: idle CPUs after a run, a busy build
+    assert jobs.torch_threads(cores=2, load=1.1, busy=0.05) == 2
+    assert jobs.torch_threads(cores=2, load=0.1, busy=1.9) == 1
+    busy = jobs.cores_busy(0.05)
+    assert busy is None or 0.0 <= busy <= (__import__("os").cpu_count() or 1) + 1e-9
+
+
+def test_the_cpu_measure_sees_a_spinning_process():
+    import subprocess
+    sys.path.insert(0, str(APP))
+    import jobs
+    if jobs.cores_busy(0.01) is None:
+        pytest.skip("no /proc/stat")
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"])
+    try:
+        import time
+        time.sleep(0.5)                                      # the child is up and spinning
+        assert jobs.cores_busy(0.5) >= 0.7                   # one core is busy
+    finally:
+        spin.kill()
+        spin.wait()
 
 
 def test_torch_counts_as_loaded_once_the_warm_up_has_imported_rst_not_before(monkeypatch):
