@@ -266,6 +266,7 @@ class LiveJob:
         self.finished: float | None = None
         self.stop_time: float | None = None       # when stop() was first called
         self._stop = threading.Event()
+        self._busy: tuple[float, float | None] | None = None     # (when, cores_busy()) last measured
         self._thread = threading.Thread(target=self._run, name=f"rst-{kind}-{self.id}", daemon=True)
 
     def start(self) -> "LiveJob":
@@ -295,11 +296,19 @@ class LiveJob:
         if self.params.get("threads", "auto") == "auto":
             import torch
             torch.set_num_threads(torch_threads(mine=torch.get_num_threads() if self._pool.busy_recently() else 0,
-                                                busy=cores_busy()))
+                                                busy=self._others_busy()))
         try:
             yield
         finally:
             self._pool.release(self.id)
+
+    def _others_busy(self, max_age: float = 5.0) -> float | None:
+        """:func:`cores_busy`, measured again only when the last measure is over ``max_age`` s old: its
+        0.1 s sample would otherwise be added to every chunk (about 2 s each for R2S live)."""
+        now = time.monotonic()
+        if self._busy is None or now - self._busy[0] > max_age:
+            self._busy = (now, cores_busy())
+        return self._busy[1]
 
     def progress(self, done: int, total: int, text: str = "") -> None:
         self.done, self.total, self.text = int(done), max(1, int(total)), text or self.text

@@ -248,11 +248,10 @@ def _warm_up_work() -> None:
         from rst.runtime.allocator import keep_freed_memory
         keep_freed_memory()                        # the app's process owns the allocator setting
         import rst.network.masks  # noqa: F401
-        import compute  # noqa: F401               # torch, pandas, the reports
+        import compute                             # torch, pandas, the reports
         import plotly.graph_objects  # noqa: F401
     finally:
         _IMPORTED.set()                            # a failed import is the page's to report
-    import compute
     entries = zoo_entries()
     if entries:
         try:

@@ -278,13 +278,17 @@ class R2S(nn.Module):
             weights[name] = (layer.weight * mask.to(layer.weight.dtype)).detach()
         return masks, weights
 
+    def _install(self, k: int) -> None:
+        """Member ``k`` active, its ``w * mask`` installed as every masked layer's cached weight (again at
+        every call: rst.network.masked.cached_masks clears it on exit)."""
+        self._activate(k)
+        for name, layer in self._layers.items():
+            layer._cached_weight = self._weights[name]
+
     def _run(self, k: int, x: torch.Tensor) -> torch.Tensor:
         if self._fast_depth:
             return self._fast_member(k)(x)
-        self._activate(k)
-        # (re)install the cache at every call: rst.network.masked.cached_masks clears it on exit
-        for name, layer in self._layers.items():
-            layer._cached_weight = self._weights[name]
+        self._install(k)
         if self.net.training:
             self.net.eval()
         return self.net(x)
@@ -319,9 +323,7 @@ class R2S(nn.Module):
 
     def _fast_member(self, k: int) -> nn.Module:
         if k not in self._fast:
-            self._activate(k)
-            for name, layer in self._layers.items():
-                layer._cached_weight = self._weights[name]
+            self._install(k)
             self._fast[k] = folded_copy(self.net)
         return self._fast[k]
 
