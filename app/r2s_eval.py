@@ -147,7 +147,7 @@ def attack_chunk(r2s, attack: str, x, y, *, eps: float, steps: int, seed: int, s
     if need_paper:
         out["paper"] = right[1:1 + r2s.K]                                          # (K, K, b)
     if attack == "protocol:paper":
-        out["chosen"], out["x_adv"] = out["paper"].float().mean(0), batches[1].cpu()   # (K, b): random source
+        out["chosen"], out["x_adv"] = _expected(out["paper"], r2s), batches[1].cpu()   # (K, b): random source
     else:
         out["chosen"], out["x_adv"] = right[-1].float(), batches[-1].cpu()
     return out
@@ -185,9 +185,19 @@ def _cat(parts: list[dict], key: str):
     return torch.cat([p[key] for p in parts], dim=-1) if key in parts[0] else None
 
 
-def _row(what, threat, adaptive, attack, per_member_images, clean_frac, n, r2s_per_image=None) -> dict:
-    """A table row from per-image results (K, n): expected accuracy with its SE over images."""
-    exp_img = per_member_images.float().mean(0)                           # (n,) expected accuracy per image
+def _expected(per_member: torch.Tensor, r2s) -> torch.Tensor:
+    """The switch's expectation over the first axis (one entry per member): weighted by its switch
+    probabilities alpha (uniform unless the set records others); a single row is returned as it is."""
+    per_member = per_member.float()
+    if per_member.shape[0] == 1:
+        return per_member[0]
+    w = r2s.member_probs.float().to(per_member.device)
+    return (w.view(-1, *([1] * (per_member.dim() - 1))) * per_member).sum(0)
+
+
+def _row(what, threat, adaptive, attack, per_member_images, clean_frac, n, r2s, r2s_per_image=None) -> dict:
+    """A table row from per-image results (K, n): expected accuracy (alpha-weighted) with its SE over images."""
+    exp_img = _expected(per_member_images, r2s)                           # (n,) expected accuracy per image
     expected = float(exp_img.mean())
     se = float(exp_img.std(unbiased=True) / n ** 0.5) * 100 if n > 1 else None
     row = {"what": what, "threat model": threat, "adaptive": adaptive, "attack": attack, "expected": expected,
@@ -209,29 +219,29 @@ def summarize(parts: list[dict], names: list[str], attack: str, p: dict, data_de
         f"R2S · {attack.split(':', 1)[1]}" if attack.startswith("protocol:")
         else f"R2S · {attack.split(':', 1)[1]} on the deployed model")
     adaptive = attack.startswith("protocol:") and attack != "protocol:paper"
-    r2s_img = chosen.float().mean(0)                                        # (n,) R2S expected, per image
+    r2s_img = _expected(chosen, r2s)                                        # (n,) R2S expected, per image
+    clean_exp = float(_expected(clean, r2s).mean())
     desc = _describe(attack, names, p)
     from rst.evaluation.r2s import THREAT_MODELS
     threat = THREAT_MODELS.get(attack.split(":", 1)[1], R2S_ATTACKS[attack]) if attack.startswith("protocol:") \
         else R2S_ATTACKS[attack]
-    table = [_row(chosen_label, threat, adaptive, desc, chosen, float(clean.float().mean()), n)]
+    table = [_row(chosen_label, threat, adaptive, desc, chosen, clean_exp, n, r2s)]
     per_member = [{"attack": chosen_label, "member": nm, "accuracy": float(a)} for nm, a in zip(names, chosen.mean(1))]
     if paper is not None and attack != "protocol:paper":
-        pm = paper.float().mean(0)                                          # (K, n): random source per target
+        pm = _expected(paper, r2s)                                          # (K, n): random source per target
         table.append(_row("R2S · paper", THREAT_MODELS["paper"], False, _describe("protocol:paper", names, p),
-                          pm, float(clean.float().mean()), n))
+                          pm, clean_exp, n, r2s))
         per_member += [{"attack": "R2S · paper", "member": nm, "accuracy": float(a)} for nm, a in zip(names, pm.mean(1))]
-    table.append(_row("R2S · clean", "no attack", False, "none", clean, float(clean.float().mean()), n))
+    table.append(_row("R2S · clean", "no attack", False, "none", clean, clean_exp, n, r2s))
     if paper is not None:
         for k, name in enumerate(names):
             diag = paper[k, k].float().unsqueeze(0)                          # (1, n): ticket k alone, white-box
             table.append(_row(f"ticket {name} alone", "white-box, single network", True,
-                              _describe("single", names, p), diag, float(clean[k].float().mean()), n, r2s_img))
+                              _describe("single", names, p), diag, float(clean[k].float().mean()), n, r2s, r2s_img))
     g_n = min(8, n)
     xg_adv = parts[0]["x_adv"][:g_n]
     gallery = {"x": x[:g_n].numpy(), "x_adv": xg_adv.numpy(), "y": y[:g_n].tolist(),
                "clean_preds": _member_preds(r2s, x[:g_n]), "adv_preds": _member_preds(r2s, xg_adv), "attack": desc}
-    clean_exp = float(clean.float().mean())
     sanity = [{"check": "every attack's expected accuracy <= clean expected accuracy (same images)",
                "passed": all(r["expected"] <= clean_exp + 1e-9 for r in table if r["what"].startswith("R2S ·")),
                "detail": f"{n} images"}]

@@ -140,13 +140,17 @@ def stored_transfer(zoo_id: str | None) -> dict[bool | None, TransferView]:
 
 def stored_compare(zoo_id: str | None):
     """The zoo's like-with-like report (``r2s_compare.json`` beside its R2S report, written by
-    ``python -m rst eval r2s FILE --protocols all``) as an ``rst.evaluation.compare.CompareReport``, or None."""
+    ``python -m rst eval r2s FILE --protocols all``, or the index's ``reports.r2s_compare``) as an
+    ``rst.evaluation.compare.CompareReport``, or None."""
     from store import _read_json, file_mtime, zoo_dir
     from rst.evaluation.compare import CompareReport
-    rel = ((zoo_entry(zoo_id) or {}).get("reports") or {}).get("r2s") if zoo_id else None
-    if not rel:
+    reports = ((zoo_entry(zoo_id) or {}).get("reports") or {}) if zoo_id else {}
+    if reports.get("r2s_compare"):                 # a boosted set's, written by bench/boosted_switch.py ship
+        path = zoo_dir() / reports["r2s_compare"]
+    elif reports.get("r2s"):
+        path = (zoo_dir() / reports["r2s"]).with_name("r2s_compare.json")
+    else:
         return None
-    path = (zoo_dir() / rel).with_name("r2s_compare.json")
     mtime = file_mtime(path)
     doc = _read_json(str(path), mtime) if mtime is not None else None
     if not isinstance(doc, dict) or not isinstance(doc.get("compare"), dict):

@@ -155,7 +155,10 @@ def set_bytes(set_key: str, _cs, indices: tuple[int, ...] | None = None) -> byte
 
 
 def ticket_labels(cs) -> list[str]:
-    return [f"{t.name or f'ticket {i}'} (keep {t.keep_ratio:g})" for i, t in enumerate(cs.tickets)]
+    """``name (keep r)``, with the member's switch probability when the set records them."""
+    alpha = cs.probabilities or [None] * len(cs.tickets)
+    return [f"{t.name or f'ticket {i}'} (keep {t.keep_ratio:g}" + ("" if a is None else f", α {a:.3f}") + ")"
+            for i, (t, a) in enumerate(zip(cs.tickets, alpha))]
 
 def devices() -> list[str]:
     from rst.runtime.device import available_devices

@@ -866,3 +866,27 @@ def test_torch_counts_as_loaded_once_the_warm_up_has_imported_rst_not_before(mon
     assert state.warm_up() is state._WARM_UP[0]             # once per process
     state._WARM_UP[0].join(120)
     assert "state.wait_imported()" in (APP / "explorer.py").read_text()
+
+
+def test_the_live_r2s_numbers_weight_each_member_by_the_sets_switch_probabilities(tiny_cs):
+    """A set that records alpha (a boosted set) is scored as the alpha-weighted expectation, clean and attacked."""
+    import dataclasses
+
+    import torch
+    sys.path.insert(0, str(APP))
+    import r2s_eval
+    from rst.evaluation.r2s import R2S
+    cs = dataclasses.replace(tiny_cs, probabilities=[0.6, 0.3, 0.1])
+    r2s = R2S(cs)
+    n = 8
+    clean = torch.stack([torch.ones(n), torch.zeros(n), torch.ones(n)])        # members 0 and 2 right
+    chosen = torch.stack([torch.zeros(n), torch.ones(n), torch.zeros(n)])     # member 1 right
+    s = tiny_cs.spec
+    x, y = torch.rand(n, s.in_channels, s.image_size, s.image_size), torch.zeros(n, dtype=torch.long)
+    p = dict(eps=0.1, steps=2, precision="fp32", source_k=0, members=(0, 1, 2), switch="batch", seed=0)
+    live = r2s_eval.summarize([{"clean": clean, "chosen": chosen, "x_adv": x}], r2s.names, "protocol:expectation",
+                              p, "synthetic", 0.1, n, True, x, y, r2s)
+    rows = {r["what"]: r for r in live.table}
+    assert rows["R2S · clean"]["expected"] == pytest.approx(0.7)              # 0.6 + 0.1, not the uniform 2/3
+    assert rows["R2S · expectation"]["expected"] == pytest.approx(0.3)
+    assert R2S(tiny_cs).uniform                                                # without alpha: uniform as before

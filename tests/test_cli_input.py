@@ -108,3 +108,17 @@ def test_the_benchmarks_refuse_bad_sizes_in_one_line(argv, says, capsys):
         bench_main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and says in err, err
+
+
+@pytest.mark.parametrize("first, says", [
+    ("nocolon", "--boost-first expects FILE:NAME, got 'nocolon'"),
+    (f"{TICKETS}:nosuch", "--boost-first: no ticket 'nosuch' in"),
+    (f"{ROOT / 'pretrained_masks' / 'fmnist-wide' / 'tickets.rst.safetensors'}:keep0.2",
+     "the first member is of another network"),              # width 1.5, the search's network is width 1.0
+])
+def test_a_bad_first_member_of_a_boosted_search_is_refused_before_any_search(first, says, tmp_path, capsys):
+    out = tmp_path / "out"
+    err = _refusal(["search", "--preset", "tiny", "--boosted", "2", "--boost-first", first, "--out", str(out),
+                    "--quiet"], capsys)
+    assert says in err, err
+    assert not out.exists()                                  # refused before anything is written

@@ -167,3 +167,28 @@ def test_boosted_search_records_its_recipe_and_alpha_and_resumes(tmp_path, monke
     again = boosted_search(cfg, 2, tmp_path, **kw).candidate_set
     assert len(calls) == 1 and calls[0].endswith("set1.rst.safetensors")
     assert len(load_tickets(tmp_path / "set2.rst.safetensors")) == 2 and len(again) == 2
+
+
+def test_a_boosted_search_from_a_given_first_member_searches_only_the_rest(tmp_path, monkeypatch):
+    import rst.search.loop
+    from rst.network.masks import CandidateSet
+    from rst.search.boosted import boosted_search
+    cfg = preset("tiny", epochs=1, val_size=32, val_images=32, precision="fp32")
+    data = _data(96)
+    data = SearchData(data.x_train[:64], data.y_train[:64], data.x_train[64:], data.y_train[64:])
+    kw = dict(data=data, alpha_images=16, alpha_iterations=2, arc_steps=1)
+    given = rst.search.loop.run_search(cfg.replace(epochs=1), data=data, workdir=tmp_path / "given").ticket
+    given.name = "given"
+    first = CandidateSet(cfg.network_spec(), [given])
+    other = CandidateSet(cfg.replace(seed=cfg.seed + 1).network_spec(), [given])
+    with pytest.raises(ValueError, match="another network"):
+        boosted_search(cfg, 2, tmp_path / "refused", first=other, **kw)
+    calls = []
+    real = rst.search.loop.run_search
+    monkeypatch.setattr(rst.search.loop, "run_search", lambda c, **k: calls.append(k.get("initial_state")) or real(c, **k))
+    cs = boosted_search(cfg, 2, tmp_path / "boost", first=first, **kw).candidate_set
+    assert len(calls) == 1 and calls[0] is None                 # member 1 only, fresh: the given one has no scores
+    assert [t.name for t in cs.tickets] == ["given", "boost1-keep0.5"]
+    assert all(torch.equal(cs.tickets[0].masks[k], given.masks[k]) for k in given.masks)
+    assert cs.tickets[1].search_config["boost_members"].endswith("set1.rst.safetensors")
+    assert len(cs.probabilities) == 2 and abs(sum(cs.probabilities) - 1) < 1e-4

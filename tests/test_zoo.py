@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from rst.data.datasets import load_subset
 from rst.evaluation.metrics import accuracy
@@ -30,7 +31,10 @@ def test_shipped_zoo_is_listed_and_small():
     assert total <= 20 * 2**20
     for zoo in INDEX["zoos"]:
         assert (REPO / "pretrained_masks" / zoo["candidate_set"]).exists()
-        assert zoo["built_with"].startswith("python -m rst zoo build")
+        if zoo.get("kind") == "boosted":     # a boosted switch is a search, not a zoo build
+            assert zoo["built_with"].startswith("python -m rst search") and "--boosted" in zoo["built_with"]
+        else:
+            assert zoo["built_with"].startswith("python -m rst zoo build")
         for t in zoo["tickets"]:
             assert {"test_clean", "test_pgd20", "subset_clean"} <= set(t["metrics"])
 
@@ -196,7 +200,11 @@ def recorded_plan(zoo: dict) -> ZooPlan:
     return zoo_plan(build_parser().parse_args(shlex.split(zoo["built_with"])[3:]))   # drop "python -m rst"
 
 
-@pytest.mark.parametrize("zoo", INDEX["zoos"], ids=[z["id"] for z in INDEX["zoos"]])
+BUILT = [z for z in INDEX["zoos"] if z.get("kind") != "boosted"]     # the zoos of `python -m rst zoo build`
+BOOSTED = [z for z in INDEX["zoos"] if z.get("kind") == "boosted"]
+
+
+@pytest.mark.parametrize("zoo", BUILT, ids=[z["id"] for z in BUILT])
 def test_a_rebuild_recognises_every_shipped_ticket(zoo):
     """Adding a SearchConfig field must not make a rebuild search the shipped tickets again."""
     from rst.zoo.build import _same_recipe
@@ -207,7 +215,7 @@ def test_a_rebuild_recognises_every_shipped_ticket(zoo):
         assert not _same_recipe({**t.search_config, "epochs": 999}, plan_cfg(keep_ratio=t.keep_ratio))
 
 
-REPORTED = [z for z in INDEX["zoos"]
+REPORTED = [z for z in BUILT
             if (REPO / "pretrained_masks" / z["candidate_set"]).parent.joinpath("reports").is_dir()]
 
 
@@ -264,3 +272,26 @@ def test_a_rebuild_with_another_recipe_redoes_the_dense_baseline_and_the_reports
     third = ZooPlan(**{**plan.__dict__, "overrides": plan.overrides + (("lr", 0.02),)})
     with pytest.raises(ResumeMismatchError, match="another recipe"):
         build_zoo(third, root=root, work=tmp_path / "work1")          # work1 holds lr-0.1 tickets
+
+
+@pytest.mark.parametrize("zoo", BOOSTED, ids=[z["id"] for z in BOOSTED])
+def test_a_boosted_set_records_its_command_alpha_and_first_member(zoo):
+    """The index's command is the recipe of the boosted members, alpha is the file's, and member 0 is the
+    base zoo's ticket named in --boost-first, mask for mask."""
+    import shlex
+
+    from rst.cli.commands import build_parser
+    from rst.cli.run_options import config_from_args
+    args = build_parser().parse_args(shlex.split(zoo["built_with"])[3:])
+    cs = load_tickets(REPO / "pretrained_masks" / zoo["candidate_set"], verify_weights=False)
+    assert args.boosted == len(cs) and cs.probabilities == zoo["switch_probabilities"]
+    assert abs(sum(cs.probabilities) - 1) < 1e-6
+    cfg = config_from_args(args).to_dict()
+    for t in cs.tickets[1:]:
+        recorded = {k: v for k, v in t.search_config.items()
+                    if k not in ("boost_members", "inner_attack", "best_epoch", "speed")}   # the run's, not the recipe's
+        assert recorded == {k: v for k, v in cfg.items() if k in recorded}, t.name
+        assert t.search_config["inner_attack"] == "boosted"
+    path, name = args.boost_first.rsplit(":", 1)
+    first = next(t for t in load_tickets(REPO / path, verify_weights=False).tickets if t.name == name)
+    assert all(torch.equal(first.masks[k], cs.tickets[0].masks[k]) for k in first.masks)

@@ -16,13 +16,19 @@ import ui
 
 
 st.title("R2S live: attacking the random switch")
-st.caption("R2S answers each query with a randomly drawn ticket of the candidate set. Expected accuracy is exact: "
-           "every adversarial example is evaluated on every member (members equally likely). An adaptive "
-           "attacker targets the expectation over members; the paper's protocol does not.")
 act = state.require_active()
 if act is None:
     st.stop()
 cs = act.cs
+alpha = cs.probabilities
+st.caption("R2S answers each query with a randomly drawn ticket of the candidate set. Expected accuracy is exact: "
+           "every adversarial example is evaluated on every member, "
+           + ("members equally likely" if alpha is None else
+              "each member weighted by its switch probability α, fitted on validation images and stored in the "
+              "set's file (renormalised over the members chosen below)")
+           + ". An adaptive attacker targets the (α-weighted) expectation over members; the paper's protocol does not.")
+if alpha is not None:
+    st.markdown("**Switch probabilities α**: " + ", ".join(f"{t.name} **{a:.3f}**" for t, a in zip(cs.tickets, alpha)))
 default_eps = state.default_eps(act)
 n_max = store.require_eval_images(cs.spec.dataset)
 labels = state.ticket_labels(cs)
@@ -52,11 +58,12 @@ else:
 compare_report = reports.stored_compare(act.zoo_id)
 if compare_report is not None:
     st.subheader("Like with like: each model under its strongest attacks, on the same images")
+    r2s_suite = (compare_report.config.get("suite") or {}).get("r2s_suite") or ()
     st.caption("Per image, the worst case over each model's attack suite (stored report, "
                "`python -m rst eval r2s … --protocols all`). R2S: the attacks on the random switch "
-               "(expectation PGD, ensemble PGD, EOT-PGD, APGD-CE/DLR on the expected loss, ARC), scored as the "
-               "expected accuracy over members; each ticket alone and dense AT: PGD-20, PGD-100 with restarts, "
-               "APGD-T. ± is one standard error sqrt(p(1-p)/n).")
+               f"({', '.join(r2s_suite) or 'see the suite column'}; the expectation-type ones on the α-weighted "
+               "expected loss), scored as the expected accuracy over members; each ticket alone and dense AT: "
+               "PGD-20, PGD-100 with restarts, APGD-T. ± is one standard error sqrt(p(1-p)/n).")
     best = compare_report.paired.get("best_member")
     if best:
         c1, c2, c3 = st.columns(3)

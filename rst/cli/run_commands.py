@@ -23,6 +23,9 @@ def add_run_commands(sub) -> None:
                    help="search K tickets one after another, each against the current random switch "
                         "(rst.search.boosted; --set boost_wrong_class=, boost_warm_start=); resumes by itself; "
                         "writes OUT/setK.rst.safetensors with the switch probabilities")
+    s.add_argument("--boost-first", dest="boost_first", metavar="FILE:NAME",
+                   help="with --boosted: member 0 is this ticket of a mask file, as it is (e.g. a zoo's "
+                        "best ticket); the search goes on from member 1, fresh")
     s.set_defaults(func=_cmd_search)
     s = sub.add_parser("train", help="dense adversarial training baseline (all weights trained)")
     add_run_args(s)
@@ -79,15 +82,46 @@ def _search_boosted(cfg, args) -> int:
     """``search --boosted K``: K tickets searched one after another against the current switch (rst.search.boosted)."""
     from rst.search.boosted import boosted_search
     from rst.runtime.device import resolve_device
+    first = _first_member(args.boost_first) if args.boost_first else None
     bar = StepBar(f"boosted search of {args.boosted} tickets", args.quiet)
     try:
-        res = boosted_search(cfg, args.boosted, args.out, device=resolve_device(args.device),
+        res = boosted_search(cfg, args.boosted, args.out, device=resolve_device(args.device), first=first,
                              data_dir=args.data_dir, progress=bar)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     finally:
         bar.close()
+    _add_test_metrics(res.candidate_set, cfg, args, res.path)
     print(f"candidate set written to {res.path} ({res.seconds:.0f} s), switch probabilities "
           f"{[round(a, 3) for a in res.candidate_set.probabilities]}")
+    for t in res.candidate_set.tickets:
+        print_metrics(t.metrics, prefix=f"{t.name}: ")
     return 0
+
+
+def _add_test_metrics(cs, cfg, args, path) -> None:
+    """Clean and PGD-20 test accuracy of the members that lack them (as a single search records them),
+    written back into the set file; a rerun of a finished build only adds what is missing."""
+    from rst.network.masks import save_tickets
+    missing = [i for i, t in enumerate(cs.tickets) if "test_pgd20" not in t.metrics]
+    if not missing or args.test_images == 0:
+        return
+    for i in missing:
+        cs.tickets[i].metrics.update(final_test_metrics(cs.model(i), cfg, args))
+    save_tickets(path, cs)
+
+
+def _first_member(given: str):
+    """``FILE:NAME`` → a one-ticket CandidateSet holding that ticket of the mask file."""
+    from rst.network.masks import CandidateSet, load_tickets
+    path, sep, name = given.rpartition(":")
+    if not sep or not path or not name:
+        raise UsageError(f"--boost-first expects FILE:NAME, got {given!r}")
+    cs = load_tickets(path)
+    found = [t for t in cs.tickets if t.name == name]
+    if not found:
+        raise UsageError(f"--boost-first: no ticket {name!r} in {path} (it has {', '.join(t.name for t in cs.tickets)})")
+    return CandidateSet(cs.spec, found, weight_checksum=cs.weight_checksum)
 
 
 def _search_batched(cfg, args) -> int:

@@ -48,7 +48,24 @@ def _fit_alpha(cs, data, cfg, val_images: int, iterations: int, arc_steps: int) 
     return [a / s for a in res["alpha"]]
 
 
-def boosted_search(cfg, members: int, out: str | Path, *, device="cpu",
+def _check_first(first, cfg) -> None:
+    """Refuse a first member that is not one ticket of ``cfg``'s network (ValueError, one line)."""
+    spec = cfg.network_spec()
+    if len(first.tickets) != 1:
+        raise ValueError(f"the first member must be one ticket, got a set of {len(first.tickets)}")
+    if first.spec != spec:
+        raise ValueError(f"the first member is of another network ({first.spec}), the search's is {spec}")
+
+
+def _start_from(first, cfg, out: Path) -> None:
+    """Write ``out/set1`` holding ``first`` (a one-ticket CandidateSet) with alpha 1."""
+    from rst.network.masks import CandidateSet, save_tickets
+    cs = CandidateSet(cfg.network_spec(), list(first.tickets))
+    cs.probabilities = [1.0]
+    save_tickets(_set_path(out, 1), cs)
+
+
+def boosted_search(cfg, members: int, out: str | Path, *, device="cpu", first=None,
                    data=None, data_dir: str | None = None, alpha_images: int = 200, alpha_iterations: int = 8,
                    arc_steps: int = 5, progress: Callable[[dict], None] | None = None) -> BoostedResult:
     """Search ``members`` tickets of ``cfg``'s network, each against the current ensemble (resumable).
@@ -57,22 +74,30 @@ def boosted_search(cfg, members: int, out: str | Path, *, device="cpu",
     is ``"boosted"``. After each member the switch probabilities are refit on ``alpha_images``
     validation images (never the test set) and ``out/set{m+1}.rst.safetensors`` is written with
     them; a killed run resumes from the last set file and the member's epoch checkpoint.
+
+    ``first`` (a one-ticket CandidateSet of ``cfg``'s network, e.g. a shipped zoo ticket) is member 0 as it is: only
+    members 1.. are searched. It has no scores to warm-start from, so member 1 starts fresh.
     """
     from rst.runtime.checkpoint import load_checkpoint
     from rst.network.masks import CandidateSet, load_tickets, save_tickets
     from .loop import run_search, search_data
     if members < 1:
         raise ValueError(f"members must be >= 1, got {members}")
+    if first is not None:
+        _check_first(first, cfg)
     out, t0 = Path(out), time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     data = data if data is not None else search_data(cfg, data_dir)
+    if first is not None and not _set_path(out, 1).exists():
+        _start_from(first, cfg, out)
     done = max([m for m in range(1, members + 1) if _set_path(out, m).exists()], default=0)
     cs = load_tickets(_set_path(out, done)) if done else None
     for m in range(done, members):
         mcfg = cfg.replace(inner_attack="boosted", boost_members=str(_set_path(out, m)) if m else "")
         work = out / f"member{m}"
         init = None
-        if cfg.boost_warm_start and m > 0 and not (work / "checkpoint.pt").exists():
+        warm = cfg.boost_warm_start and (out / f"member{m - 1}" / "checkpoint.pt").exists()
+        if warm and m > 0 and not (work / "checkpoint.pt").exists():
             init = load_checkpoint(out / f"member{m - 1}" / "checkpoint.pt", torch.device(device))["model"]
         result = run_search(mcfg, device=device, data=data, workdir=work, resume=True, progress=progress,
                             initial_state=init)
