@@ -101,12 +101,15 @@ def run_part(part: str, n: int, data_dir=None) -> Path:
     return path
 
 
-def _rows(n: int) -> dict:
-    """``{part: CompareRow}`` of every finished part on ``n`` images."""
+def _rows(n: int, n_wide: int | None = None) -> dict:
+    """``{part: CompareRow}`` of every finished part on ``n`` images (the default zoo's switches on
+    ``n_wide`` images, when given: the first ``n_wide`` of the same images)."""
     from rst.evaluation.compare import CompareReport
     out = {}
-    for path in sorted(OUT.glob(f"*-{n}.json")):
+    for path in sorted(OUT.glob(f"*-{n}.json")) + (sorted(OUT.glob(f"wide_*-{n_wide}.json")) if n_wide else []):
         doc = json.loads(path.read_text())
+        if n_wide and doc["part"].startswith("wide_") and doc["n_images"] != n_wide:
+            continue
         out[doc["part"]] = CompareReport.from_dict(doc["report"]).rows[0]
     return out
 
@@ -115,12 +118,13 @@ def _members(rows: dict) -> list[tuple[str, object]]:
     return sorted(((p, r) for p, r in rows.items() if p.startswith("member")), key=lambda pr: int(pr[0][6:]))
 
 
-def summary(n: int) -> str:
-    """Markdown: every row with its standard error, and the paired differences of the boosted switch."""
+def summary(n: int, n_wide: int | None = None) -> str:
+    """Markdown: every row with its standard error, and the paired differences of the boosted switch
+    (over the images both rows saw: the first ``n_wide`` for the default zoo's switches)."""
     import torch
 
     from rst.evaluation.per_image import paired_difference, standard_error
-    rows = _rows(n)
+    rows = _rows(n, n_wide)
     boosted = _sets()[0]
     alpha = boosted.probabilities or [1 / len(boosted)] * len(boosted)
     names = {"boosted_r2s": f"R2S, boosted set ({len(boosted)} members, fitted alpha)",
@@ -128,13 +132,14 @@ def summary(n: int) -> str:
              "dense": "dense AT (same random network's weights, trained)"}
     for i, t in enumerate(boosted.tickets):
         names[f"member{i}"] = f"{t.name} alone (boosted member {i}, alpha {alpha[i]:.3f})"
-    lines = [f"{n} test images (the first of the test split), the same for every row.", "",
-             "| model | clean | worst case over its suite | ± SE |", "|---|---:|---:|---:|"]
+    lines = [f"The first {n} test images for every row"
+             + (f", the first {n_wide} of them for the {BASE} switches" if n_wide else "") + ".", "",
+             "| model | test images | clean | worst case over its suite | ± SE |", "|---|---:|---:|---:|---:|"]
     order = ["boosted_r2s", *[p for p, _ in _members(rows)], "wide_uniform", "wide_alpha", "dense"]
     for p in order:
         if p in rows:
             r = rows[p]
-            lines.append(f"| {names[p]} | {100 * r.clean:.2f} % | {100 * r.worst_case:.2f} % | "
+            lines.append(f"| {names[p]} | {r.n_images} | {100 * r.clean:.2f} % | {100 * r.worst_case:.2f} % | "
                          f"{100 * standard_error(r.worst_case, r.n_images):.2f} |")
     members = _members(rows)
     best = max(members, key=lambda pr: pr[1].worst_case) if members else None
@@ -146,13 +151,15 @@ def summary(n: int) -> str:
              ("wide_alpha", "member0", f"{BASE} R2S, fitted alpha − keep0.2 alone (its best member)"),
              ("wide_uniform", "member0", f"{BASE} R2S, uniform − keep0.2 alone"),
              (best[0] if best else "member0", "dense", "best member − dense AT")]
-    lines += ["", "| paired difference (same images) | points | 95 % interval |", "|---|---:|---:|"]
+    lines += ["", "| paired difference (same images) | images | points | 95 % interval |", "|---|---:|---:|---:|"]
     for pair in pairs:
         if pair is None or pair[0] not in rows or pair[1] not in rows:
             continue
         a, b, label = pair
-        d = paired_difference(torch.tensor(rows[a].per_image), torch.tensor(rows[b].per_image))
-        lines.append(f"| {label} | {100 * d['difference']:+.2f} | [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}] |")
+        m = min(rows[a].n_images, rows[b].n_images)
+        d = paired_difference(torch.tensor(rows[a].per_image[:m]), torch.tensor(rows[b].per_image[:m]))
+        lines.append(f"| {label} | {m} | {100 * d['difference']:+.2f} | "
+                     f"[{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}] |")
     return "\n".join(lines) + "\n"
 
 
@@ -182,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("command", choices=("run", "summary", "ship"))
     p.add_argument("parts", nargs="?", default="", help="run: comma-separated parts")
     p.add_argument("--test-images", dest="test_images", type=int, default=1000)
+    p.add_argument("--wide-images", dest="wide_images", type=int, default=None,
+                   help="summary: the image count of the default zoo's switch parts (default: --test-images)")
     p.add_argument("--data-dir", dest="data_dir")
     a = p.parse_args(argv)
     if a.test_images < 2:
@@ -191,7 +200,7 @@ def main(argv=None) -> int:
             t0 = time.time()
             print(run_part(part, a.test_images, a.data_dir), f"({time.time() - t0:.0f} s)", flush=True)
     elif a.command == "summary":
-        print(summary(a.test_images), end="")
+        print(summary(a.test_images, a.wide_images), end="")
     else:
         print(ship(a.test_images))
     return 0

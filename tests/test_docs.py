@@ -38,6 +38,13 @@ def test_the_switch_probability_tables_are_the_benchmarks_output():
         switch_probabilities.summary("fmnist-wide")
 
 
+def test_the_boosted_switch_table_is_the_benchmarks_output():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import boosted_switch
+    doc = (ROOT / "docs" / "r2s-switch.md").read_text()
+    assert _between(doc, "<!-- boosted-switch summary", "<!-- end of boosted summary -->") == boosted_switch.summary(1000)
+
+
 def test_the_random_draw_tables_are_the_benchmarks_output():
     sys.path.insert(0, str(ROOT / "bench"))
     import random_draw
