@@ -164,8 +164,8 @@ def summary(n: int, n_wide: int | None = None) -> str:
 
 
 def ship(n: int) -> Path:
-    """The boosted set's like-with-like report (its R2S, its members, dense AT) beside its R2S report,
-    as ``python -m rst eval r2s --protocols all`` writes it: the R2S live page shows it."""
+    """The boosted set's like-with-like report (its R2S, its members, dense AT) at the index's
+    ``reports.r2s_compare``, in the format of ``python -m rst eval r2s --protocols all``: the R2S live page shows it."""
     from rst.evaluation.compare import CompareReport, _paired
     rows = _rows(n)
     parts = ["boosted_r2s", *[p for p, _ in _members(rows)], "dense"]

@@ -191,4 +191,5 @@ def test_a_boosted_search_from_a_given_first_member_searches_only_the_rest(tmp_p
     assert [t.name for t in cs.tickets] == ["given", "boost1-keep0.5"]
     assert all(torch.equal(cs.tickets[0].masks[k], given.masks[k]) for k in given.masks)
     assert cs.tickets[1].search_config["boost_members"].endswith("set1.rst.safetensors")
+    assert cs.tickets[1].search_config["boost_warm_start"] is False    # recorded as it ran: fresh
     assert len(cs.probabilities) == 2 and abs(sum(cs.probabilities) - 1) < 1e-4

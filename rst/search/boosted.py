@@ -94,10 +94,11 @@ def boosted_search(cfg, members: int, out: str | Path, *, device="cpu", first=No
     cs = load_tickets(_set_path(out, done)) if done else None
     for m in range(done, members):
         mcfg = cfg.replace(inner_attack="boosted", boost_members=str(_set_path(out, m)) if m else "")
+        if first is not None and m == 1:
+            mcfg = mcfg.replace(boost_warm_start=False)     # the given member 0 has no scores: a fresh start, recorded
         work = out / f"member{m}"
         init = None
-        warm = cfg.boost_warm_start and (out / f"member{m - 1}" / "checkpoint.pt").exists()
-        if warm and m > 0 and not (work / "checkpoint.pt").exists():
+        if mcfg.boost_warm_start and m > 0 and not (work / "checkpoint.pt").exists():
             init = load_checkpoint(out / f"member{m - 1}" / "checkpoint.pt", torch.device(device))["model"]
         result = run_search(mcfg, device=device, data=data, workdir=work, resume=True, progress=progress,
                             initial_state=init)
