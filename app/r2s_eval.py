@@ -33,7 +33,7 @@ def chunk_bounds(n: int) -> list[int]:
 
 def default_precision(dev: str) -> str:
     """bf16 autocast for the live attacks where the device has it natively (AVX-512 BF16 / AMX, Ampere+),
-    else fp32; the accuracies are always scored in fp32."""
+    else fp32; the verdicts are always the fp32 members' (``rst.evaluation.verdicts``)."""
     from rst.runtime.speed import bf16_supported
     return "bf16" if bf16_supported(torch.device(dev)) else "fp32"
 
@@ -117,7 +117,7 @@ def build_r2s(cache: dict, cs, set_key: str, members, switch: str, seed: int, de
 def _attack_precision(r2s, precision: str, dev):
     """How the live attacks run: "bf16" under bf16 autocast on the members' BN-folded channels-last
     copies (``R2S.fast_members``: the same functions up to rounding, 1.7x faster on this CPU), "fp32"
-    on the members themselves. Accuracies are always scored in fp32 on the members themselves."""
+    on the members themselves. The verdicts are the fp32 members' either way (:func:`attack_chunk`)."""
     from rst.runtime.speed import resolve_speed
     stack = contextlib.ExitStack()
     stack.enter_context(resolve_speed(precision, channels_last=False, compile=False,
@@ -132,17 +132,18 @@ def attack_chunk(r2s, attack: str, x, y, *, eps: float, steps: int, seed: int, s
     """One chunk: ``clean`` (K, b), ``chosen`` (K, b) float, member k right (for the paper protocol: the
     share of random sources it survives) on the chosen attack's x_adv,
     ``paper`` (K, K, b) (source member, scored member, image) when ``compare``; ``x_adv`` (b, C, H, W).
-    Every batch is attacked first (:func:`_attack_precision`), then scored in fp32 on the members
-    themselves: clean, the K single-member batches, the chosen attack's."""
+    Every batch is attacked first (:func:`_attack_precision`), then scored as the members' fp32
+    forwards say (``rst.evaluation.verdicts.member_verdicts``: in bf16, near-ties rechecked in fp32, when
+    ``precision`` is "bf16"): clean, the K single-member batches, the chosen attack's."""
     dev = next(r2s.parameters()).device
     xd, yd = x.to(dev), y.to(dev)
     need_paper = compare or attack == "protocol:paper"
     batches = [xd] + (_single_member_examples(r2s, xd, yd, eps, steps, seed, precision) if need_paper else [])
     if attack != "protocol:paper":
         batches.append(_chosen_examples(r2s, attack, x, y, eps, steps, seed, source_k, precision).to(dev))
-    from rst.evaluation.adaptive import member_correct
-    with torch.no_grad():
-        right = torch.stack([member_correct(r2s, xb, yd).cpu() for xb in batches])   # (batch, K, b)
+    from rst.evaluation.verdicts import member_verdicts
+    right = torch.stack([member_verdicts(r2s, xb, yd, fast=precision == "bf16").cpu()
+                         for xb in batches])                                      # (batch, K, b)
     out = {"clean": right[0]}
     if need_paper:
         out["paper"] = right[1:1 + r2s.K]                                          # (K, K, b)
@@ -238,10 +239,13 @@ def summarize(parts: list[dict], names: list[str], attack: str, p: dict, data_de
             diag = paper[k, k].float().unsqueeze(0)                          # (1, n): ticket k alone, white-box
             table.append(_row(f"ticket {name} alone", "white-box, single network", True,
                               _describe("single", names, p), diag, float(clean[k].float().mean()), n, r2s, r2s_img))
-    g_n = min(8, n)
-    xg_adv = parts[0]["x_adv"][:g_n]
-    gallery = {"x": x[:g_n].numpy(), "x_adv": xg_adv.numpy(), "y": y[:g_n].tolist(),
-               "clean_preds": _member_preds(r2s, x[:g_n]), "adv_preds": _member_preds(r2s, xg_adv), "attack": desc}
+    if "gallery" not in parts[0]:           # the first chunk's first images: computed once, kept with it
+        g_n = min(8, parts[0]["clean"].shape[1])
+        xg_adv = parts[0]["x_adv"][:g_n]
+        parts[0]["gallery"] = {"x": x[:g_n].numpy(), "x_adv": xg_adv.numpy(), "y": y[:g_n].tolist(),
+                               "clean_preds": _member_preds(r2s, x[:g_n]), "adv_preds": _member_preds(r2s, xg_adv),
+                               "attack": desc}
+    gallery = parts[0]["gallery"]
     sanity = [{"check": "every attack's expected accuracy <= clean expected accuracy (same images)",
                "passed": all(r["expected"] <= clean_exp + 1e-9 for r in table if r["what"].startswith("R2S ·")),
                "detail": f"{n} images"}]

@@ -79,6 +79,18 @@ def make_driver(width: int = 1400, height: int = 1000):
     return driver
 
 
+def click_page_link(driver, path: str) -> None:
+    """Navigate as a user does: click the sidebar's link to ``path`` ("" for the home page)."""
+    from selenium.webdriver.common.by import By
+    for link in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]'):
+        href = link.get_attribute("href") or ""
+        tail = href.rstrip("/").rsplit("/", 1)[-1]
+        if (path and tail == path) or (not path and href.rstrip("/").count("/") == 2):
+            link.click()
+            return
+    raise LookupError(f"no sidebar link to /{path}")
+
+
 def wait_rendered(driver, title: str | None = None, timeout: float = WAIT_S, settle: float = 0.5) -> None:
     """Until the app has drawn (``title`` in an h1, when given) and no script run is in progress."""
     from selenium.common.exceptions import StaleElementReferenceException

@@ -390,3 +390,29 @@ def test_folded_copy_of_a_resnet_matches_it():
     with torch.no_grad():
         torch.testing.assert_close(folded_copy(net)(x), net(x), atol=1e-4, rtol=1e-4)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded_copy(net).modules())
+
+
+def test_fast_verdicts_are_the_fp32_members_verdicts_with_near_ties_rechecked(tiny_cs, test_images):
+    from rst.evaluation.adaptive import adaptive_examples, member_correct
+    from rst.evaluation.verdicts import member_verdicts
+    x, y = test_images
+    r2s = R2S(tiny_cs, keep_member_weights=True)
+    x_adv, _ = adaptive_examples("expectation", r2s, x, y, eps=EPS, alpha=EPS / 4, steps=3,
+                                 generator=torch.Generator().manual_seed(0))
+    for batch in (x, x_adv):
+        exact = member_correct(r2s, batch, y)
+        assert torch.equal(member_verdicts(r2s, batch, y), exact)
+        assert torch.equal(member_verdicts(r2s, batch, y, fast=False), exact)
+        # everything rechecked: the fp32 verdict of every (member, image), put back in its place
+        assert torch.equal(member_verdicts(r2s, batch, y, recheck_margin=float("inf")), exact)
+    # nothing rechecked: the bf16 verdicts of the folded copies, which differ on a near-tie here
+    with torch.no_grad(), r2s.fast_members(), torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = torch.stack([r2s.member_logits(b).float().argmax(-1) == y for b in (x, x_adv)])
+    bare = torch.stack([member_verdicts(r2s, b, y, recheck_margin=0.0) for b in (x, x_adv)])
+    assert torch.equal(bare, bf16)
+    exact = torch.stack([member_correct(r2s, b, y) for b in (x, x_adv)])
+    assert (bare != exact).any()                 # so the recheck above is what made them equal
+    with pytest.raises(ValueError, match="recheck_margin"):
+        member_verdicts(r2s, x, y, recheck_margin=-1.0)
+    with pytest.raises(ValueError, match="recheck_margin"):
+        member_verdicts(r2s, x, y, recheck_margin=float("nan"))

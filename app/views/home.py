@@ -78,3 +78,7 @@ st.markdown(
     "- **Masks**: download tickets, upload a mask file.")
 st.caption("Ours = Fashion-MNIST (what this app computes and loads); paper = CIFAR-10 (reference numbers, "
            "shown only in labelled reference panels).")
+
+import preload  # noqa: E402
+
+preload.preload_front_end()        # the other pages' chart and table code, while this page is read

@@ -14,6 +14,7 @@ Evaluation:
     per_image         per-image results, the binomial standard error, the paired interval
     metrics           accuracy, robust accuracy, the sparsity curve, the transfer matrix
     r2s, switch_probabilities   the random switch and its probabilities chosen on validation
+    verdicts          every member's verdict on a batch, fast (bf16, near-ties rechecked in fp32)
     protocols         R2S under the paper's protocol and the adaptive ones
     sanity            the sanity checks of an evaluation (gradient masking)
     compare           like with like: R2S, its members and dense AT on the same images
