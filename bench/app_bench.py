@@ -159,6 +159,26 @@ def _in_a_thread_that_ends(fn):
     return out["value"]
 
 
+def kernel_yardstick(act, batch: int = 32, reps: int = 8) -> float:
+    """This machine's speed today, in the unit of ``bench/fast_members.py``: the best of ``reps`` steps of
+    the expectation attack in bf16 on the folded copies (batch ``batch``, every member, 2 threads). The
+    CPUs are shared and vary from day to day; beside that file's own number it says how fast this run's
+    machine was."""
+    import torch
+    from fast_members import step
+    from rst.evaluation.r2s import R2S
+
+    def run():
+        torch.set_num_threads(os.cpu_count() or 1)
+        r2s = R2S(act.cs, keep_member_weights=True)
+        spec = act.cs.spec
+        x = torch.rand(batch, spec.in_channels, spec.image_size, spec.image_size, generator=torch.Generator().manual_seed(0))
+        y = torch.arange(batch) % spec.num_classes
+        step(r2s, x, y, fast=True, bf16=True)
+        return min(step(r2s, x, y, fast=True, bf16=True)[0] for _ in range(reps))
+    return _in_a_thread_that_ends(run)
+
+
 def bench_r2s(device: str = "cpu", threads: int | None = None) -> dict:
     """The R2S live default in bf16 and fp32: first numbers, completion; and their agreement."""
     import jobs
@@ -168,7 +188,7 @@ def bench_r2s(device: str = "cpu", threads: int | None = None) -> dict:
     act = _in_a_thread_that_ends(lambda: state.get_set(f"zoo:{store.zoo_entries()[0]['id']}"))
     cs = act.cs
     d = r2s_eval.PAGE_DEFAULTS
-    out, lives = {}, {}
+    out, lives = {"kernel_step_s": kernel_yardstick(act)}, {}
     for precision in ("bf16", "fp32"):
         if precision == "bf16" and r2s_eval.default_precision(device) != "bf16":
             continue
@@ -325,8 +345,8 @@ def markdown(res: dict, command: str, load: dict) -> str:
              "is; **Stop** ends it within one forward pass and keeps what was done. R2S live attacks 16 images, shows "
              "their numbers, then refines them 32 images at a time; each member is built once per "
              "session. Its attacks run under bf16 autocast where the CPU has native bf16 (the page says "
-             "\"attacks in bf16\"; **Attack precision: fp32** is one click away); accuracies are always scored "
-             "in fp32. All sessions share one queue of CPU work: a second user's run waits in line (the page shows "
+             "\"attacks in bf16\"; **Attack precision: fp32** is one click away); the verdicts are always the "
+             "members' own in fp32 (scored in bf16, every near-tie again in fp32). All sessions share one queue of CPU work: a second user's run waits in line (the page shows "
              "its position) and the two alternate chunk by chunk, so two runs never oversubscribe the cores. "
              "Starting a computation on another page stops the session's running one; a second start on the same "
              "page is refused until Stop. Every accuracy shows ± one binomial standard error, and R2S against each "
@@ -370,6 +390,13 @@ def markdown(res: dict, command: str, load: dict) -> str:
               "In bf16 the attacks run on the members' BN-folded channels-last copies (see below); in fp32 on the "
               "members themselves.", "",
               "| attack precision | first numbers (s) | complete (s) | goal |", "|---|---:|---:|---|"]
+    fast_json = ROOT / "bench" / "fast-members.json"
+    if "kernel_step_s" in r and fast_json.is_file():
+        ref = json.loads(fast_json.read_text())["best_s"]["folded_bf16"]
+        lines[-2:-2] = [f"How fast this machine was: one step of the expectation attack in bf16 on the folded copies "
+                        f"(batch 32, best of 8) took {r['kernel_step_s']:.4f} s in this run, against "
+                        f"{ref:.4f} s in `bench/fast_members.py`'s own run below: the shared CPUs vary from day to "
+                        f"day, and the R2S times scale with this step.", ""]
     for prec in ("bf16", "fp32"):
         if prec in r:
             lines.append(f"| {prec} | {r[prec]['first_numbers_s']:.2f} | {r[prec]['complete_s']:.2f} | ≤ 3 / ≤ 10 |")
