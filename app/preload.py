@@ -36,7 +36,8 @@ def preload_script(files: tuple[str, ...]) -> str:
     return ("<script>(() => {"
             "const entry = document.querySelector('script[type=\"module\"][src*=\"static/js/index.\"]');"
             "const base = entry ? new URL('.', entry.src) : new URL('static/js/', document.baseURI);"
-            f"const go = () => {json.dumps(list(files))}.forEach(f => import(new URL(f, base).href).catch(() => {{}}));"
+            f"const go = () => {json.dumps(list(files))}.forEach(f => import(new URL(f, base).href)"
+            ".catch(e => (window.__rstPreloadErrors = window.__rstPreloadErrors || []).push(f + ': ' + e)));"
             "(window.requestIdleCallback ? requestIdleCallback(go, {timeout: 1000}) : setTimeout(go, 200));"
             "})();</script>")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -107,6 +108,26 @@ def test_the_page_icon_and_every_resource_come_from_the_app_server(server, drive
     resources = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert resources and all(u.startswith(server) or u.startswith("data:") or u.startswith("blob:")
                              for u in resources), [u for u in resources if not u.startswith(server)]
+
+
+def test_home_loads_the_other_pages_chart_and_table_code_while_it_is_read(server, driver):
+    """app/preload.py: after Home is drawn the browser fetches Plotly's and the data grid's code, which
+    Home itself does not show, so that the next page with a chart does not wait for them."""
+    sys.path.insert(0, str(ROOT / "app"))
+    import preload
+    files = preload.chunk_files()
+    assert {f.split(".")[0] for f in files} == set(preload.CHUNKS)     # every chunk found in this Streamlit
+    driver.get(f"{server}/")
+    wait_rendered(driver, TITLES["home"], settle=0.0)
+    assert not driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"], [data-testid="stDataFrame"]')
+
+    def fetched(d):
+        names = d.execute_script("return performance.getEntriesByType('resource').map(e => e.name.split('/').pop())")
+        return all(f in names for f in files)
+    from selenium.webdriver.support.ui import WebDriverWait
+    WebDriverWait(driver, 20, poll_frequency=0.1).until(fetched)
+    errors = driver.execute_script("return window.__rstPreloadErrors || []")
+    assert errors == []
 
 
 def test_sparsity_slider_with_the_keyboard_changes_the_charts(server, driver):
