@@ -13,6 +13,7 @@ import reports
 import state
 import store
 import ui
+from rst.evaluation.verdicts import RECHECK_MARGIN
 
 
 st.title("R2S live: attacking the random switch")
@@ -110,7 +111,7 @@ with st.form("r2s_form"):
                               "native bf16), on the members' BN-folded channels-last copies (the same functions "
                               "up to rounding); measured agreement with fp32 in docs/app-speed.md. fp32: on the "
                               "members themselves. Either way the verdicts are the members' own in fp32: with bf16 they are scored in "
-                              "bf16 and every near-tie (top-two margin below 0.25) is scored again in fp32.")
+                              f"bf16 and every near-tie (top-two margin below {RECHECK_MARGIN:g}) is scored again in fp32.")
     compare = st.checkbox("Beside it, the paper's protocol and every ticket alone (white-box), on the same images "
                           "and settings", value=D["compare"], key="r2s_compare",
                           help="K more single-ticket PGD attacks: about twice the time.")
