@@ -333,6 +333,17 @@ def _kernel_sections() -> list[str]:
     return lines
 
 
+def agreement_table(rows: list[dict]) -> list[str]:
+    """The bf16 against fp32 table (:func:`agreement`'s rows): docs/app-speed.md and the README."""
+    lines = ["| attack | verdicts | agree | bf16 (%) | fp32 (%) | bf16 − fp32 (points) | paired 95 % |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for a in rows:
+        lines.append(f"| {a['what']} | {a['verdicts']} | {100 * a['agree']:.1f} % | {100 * a['bf16']:.1f} | "
+                     f"{100 * a['fp32']:.1f} | {100 * a['difference']:+.1f} | "
+                     f"[{100 * a['ci_low']:+.1f}, {100 * a['ci_high']:+.1f}] |")
+    return lines
+
+
 def markdown(res: dict, command: str, load: dict) -> str:
     """docs/app-speed.md: the measured tables, with the command and the load."""
     lines = ["# How fast the app answers", "",
@@ -405,12 +416,7 @@ def markdown(res: dict, command: str, load: dict) -> str:
                   "Every member's verdict on every image (right / wrong after the attack), the bf16 attack (autocast, "
                   "on the folded copies) vs the fp32 attack (on the members), both scored as the members' fp32 forwards say; the difference is bf16 − fp32 in points with its paired 95 % interval "
                   "over the images.", "",
-                  "| attack | verdicts | agree | bf16 (%) | fp32 (%) | bf16 − fp32 (points) | paired 95 % |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
-        for a in r["agreement"]:
-            lines.append(f"| {a['what']} | {a['verdicts']} | {100 * a['agree']:.1f} % | {100 * a['bf16']:.1f} | "
-                         f"{100 * a['fp32']:.1f} | {100 * a['difference']:+.1f} | "
-                         f"[{100 * a['ci_low']:+.1f}, {100 * a['ci_high']:+.1f}] |")
+                  *agreement_table(r["agreement"])]
     if "verdicts" in res:
         v = res["verdicts"]
         lines += ["", "### Scoring: bf16, near-ties in fp32", "",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import json
 import sys
 from pathlib import Path
 
@@ -43,6 +44,15 @@ def test_the_boosted_switch_table_is_the_benchmarks_output():
     import boosted_switch
     doc = (ROOT / "docs" / "r2s-switch.md").read_text()
     assert _between(doc, "<!-- boosted-switch summary", "<!-- end of boosted summary -->") == boosted_switch.summary(1000)
+
+
+def test_the_readmes_bf16_table_is_the_app_benchmarks_output():
+    sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+    import app_bench
+    res = json.loads((ROOT / "bench" / "app-speed.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert _between(readme, "<!-- bf16-agreement", "<!-- end of bf16-agreement -->") == \
+        "\n".join(app_bench.agreement_table(res["r2s"]["agreement"])) + "\n"
 
 
 def test_the_random_draw_tables_are_the_benchmarks_output():
