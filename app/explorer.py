@@ -42,6 +42,12 @@ page = st.navigation(PAGES)
 DEVICE_HELP = "GPU when there is one, else CPU (rst.runtime.device.available_devices)."
 
 
+def _device_picker(on_change=None) -> None:
+    """The sidebar's device choice (torch loaded): the session's device, the GPU when there is one by default."""
+    st.session_state.setdefault(state.K_DEVICE, state.default_device())
+    st.selectbox("Device", state.devices(), key=state.K_DEVICE, help=DEVICE_HELP, on_change=on_change)
+
+
 def _device_changed() -> None:
     st.session_state["_device_changed"] = True
 
@@ -55,8 +61,7 @@ def _device_pending() -> None:
     if not state.torch_loaded():
         st.caption("Device: detecting (GPU when there is one, else CPU)…")
         return
-    st.session_state.setdefault(state.K_DEVICE, state.default_device())
-    st.selectbox("Device", state.devices(), key=state.K_DEVICE, help=DEVICE_HELP, on_change=_device_changed)
+    _device_picker(on_change=_device_changed)
 
 
 state.init_state()
@@ -72,7 +77,7 @@ with st.sidebar:
     if item is not None:              # a set of this session (zoo sets are built on training images)
         state.show_test_mark(item["cs"])
     if state.torch_loaded():
-        st.selectbox("Device", state.devices(), key=state.K_DEVICE, help=DEVICE_HELP)
+        _device_picker()
     else:
         _device_pending()
     job = st.session_state.get(state.K_JOB)
