@@ -14,6 +14,8 @@ Parts, each on the first ``--test-images`` test images (default 1000), each writ
     wide_uniform    the default zoo's R2S, uniform switch, under the R2S suite
     wide_alpha      the default zoo's R2S with the alpha fitted on validation (bench/switch_probabilities.py)
     dense           the dense AT baseline of the default zoo's network, under the single-model suite
+    wide_<ticket>   a ticket of the default zoo alone (wide_keep0.4, ...), under the single-model suite
+                    (its keep0.2 is the boosted set's member 0)
 
 The suites (rst.evaluation.compare): R2S faces expectation PGD-20, ensemble PGD-20, APGD-CE and
 APGD-DLR on the expected loss (100 iterations) and full ARC (10 iterations, every class boundary), all
@@ -89,6 +91,8 @@ def run_part(part: str, n: int, data_dir=None) -> Path:
     elif part == "dense":
         dense = load_weights(ZOOS / _entry(BASE)["dense_baseline"])[0]
         rep = compare_like_with_like(boosted, x, y, dense=dense, rows=("dense",), **common)
+    elif part.startswith("wide_keep") and part[5:] in [t.name for t in wide_uniform.tickets]:
+        rep = compare_like_with_like(wide_uniform, x, y, rows=(part[5:],), **common)
     elif part.startswith("member") and part[6:].isdigit() and int(part[6:]) < len(boosted):
         rep = compare_like_with_like(boosted, x, y, rows=(boosted.tickets[int(part[6:])].name,), **common)
     else:
@@ -118,6 +122,25 @@ def _members(rows: dict) -> list[tuple[str, object]]:
     return sorted(((p, r) for p, r in rows.items() if p.startswith("member")), key=lambda pr: int(pr[0][6:]))
 
 
+def _wide_tickets(rows: dict) -> list[tuple[str, object]]:
+    """The default zoo's tickets alone (parts ``wide_<ticket>``), in order of keep ratio."""
+    return sorted(((p, r) for p, r in rows.items() if p.startswith("wide_keep")), key=lambda pr: float(pr[0][9:]))
+
+
+def _ticket(part: str) -> str:
+    return "keep0.2" if part == "member0" else part[5:]
+
+
+def _best_wide_ticket(rows: dict, n_wide: int | None) -> str | None:
+    """The default zoo's ticket with the highest worst case on the images its switches saw (its keep0.2
+    is the boosted set's member 0): chosen on those same test images, which favours the ticket."""
+    m = n_wide or (rows["wide_alpha"].n_images if "wide_alpha" in rows else None)
+    cands = [p for p in ("member0", *[p for p, _ in _wide_tickets(rows)]) if p in rows]
+    if not m or not cands:
+        return None
+    return max(cands, key=lambda p: sum(rows[p].per_image[:m]) / m)
+
+
 def summary(n: int, n_wide: int | None = None) -> str:
     """Markdown: every row with its standard error, and the paired differences of the boosted switch
     (over the images both rows saw: the first ``n_wide`` for the default zoo's switches)."""
@@ -132,10 +155,14 @@ def summary(n: int, n_wide: int | None = None) -> str:
              "dense": "dense AT (same random network's weights, trained)"}
     for i, t in enumerate(boosted.tickets):
         names[f"member{i}"] = f"{t.name} alone (boosted member {i}, alpha {alpha[i]:.3f})"
+    wide_tickets = _wide_tickets(rows)
+    for p, _ in wide_tickets:
+        names[p] = f"{p[5:]} alone ({BASE} ticket)"
     lines = [f"The first {n} test images for every row"
-             + (f", the first {n_wide} of them for the {BASE} switches" if n_wide else "") + ".", "",
+             + (f", the first {n_wide} of them for the {BASE} switches and tickets" if n_wide else "") + ".", "",
              "| model | test images | clean | worst case over its suite | ± SE |", "|---|---:|---:|---:|---:|"]
-    order = ["boosted_r2s", *[p for p, _ in _members(rows)], "wide_uniform", "wide_alpha", "dense"]
+    order = ["boosted_r2s", *[p for p, _ in _members(rows)], "wide_uniform", "wide_alpha",
+             *[p for p, _ in wide_tickets], "dense"]
     for p in order:
         if p in rows:
             r = rows[p]
@@ -143,13 +170,17 @@ def summary(n: int, n_wide: int | None = None) -> str:
                          f"{100 * standard_error(r.worst_case, r.n_images):.2f} |")
     members = _members(rows)
     best = max(members, key=lambda pr: pr[1].worst_case) if members else None
+    wide_best = _best_wide_ticket(rows, n_wide)
     pairs = [("boosted_r2s", best[0], "boosted R2S − its best member") if best else None,
              ("boosted_r2s", "dense", "boosted R2S − dense AT"),
              ("boosted_r2s", "wide_uniform", f"boosted R2S − {BASE} R2S, uniform"),
              ("boosted_r2s", "wide_alpha", f"boosted R2S − {BASE} R2S, fitted alpha"),
              ("wide_alpha", "wide_uniform", f"{BASE} R2S: fitted alpha − uniform"),
-             ("wide_alpha", "member0", f"{BASE} R2S, fitted alpha − keep0.2 alone (its best member)"),
-             ("wide_uniform", "member0", f"{BASE} R2S, uniform − keep0.2 alone"),
+             ("wide_alpha", wide_best, f"{BASE} R2S, fitted alpha − its best ticket here ({_ticket(wide_best)})")
+             if wide_best else None,
+             ("wide_uniform", wide_best, f"{BASE} R2S, uniform − its best ticket here ({_ticket(wide_best)})")
+             if wide_best else None,
+             ("wide_alpha", "dense", f"{BASE} R2S, fitted alpha − dense AT"),
              (best[0] if best else "member0", "dense", "best member − dense AT")]
     lines += ["", "| paired difference (same images) | images | points | 95 % interval |", "|---|---:|---:|---:|"]
     for pair in pairs:

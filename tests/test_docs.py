@@ -43,7 +43,10 @@ def test_the_boosted_switch_table_is_the_benchmarks_output():
     sys.path.insert(0, str(ROOT / "bench"))
     import boosted_switch
     doc = (ROOT / "docs" / "r2s-switch.md").read_text()
-    assert _between(doc, "<!-- boosted-switch summary", "<!-- end of boosted summary -->") == boosted_switch.summary(1000)
+    marker = doc.split("<!-- boosted-switch summary", 1)[1].split("\n", 1)[0]      # names the command's options
+    wide = re.search(r"--wide-images (\d+)", marker)
+    assert _between(doc, "<!-- boosted-switch summary", "<!-- end of boosted summary -->") == \
+        boosted_switch.summary(1000, int(wide.group(1)) if wide else None)
 
 
 def test_the_readmes_bf16_table_is_the_app_benchmarks_output():
