@@ -399,15 +399,15 @@ def markdown(res: dict, command: str, load: dict) -> str:
               "beside it (the page's default), run as the page runs it (a background job: 16 images, then chunks of 32)"
               + (f"; 1-minute load {load['before_r2s']:.2f} when it started" if "before_r2s" in load else "") + ". "
               "In bf16 the attacks run on the members' BN-folded channels-last copies (see below); in fp32 on the "
-              "members themselves.", "",
-              "| attack precision | first numbers (s) | complete (s) | goal |", "|---|---:|---:|---|"]
+              "members themselves.", ""]
     fast_json = ROOT / "bench" / "fast-members.json"
     if "kernel_step_s" in r and fast_json.is_file():
         ref = json.loads(fast_json.read_text())["best_s"]["folded_bf16"]
-        lines[-2:-2] = [f"How fast this machine was: one step of the expectation attack in bf16 on the folded copies "
-                        f"(batch 32, best of 8) took {r['kernel_step_s']:.4f} s in this run, against "
-                        f"{ref:.4f} s in `bench/fast_members.py`'s own run below: the shared CPUs vary from day to "
-                        f"day, and the R2S times scale with this step.", ""]
+        lines += [f"How fast this machine was: one step of the expectation attack in bf16 on the folded copies "
+                  f"(batch 32, best of 8) took {r['kernel_step_s']:.4f} s in this run, against "
+                  f"{ref:.4f} s in `bench/fast_members.py`'s own run below: the shared CPUs vary from day to "
+                  f"day, and the R2S times scale with this step.", ""]
+    lines += ["| attack precision | first numbers (s) | complete (s) | goal |", "|---|---:|---:|---|"]
     for prec in ("bf16", "fp32"):
         if prec in r:
             lines.append(f"| {prec} | {r[prec]['first_numbers_s']:.2f} | {r[prec]['complete_s']:.2f} | ≤ 3 / ≤ 10 |")

@@ -127,10 +127,6 @@ def _wide_tickets(rows: dict) -> list[tuple[str, object]]:
     return sorted(((p, r) for p, r in rows.items() if p.startswith("wide_keep")), key=lambda pr: float(pr[0][9:]))
 
 
-def _ticket(part: str) -> str:
-    return "keep0.2" if part == "member0" else part[5:]
-
-
 def _best_wide_ticket(rows: dict, n_wide: int | None) -> str | None:
     """The default zoo's ticket with the highest worst case on the images its switches saw (its keep0.2
     is the boosted set's member 0): chosen on those same test images, which favours the ticket."""
@@ -171,14 +167,15 @@ def summary(n: int, n_wide: int | None = None) -> str:
     members = _members(rows)
     best = max(members, key=lambda pr: pr[1].worst_case) if members else None
     wide_best = _best_wide_ticket(rows, n_wide)
+    wide_best_name = boosted.tickets[0].name if wide_best == "member0" else (wide_best or "")[5:]
     pairs = [("boosted_r2s", best[0], "boosted R2S − its best member") if best else None,
              ("boosted_r2s", "dense", "boosted R2S − dense AT"),
              ("boosted_r2s", "wide_uniform", f"boosted R2S − {BASE} R2S, uniform"),
              ("boosted_r2s", "wide_alpha", f"boosted R2S − {BASE} R2S, fitted alpha"),
              ("wide_alpha", "wide_uniform", f"{BASE} R2S: fitted alpha − uniform"),
-             ("wide_alpha", wide_best, f"{BASE} R2S, fitted alpha − its best ticket here ({_ticket(wide_best)})")
+             ("wide_alpha", wide_best, f"{BASE} R2S, fitted alpha − its best ticket here ({wide_best_name})")
              if wide_best else None,
-             ("wide_uniform", wide_best, f"{BASE} R2S, uniform − its best ticket here ({_ticket(wide_best)})")
+             ("wide_uniform", wide_best, f"{BASE} R2S, uniform − its best ticket here ({wide_best_name})")
              if wide_best else None,
              ("wide_alpha", "dense", f"{BASE} R2S, fitted alpha − dense AT"),
              (best[0] if best else "member0", "dense", "best member − dense AT")]

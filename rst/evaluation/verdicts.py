@@ -27,10 +27,10 @@ def member_verdicts(r2s: R2S, x: torch.Tensor, y: torch.Tensor, *, fast: bool = 
     """(K, B) bool: member k classifies example b correctly, as its fp32 forward says. ``fast``: bf16
     autocast on the folded copies (``R2S.fast_members``), then fp32 on the member for every example
     whose bf16 top-two margin is below ``recheck_margin``; else fp32 on the members throughout."""
-    if not fast:
-        return correct_per_member(r2s, x, y)
     if not recheck_margin >= 0:
         raise ValueError(f"recheck_margin must be >= 0, got {recheck_margin!r}")
+    if not fast:
+        return correct_per_member(r2s, x, y)
     with r2s.fast_members(), torch.autocast(x.device.type, dtype=torch.bfloat16):
         logits = r2s.member_logits(x).float()                               # (K, B, C)
     top2 = logits.topk(2, dim=-1).values
