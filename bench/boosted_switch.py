@@ -5,6 +5,8 @@ switches and dense AT, under the same attacks on the same test images?
     python bench/boosted_switch.py run wide_uniform,dense     # several, one after another
     python bench/boosted_switch.py summary                    # the table and the paired intervals (Markdown)
     python bench/boosted_switch.py ship                       # the boosted set's like-with-like report for the app
+    python bench/boosted_switch.py sets runs/boost-chain      # the ablation's two sets, from a `--boosted 2` build
+    python bench/boosted_switch.py ablation                   # the ablation's table and paired intervals
 
 Parts, each on the first ``--test-images`` test images (default 1000), each written to
 ``bench/boosted-switch/<part>-<n>.json`` as an :class:`rst.evaluation.compare.CompareReport`:
@@ -16,6 +18,16 @@ Parts, each on the first ``--test-images`` test images (default 1000), each writ
     dense           the dense AT baseline of the default zoo's network, under the single-model suite
     wide_<ticket>   a ticket of the default zoo alone (wide_keep0.4, ...), under the single-model suite
                     (its keep0.2 is the boosted set's member 0)
+
+The ablation (what boosting adds, and a warm start), on sets written by ``sets`` beside the results:
+
+    chain_member<i> member i of the chain set (``chain.rst.safetensors``: a fresh ``--boosted 2`` build,
+                    its member 0 searched with the boosted recipe against no earlier member, i.e. plain
+                    PGD-2 plus the wrong-class term, its member 1 boosted and warm-started from it) alone
+    chain_r2s       the chain set's R2S with its fitted alpha
+    control_r2s     the control switch (``control.rst.safetensors``): the boosted set's member 0 and the
+                    chain's member 0, the same recipe as the boosted member 1 without the switch in its
+                    attack, alpha fitted on validation as the boosted search fits it
 
 The suites (rst.evaluation.compare): R2S faces expectation PGD-20, ensemble PGD-20, APGD-CE and
 APGD-DLR on the expected loss (100 iterations) and full ARC (10 iterations, every class boundary), all
@@ -66,6 +78,42 @@ def _sets():
     return boosted, dataclasses.replace(wide, probabilities=alpha), dataclasses.replace(wide, probabilities=None)
 
 
+ABLATION_SETS = {"chain": OUT / "chain.rst.safetensors", "control": OUT / "control.rst.safetensors"}
+
+
+def _ablation_set(name: str):
+    from rst.network.masks import load_tickets
+    if not ABLATION_SETS[name].exists():
+        raise SystemExit(f"boosted_switch: no {ABLATION_SETS[name]}; run `sets <build dir>` first")
+    return load_tickets(ABLATION_SETS[name])
+
+
+def write_ablation_sets(build: Path, data_dir=None) -> list[Path]:
+    """``control.rst.safetensors`` ({boosted member 0, ``build``'s member 0}, alpha fitted on the build's
+    validation images as the boosted search fits it) once ``build/set1`` exists, and
+    ``chain.rst.safetensors`` (``build``'s ``set2``, alpha as the build fitted it) once that exists;
+    masks only. Returns the files written."""
+    from rst.network.masks import CandidateSet, load_tickets, save_tickets
+    from rst.search.boosted import fit_alpha
+    from rst.search.config import SearchConfig
+    from rst.search.loop import search_data
+    build, written = Path(build), []
+    if not (build / "set1.rst.safetensors").exists():
+        raise SystemExit(f"boosted_switch: {build} has no set1.rst.safetensors (its member 0 is not done)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    if not ABLATION_SETS["control"].exists():
+        first = load_tickets(build / "set1.rst.safetensors")
+        cfg = SearchConfig.from_dict(SearchConfig.recipe(first.tickets[0].search_config))
+        control = CandidateSet(first.spec, [_sets()[0].tickets[0], first.tickets[0]])
+        control.probabilities = fit_alpha(control, search_data(cfg, data_dir), cfg.eps)
+        save_tickets(ABLATION_SETS["control"], control)
+        written.append(ABLATION_SETS["control"])
+    if (build / "set2.rst.safetensors").exists() and not ABLATION_SETS["chain"].exists():
+        save_tickets(ABLATION_SETS["chain"], load_tickets(build / "set2.rst.safetensors"))
+        written.append(ABLATION_SETS["chain"])
+    return written
+
+
 def part_path(part: str, n: int) -> Path:
     return OUT / f"{part}-{n}.json"
 
@@ -95,6 +143,13 @@ def run_part(part: str, n: int, data_dir=None) -> Path:
         rep = compare_like_with_like(wide_uniform, x, y, rows=(part[5:],), **common)
     elif part.startswith("member") and part[6:].isdigit() and int(part[6:]) < len(boosted):
         rep = compare_like_with_like(boosted, x, y, rows=(boosted.tickets[int(part[6:])].name,), **common)
+    elif part in ("chain_r2s", "control_r2s"):
+        rep = compare_like_with_like(_ablation_set(part[:-4]), x, y, rows=("r2s",), **common)
+    elif part.startswith("chain_member") and part[12:].isdigit():
+        chain = _ablation_set("chain")
+        if int(part[12:]) >= len(chain):
+            raise SystemExit(f"boosted_switch: the chain set has {len(chain)} members, no {part!r}")
+        rep = compare_like_with_like(chain, x, y, rows=(chain.tickets[int(part[12:])].name,), **common)
     else:
         raise SystemExit(f"boosted_switch: unknown part {part!r}")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -140,9 +195,6 @@ def _best_wide_ticket(rows: dict, n_wide: int | None) -> str | None:
 def summary(n: int, n_wide: int | None = None) -> str:
     """Markdown: every row with its standard error, and the paired differences of the boosted switch
     (over the images both rows saw: the first ``n_wide`` for the default zoo's switches)."""
-    import torch
-
-    from rst.evaluation.per_image import paired_difference, standard_error
     rows = _rows(n, n_wide)
     boosted = _sets()[0]
     alpha = boosted.probabilities or [1 / len(boosted)] * len(boosted)
@@ -159,11 +211,7 @@ def summary(n: int, n_wide: int | None = None) -> str:
              "| model | test images | clean | worst case over its suite | ± SE |", "|---|---:|---:|---:|---:|"]
     order = ["boosted_r2s", *[p for p, _ in _members(rows)], "wide_uniform", "wide_alpha",
              *[p for p, _ in wide_tickets], "dense"]
-    for p in order:
-        if p in rows:
-            r = rows[p]
-            lines.append(f"| {names[p]} | {r.n_images} | {100 * r.clean:.2f} % | {100 * r.worst_case:.2f} % | "
-                         f"{100 * standard_error(r.worst_case, r.n_images):.2f} |")
+    lines += [_row_line(names[p], rows[p]) for p in order if p in rows]
     members = _members(rows)
     best = max(members, key=lambda pr: pr[1].worst_case) if members else None
     wide_best = _best_wide_ticket(rows, n_wide)
@@ -179,7 +227,22 @@ def summary(n: int, n_wide: int | None = None) -> str:
              if wide_best else None,
              ("wide_alpha", "dense", f"{BASE} R2S, fitted alpha − dense AT"),
              (best[0] if best else "member0", "dense", "best member − dense AT")]
-    lines += ["", "| paired difference (same images) | images | points | 95 % interval |", "|---|---:|---:|---:|"]
+    return "\n".join(lines + _pair_lines(rows, pairs)) + "\n"
+
+
+def _row_line(label: str, r) -> str:
+    from rst.evaluation.per_image import standard_error
+    return (f"| {label} | {r.n_images} | {100 * r.clean:.2f} % | {100 * r.worst_case:.2f} % | "
+            f"{100 * standard_error(r.worst_case, r.n_images):.2f} |")
+
+
+def _pair_lines(rows: dict, pairs: list) -> list[str]:
+    """The paired-difference table of ``pairs`` ``(part a, part b, label)`` (None and parts not run are
+    skipped), each over the images both saw."""
+    import torch
+
+    from rst.evaluation.per_image import paired_difference
+    lines = ["", "| paired difference (same images) | images | points | 95 % interval |", "|---|---:|---:|---:|"]
     for pair in pairs:
         if pair is None or pair[0] not in rows or pair[1] not in rows:
             continue
@@ -188,7 +251,40 @@ def summary(n: int, n_wide: int | None = None) -> str:
         d = paired_difference(torch.tensor(rows[a].per_image[:m]), torch.tensor(rows[b].per_image[:m]))
         lines.append(f"| {label} | {m} | {100 * d['difference']:+.2f} | "
                      f"[{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}] |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _best_of(rows: dict, parts: list[str]) -> str | None:
+    """The part with the highest worst case among ``parts`` that were run (on the same test images)."""
+    run = [p for p in parts if p in rows]
+    return max(run, key=lambda p: rows[p].worst_case) if run else None
+
+
+def ablation(n: int) -> str:
+    """Markdown: what boosting adds over the same recipe without the switch in the attack, and what a
+    warm start does; every row with its standard error, paired differences on the same images."""
+    rows = _rows(n)
+    boosted, chain, control = _sets()[0], _ablation_set("chain"), _ablation_set("control")
+    a = lambda cs: ", ".join(f"{p:.3f}" for p in cs.probabilities)      # noqa: E731
+    names = {"boosted_r2s": f"R2S, boosted set: keep0.2 + boosted member, fresh start (alpha {a(boosted)})",
+             "control_r2s": f"R2S, control set: keep0.2 + control ticket (alpha {a(control)})",
+             "chain_r2s": f"R2S, chain set: control ticket + boosted member, warm start (alpha {a(chain)})",
+             "member0": "keep0.2 alone (the default zoo's ticket)",
+             "member1": "boosted member, fresh start, alone (searched against keep0.2)",
+             "chain_member0": "control ticket alone (the boosted member's recipe, no earlier member in its attack)",
+             "chain_member1": "boosted member, warm start, alone (searched against the control ticket)"}
+    lines = [f"The first {n} test images for every row.", "",
+             "| model | test images | clean | worst case over its suite | ± SE |", "|---|---:|---:|---:|---:|"]
+    lines += [_row_line(label, rows[p]) for p, label in names.items() if p in rows]
+    control_best = _best_of(rows, ["member0", "chain_member0"])
+    chain_best = _best_of(rows, ["chain_member0", "chain_member1"])
+    pairs = [("member1", "chain_member0", "boosted member (fresh) − control ticket: what the switch in the attack adds"),
+             ("boosted_r2s", "control_r2s", "boosted switch − control switch (same keep0.2, the other member boosted or not)"),
+             ("control_r2s", control_best, "control switch − its best member") if control_best else None,
+             ("chain_r2s", chain_best, "chain switch (warm start) − its best member") if chain_best else None,
+             ("chain_member1", "chain_member0", "boosted member (warm start) − the control ticket it started from"),
+             ("chain_r2s", "boosted_r2s", "chain switch (warm start) − boosted switch (fresh start)")]
+    return "\n".join(lines + _pair_lines(rows, pairs)) + "\n"
 
 
 def ship(n: int) -> Path:
@@ -214,8 +310,8 @@ def ship(n: int) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("command", choices=("run", "summary", "ship"))
-    p.add_argument("parts", nargs="?", default="", help="run: comma-separated parts")
+    p.add_argument("command", choices=("run", "summary", "ship", "sets", "ablation"))
+    p.add_argument("parts", nargs="?", default="", help="run: comma-separated parts; sets: the build directory")
     p.add_argument("--test-images", dest="test_images", type=int, default=1000)
     p.add_argument("--wide-images", dest="wide_images", type=int, default=None,
                    help="summary: the image count of the default zoo's switch parts (default: --test-images)")
@@ -229,6 +325,12 @@ def main(argv=None) -> int:
             print(run_part(part, a.test_images, a.data_dir), f"({time.time() - t0:.0f} s)", flush=True)
     elif a.command == "summary":
         print(summary(a.test_images, a.wide_images), end="")
+    elif a.command == "ablation":
+        print(ablation(a.test_images), end="")
+    elif a.command == "sets":
+        if not a.parts:
+            p.error("sets needs the build directory of a `python -m rst search --boosted 2` run")
+        print(*write_ablation_sets(Path(a.parts), a.data_dir), sep="\n")
     else:
         print(ship(a.test_images))
     return 0

@@ -144,6 +144,34 @@ def test_boosted_loss_is_the_alpha_weighted_expected_loss_and_earlier_members_ge
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
 
 
+def test_boosted_apgd_ascends_the_same_loss_inside_the_ball_and_leaves_earlier_members_alone(tiny_cs, tiny_model,
+                                                                                         tiny_batch):
+    from rst.evaluation.r2s import R2S
+    from rst.search.boosted_attack import BoostedAPGD, BoostedPGD, _StackedLogits
+    frozen = R2S(tiny_cs, probabilities=[0.5, 0.3, 0.2])
+    attack = BoostedAPGD(frozen, eps=0.1, step=0.05, steps=5, wrong_class=0.7)
+    x, y = tiny_batch
+    tiny_model.eval()
+    target = _StackedLogits(attack, tiny_model)
+    with torch.no_grad():
+        assert torch.allclose(target.loss(target(x), y), BoostedPGD.loss(attack, tiny_model, x, y), atol=1e-5)
+        before = frozen.member_logits(x).clone()
+        clean_loss = attack.loss(tiny_model, x, y)
+    x_adv = attack(tiny_model, x, y, generator=torch.Generator().manual_seed(0))
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        assert attack.loss(tiny_model, x_adv, y).mean() > clean_loss.mean()     # it ascends the loss
+        assert torch.equal(frozen.member_logits(x), before)
+    assert all(p.grad is None for p in frozen.parameters())
+    again = attack(tiny_model, x, y, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again, x_adv)                                             # seeded by the generator
+    assert "APGD-5" in attack.describe() and "step=" not in attack.describe()
+    cfg = preset("tiny", inner_attack="boosted", boost_inner="apgd")
+    assert isinstance(build_inner_attack(cfg), BoostedAPGD)
+    with pytest.raises(ValueError, match="boost_inner must be one of"):
+        preset("tiny", boost_inner="fgsm")
+
+
 def test_boosted_search_records_its_recipe_and_alpha_and_resumes(tmp_path, monkeypatch):
     import rst.search.loop
     from rst.search.boosted import boosted_search

@@ -21,8 +21,8 @@ def add_run_commands(sub) -> None:
                         "one batched pass (rst.search.batched); writes OUT/tickets.rst.safetensors")
     s.add_argument("--boosted", type=count, default=0, metavar="K",
                    help="search K tickets one after another, each against the current random switch "
-                        "(rst.search.boosted; --set boost_wrong_class=, boost_warm_start=); resumes by itself; "
-                        "writes OUT/setK.rst.safetensors with the switch probabilities")
+                        "(rst.search.boosted; --set boost_wrong_class=, boost_warm_start=, boost_inner=pgd|apgd); "
+                        "resumes by itself; writes OUT/setK.rst.safetensors with the switch probabilities")
     s.add_argument("--boost-first", dest="boost_first", metavar="FILE:NAME",
                    help="with --boosted: member 0 is this ticket of a mask file, as it is (e.g. a zoo's "
                         "best ticket); the search goes on from member 1, fresh")

@@ -36,14 +36,21 @@ def _set_path(out: Path, m: int) -> Path:
     return out / f"set{m}.rst.safetensors"
 
 
-def _fit_alpha(cs, data, cfg, val_images: int, iterations: int, arc_steps: int) -> list[float]:
+ALPHA_IMAGES, ALPHA_ITERATIONS, ARC_STEPS = 200, 8, 5     # how alpha is refit after each member
+
+
+def fit_alpha(cs, data, eps: float, val_images: int = ALPHA_IMAGES, iterations: int = ALPHA_ITERATIONS,
+              arc_steps: int = ARC_STEPS) -> list[float]:
+    """Switch probabilities of ``cs`` fitted on ``data``'s first ``val_images`` VALIDATION images (ARC with
+    ``arc_steps`` iterations and the two closest boundaries inside), summing to 1; ``[1.0]`` for one member.
+    What the boosted search does after each member, and what any other set compared with it should get."""
     from rst.evaluation.r2s import R2S
     from rst.evaluation.switch_probabilities import optimal_probabilities
     if len(cs) == 1:
         return [1.0]
     r2s = R2S(cs)
     x, y = data.x_val[:val_images], data.y_val[:val_images]
-    res = optimal_probabilities(r2s, x, y, eps=cfg.eps, iterations=iterations, steps=arc_steps, topk=2)
+    res = optimal_probabilities(r2s, x, y, eps=eps, iterations=iterations, steps=arc_steps, topk=2)
     s = sum(res["alpha"])
     return [a / s for a in res["alpha"]]
 
@@ -66,8 +73,9 @@ def _start_from(first, cfg, out: Path) -> None:
 
 
 def boosted_search(cfg, members: int, out: str | Path, *, device="cpu", first=None,
-                   data=None, data_dir: str | None = None, alpha_images: int = 200, alpha_iterations: int = 8,
-                   arc_steps: int = 5, progress: Callable[[dict], None] | None = None) -> BoostedResult:
+                   data=None, data_dir: str | None = None, alpha_images: int = ALPHA_IMAGES,
+                   alpha_iterations: int = ALPHA_ITERATIONS, arc_steps: int = ARC_STEPS,
+                   progress: Callable[[dict], None] | None = None) -> BoostedResult:
     """Search ``members`` tickets of ``cfg``'s network, each against the current ensemble (resumable).
 
     Member ``m``'s scores start from member ``m - 1``'s (``cfg.boost_warm_start``) or fresh; its inner attack
@@ -106,11 +114,11 @@ def boosted_search(cfg, members: int, out: str | Path, *, device="cpu", first=No
         ticket.name = f"boost{m}-keep{cfg.keep_ratio:g}"
         tickets = ([] if cs is None else list(cs.tickets)) + [ticket]
         cs = CandidateSet(result.spec, tickets)
-        cs.probabilities = _fit_alpha(cs, data, cfg, alpha_images, alpha_iterations, arc_steps)
+        cs.probabilities = fit_alpha(cs, data, cfg.eps, alpha_images, alpha_iterations, arc_steps)
         save_tickets(_set_path(out, m + 1), cs)
         if progress is not None:
             progress({"event": "member", "member": m, "members": members, "alpha": cs.probabilities})
     return BoostedResult(load_tickets(_set_path(out, members)), _set_path(out, members), time.perf_counter() - t0)
 
 
-__all__ = ["BoostedResult", "boosted_search"]
+__all__ = ["BoostedResult", "boosted_search", "fit_alpha"]

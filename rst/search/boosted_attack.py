@@ -15,6 +15,10 @@ over the earlier members ``k < m`` (frozen, ``w_k = alpha_k (m - 1) / m``) and t
 The earlier members come from the candidate-set file ``SearchConfig.boost_members`` ("" for the
 first member: plain PGD on the new member). The search loop is unchanged.
 
+With ``SearchConfig.boost_inner = "apgd"`` the same loss is ascended by APGD (:class:`BoostedAPGD`: Croce &
+Hein's step-size schedule and momentum, through the authors' ``pyautoattack`` loop, as
+:func:`rst.evaluation.ensemble_attacks.apgd_expectation` runs it) instead of fixed-step PGD.
+
 The search over K members (warm start, alpha refit, resume) is :func:`rst.search.boosted.boosted_search`.
 
     >>> attack = BoostedPGD(frozen=r2s, eps=0.1, step=0.025, steps=7, wrong_class=0.5)
@@ -94,6 +98,57 @@ class BoostedPGD(InnerAttack):
                 f"{m - 1} frozen member(s) + the new one, wrong-class weight {self.wrong_class:g}")
 
 
+class _StackedLogits(nn.Module):
+    """What APGD queries: the earlier members' logits then the new member's, side by side (B, m * C)."""
+
+    def __init__(self, attack: BoostedPGD, model: nn.Module):
+        super().__init__()
+        self.attack, self.model = attack, model
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        z = [self.model(u).float()]
+        if self.attack.frozen is not None:
+            with self.attack.frozen.fast_members():
+                z = list(self.attack.frozen.member_logits(u).float()) + z
+        return torch.cat(z, dim=1)
+
+    def loss(self, flat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``sum_k w_k [CE + wrong_class * W]`` of the stacked logits, (B,): :func:`ensemble_loss`'s terms."""
+        z = flat.view(flat.shape[0], len(self.attack.weights), -1).unbind(1)
+        w, lam = self.attack.weights.to(flat.device), self.attack.wrong_class
+        return sum(w[k] * (F.cross_entropy(zk, y, reduction="none") + lam * wrong_class_term(zk, y))
+                   for k, zk in enumerate(z))
+
+
+class BoostedAPGD(BoostedPGD):
+    """:class:`BoostedPGD`'s loss ascended by APGD (``steps`` iterations, one restart, random start;
+    ``step`` is unused: APGD starts at 2 eps and halves at its checkpoints). Returns, per example,
+    the queried point of highest loss."""
+
+    def __call__(self, model, x, y, *, generator=None):
+        import contextlib
+        import io
+
+        from pyautoattack.autopgd_base import APGDAttack
+        x = x.detach()
+        seed = int(torch.randint(2 ** 31 - 1, (1,), generator=generator))
+        target = _StackedLogits(self, model)
+        fork = [x.device] if x.device.type == "cuda" else []
+        with torch.enable_grad(), attack_mode(model, self.train_mode), torch.random.fork_rng(devices=fork), \
+                contextlib.redirect_stdout(io.StringIO()):
+            torch.manual_seed(seed)
+            apgd = APGDAttack(target, n_iter=self.steps, norm="Linf", n_restarts=1, eps=self.eps, seed=seed,
+                              loss="ce", device=x.device)
+            apgd.init_hyperparam(x)
+            apgd.loss, apgd.ce_loss_targeted = "ce-targeted", target.loss     # its slot for a supplied loss
+            x_best = apgd.attack_single_run(x, y)[0]
+        return x_best.detach().clamp(0, 1)
+
+    def describe(self) -> str:
+        return super().describe().replace(f"boosted PGD-{self.steps}", f"boosted APGD-{self.steps}") \
+            .replace(f" step={self.step:g}", "")
+
+
 @register_inner_attack("boosted")
 def _boosted(cfg):
     frozen = None
@@ -101,8 +156,8 @@ def _boosted(cfg):
         from rst.network.masks import load_tickets
         from rst.evaluation.r2s import R2S
         frozen = R2S(load_tickets(cfg.boost_members), keep_member_weights=True)
-    return BoostedPGD(frozen, cfg.eps, cfg.alpha, cfg.steps, cfg.boost_wrong_class,
-                      train_mode=cfg.attack_bn_mode == "train")
+    kind = BoostedAPGD if cfg.boost_inner == "apgd" else BoostedPGD
+    return kind(frozen, cfg.eps, cfg.alpha, cfg.steps, cfg.boost_wrong_class, train_mode=cfg.attack_bn_mode == "train")
 
 
-__all__ = ["BoostedPGD", "ensemble_loss", "wrong_class_term"]
+__all__ = ["BoostedAPGD", "BoostedPGD", "ensemble_loss", "wrong_class_term"]

@@ -24,7 +24,8 @@ from rst.runtime.speed import PRECISIONS
 
 # Fields added to SearchConfig after the first zoos were built; at their defaults they leave a
 # record as it was before they existed.
-LATER_FIELDS = ("boost_members", "boost_wrong_class", "boost_warm_start")
+LATER_FIELDS = ("boost_members", "boost_wrong_class", "boost_warm_start", "boost_inner")
+BOOST_INNER = ("pgd", "apgd")            # how the boosted inner attack ascends its loss
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class SearchConfig:
     boost_members: str = ""              # candidate-set file of the earlier members ("" : none)
     boost_wrong_class: float = 0.0       # weight of BARRE's wrong-class term in the boosted attack's loss
     boost_warm_start: bool = True        # member m's scores start from member m-1's (False: fresh)
+    boost_inner: str = "pgd"             # the boosted attack's ascent: PGD (step alpha) or APGD (its own step sizes)
     # data
     val_size: int = 5000                 # images held out of the training set for model selection
     train_subset: int | None = None      # keep only this many training images (reduced runs)
@@ -93,6 +95,7 @@ class SearchConfig:
             (self.guard_fallback in INNER_ATTACKS, f"guard_fallback must be one of {tuple(INNER_ATTACKS)}"),
             (0 < self.guard_drop <= 1, f"guard_drop must be in (0, 1], got {self.guard_drop}"),
             (self.attack_bn_mode in ("train", "eval"), "attack_bn_mode must be 'train' or 'eval'"),
+            (self.boost_inner in BOOST_INNER, f"boost_inner must be one of {BOOST_INNER}, got {self.boost_inner!r}"),
             (self.selection in ("val", "last"), "selection must be 'val' or 'last'"),
             (self.epochs >= 1 and self.batch_size >= 1 and self.steps >= 1, "epochs, batch_size, steps must be >= 1"),
             (self.eps >= 0 and self.alpha >= 0, "eps and alpha must be >= 0"),
