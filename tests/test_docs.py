@@ -49,6 +49,13 @@ def test_the_boosted_switch_table_is_the_benchmarks_output():
         boosted_switch.summary(1000, int(wide.group(1)) if wide else None)
 
 
+def test_the_boosted_ablation_table_is_the_benchmarks_output():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import boosted_switch
+    doc = (ROOT / "docs" / "r2s-switch.md").read_text()
+    assert _between(doc, "<!-- boosted-ablation", "<!-- end of boosted ablation -->") == boosted_switch.ablation(1000)
+
+
 def test_the_readmes_bf16_table_is_the_app_benchmarks_output():
     sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
     import app_bench
