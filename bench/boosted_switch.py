@@ -212,11 +212,10 @@ def summary(n: int, n_wide: int | None = None) -> str:
     order = ["boosted_r2s", *[p for p, _ in _members(rows)], "wide_uniform", "wide_alpha",
              *[p for p, _ in wide_tickets], "dense"]
     lines += [_row_line(names[p], rows[p]) for p in order if p in rows]
-    members = _members(rows)
-    best = max(members, key=lambda pr: pr[1].worst_case) if members else None
+    best = _best_of(rows, [p for p, _ in _members(rows)])
     wide_best = _best_wide_ticket(rows, n_wide)
     wide_best_name = boosted.tickets[0].name if wide_best == "member0" else (wide_best or "")[5:]
-    pairs = [("boosted_r2s", best[0], "boosted R2S − its best member") if best else None,
+    pairs = [("boosted_r2s", best, "boosted R2S − its best member") if best else None,
              ("boosted_r2s", "dense", "boosted R2S − dense AT"),
              ("boosted_r2s", "wide_uniform", f"boosted R2S − {BASE} R2S, uniform"),
              ("boosted_r2s", "wide_alpha", f"boosted R2S − {BASE} R2S, fitted alpha"),
@@ -226,7 +225,7 @@ def summary(n: int, n_wide: int | None = None) -> str:
              ("wide_uniform", wide_best, f"{BASE} R2S, uniform − its best ticket here ({wide_best_name})")
              if wide_best else None,
              ("wide_alpha", "dense", f"{BASE} R2S, fitted alpha − dense AT"),
-             (best[0] if best else "member0", "dense", "best member − dense AT")]
+             (best or "member0", "dense", "best member − dense AT")]
     return "\n".join(lines + _pair_lines(rows, pairs)) + "\n"
 
 

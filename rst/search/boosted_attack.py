@@ -41,16 +41,26 @@ def wrong_class_term(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (-F.log_softmax(-z, dim=1) * other).sum(1) / (C - 1)
 
 
-def ensemble_loss(frozen: nn.Module | None, weights: torch.Tensor, model: nn.Module, u: torch.Tensor,
-                  y: torch.Tensor, wrong_class: float) -> torch.Tensor:
-    """``sum_k w_k [CE + wrong_class * W]`` over ``frozen``'s members then ``model`` (last weight), (B,)."""
+def ensemble_logits(frozen: nn.Module | None, model: nn.Module, u: torch.Tensor) -> list[torch.Tensor]:
+    """``frozen``'s members' logits then ``model``'s, each (B, C) float."""
     z = [model(u).float()]
     if frozen is not None:
         # the frozen members only shape the attack: their BN-folded copies (R2S.fast_members) suffice
         with frozen.fast_members():
             z = list(frozen.member_logits(u).float()) + z                         # K x (B, C)
+    return z
+
+
+def weighted_loss(z: list[torch.Tensor], y: torch.Tensor, weights: torch.Tensor, wrong_class: float) -> torch.Tensor:
+    """``sum_k w_k [CE(z_k, y) + wrong_class * W(z_k, y)]``, (B,)."""
     per = [F.cross_entropy(zk, y, reduction="none") + wrong_class * wrong_class_term(zk, y) for zk in z]
     return sum(w * p for w, p in zip(weights, per))
+
+
+def ensemble_loss(frozen: nn.Module | None, weights: torch.Tensor, model: nn.Module, u: torch.Tensor,
+                  y: torch.Tensor, wrong_class: float) -> torch.Tensor:
+    """``sum_k w_k [CE + wrong_class * W]`` over ``frozen``'s members then ``model`` (last weight), (B,)."""
+    return weighted_loss(ensemble_logits(frozen, model, u), y, weights, wrong_class)
 
 
 class BoostedPGD(InnerAttack):
@@ -106,18 +116,12 @@ class _StackedLogits(nn.Module):
         self.attack, self.model = attack, model
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        z = [self.model(u).float()]
-        if self.attack.frozen is not None:
-            with self.attack.frozen.fast_members():
-                z = list(self.attack.frozen.member_logits(u).float()) + z
-        return torch.cat(z, dim=1)
+        return torch.cat(ensemble_logits(self.attack.frozen, self.model, u), dim=1)
 
     def loss(self, flat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``sum_k w_k [CE + wrong_class * W]`` of the stacked logits, (B,): :func:`ensemble_loss`'s terms."""
+        """:func:`weighted_loss` of the stacked logits, (B,): the same objective as :func:`ensemble_loss`."""
         z = flat.view(flat.shape[0], len(self.attack.weights), -1).unbind(1)
-        w, lam = self.attack.weights.to(flat.device), self.attack.wrong_class
-        return sum(w[k] * (F.cross_entropy(zk, y, reduction="none") + lam * wrong_class_term(zk, y))
-                   for k, zk in enumerate(z))
+        return weighted_loss(list(z), y, self.attack.weights.to(flat.device), self.attack.wrong_class)
 
 
 class BoostedAPGD(BoostedPGD):
@@ -160,4 +164,4 @@ def _boosted(cfg):
     return kind(frozen, cfg.eps, cfg.alpha, cfg.steps, cfg.boost_wrong_class, train_mode=cfg.attack_bn_mode == "train")
 
 
-__all__ = ["BoostedAPGD", "BoostedPGD", "ensemble_loss", "wrong_class_term"]
+__all__ = ["BoostedAPGD", "BoostedPGD", "ensemble_logits", "ensemble_loss", "weighted_loss", "wrong_class_term"]
