@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -118,45 +119,77 @@ def part_path(part: str, n: int) -> Path:
     return OUT / f"{part}-{n}.json"
 
 
-def run_part(part: str, n: int, data_dir=None) -> Path:
-    """Compute one part on the first ``n`` test images (skipped when its file exists)."""
-    from rst.data.datasets import test_split
+CHUNK = 100   # images per resumable piece of a part
+
+
+def _report(part: str, x, y):
+    """The part's :class:`CompareReport` on the images ``x, y``."""
     from rst.evaluation.compare import compare_like_with_like
     from rst.network.masks import load_weights
-    path = part_path(part, n)
-    if path.exists():
-        return path
     boosted, wide_alpha, wide_uniform = _sets()
-    x, y = test_split("fashion_mnist", data_dir=data_dir, n=n)
-    cfg, t0 = suite(), time.time()
-    common = dict(eps=cfg.eps, r2s_images=n, single_images=n, cfg=cfg)
+    cfg = suite()
+    common = dict(eps=cfg.eps, r2s_images=len(x), single_images=len(x), cfg=cfg)
     if part == "boosted_r2s":
-        rep = compare_like_with_like(boosted, x, y, rows=("r2s",), **common)
-    elif part == "wide_uniform":
-        rep = compare_like_with_like(wide_uniform, x, y, rows=("r2s",), **common)
-    elif part == "wide_alpha":
-        rep = compare_like_with_like(wide_alpha, x, y, rows=("r2s",), **common)
-    elif part == "dense":
+        return compare_like_with_like(boosted, x, y, rows=("r2s",), **common)
+    if part in ("wide_uniform", "wide_alpha"):
+        return compare_like_with_like(wide_uniform if part == "wide_uniform" else wide_alpha, x, y, rows=("r2s",), **common)
+    if part == "dense":
         dense = load_weights(ZOOS / _entry(BASE)["dense_baseline"])[0]
-        rep = compare_like_with_like(boosted, x, y, dense=dense, rows=("dense",), **common)
-    elif part.startswith("wide_keep") and part[5:] in [t.name for t in wide_uniform.tickets]:
-        rep = compare_like_with_like(wide_uniform, x, y, rows=(part[5:],), **common)
-    elif part.startswith("member") and part[6:].isdigit() and int(part[6:]) < len(boosted):
-        rep = compare_like_with_like(boosted, x, y, rows=(boosted.tickets[int(part[6:])].name,), **common)
-    elif part in ("chain_r2s", "control_r2s"):
-        rep = compare_like_with_like(_ablation_set(part[:-4]), x, y, rows=("r2s",), **common)
-    elif part.startswith("chain_member") and part[12:].isdigit():
+        return compare_like_with_like(boosted, x, y, dense=dense, rows=("dense",), **common)
+    if part.startswith("wide_keep") and part[5:] in [t.name for t in wide_uniform.tickets]:
+        return compare_like_with_like(wide_uniform, x, y, rows=(part[5:],), **common)
+    if part.startswith("member") and part[6:].isdigit() and int(part[6:]) < len(boosted):
+        return compare_like_with_like(boosted, x, y, rows=(boosted.tickets[int(part[6:])].name,), **common)
+    if part in ("chain_r2s", "control_r2s"):
+        return compare_like_with_like(_ablation_set(part[:-4]), x, y, rows=("r2s",), **common)
+    if part.startswith("chain_member") and part[12:].isdigit():
         chain = _ablation_set("chain")
         if int(part[12:]) >= len(chain):
             raise SystemExit(f"boosted_switch: the chain set has {len(chain)} members, no {part!r}")
-        rep = compare_like_with_like(chain, x, y, rows=(chain.tickets[int(part[12:])].name,), **common)
-    else:
-        raise SystemExit(f"boosted_switch: unknown part {part!r}")
-    OUT.mkdir(parents=True, exist_ok=True)
+        return compare_like_with_like(chain, x, y, rows=(chain.tickets[int(part[12:])].name,), **common)
+    raise SystemExit(f"boosted_switch: unknown part {part!r}")
+
+
+def _write(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"part": part, "n_images": n, "seconds": time.time() - t0,
-                               "report": rep.to_dict()}, indent=1, default=str))
+    tmp.write_text(json.dumps(doc, indent=1, default=str))
     tmp.replace(path)
+
+
+def _finished_prefix(part: str, n: int) -> dict | None:
+    """The part's finished file on the most images fewer than ``n`` (its first images), or None."""
+    found = [(int(m.group(1)), p) for p in OUT.glob(f"{part}-*.json")
+             if (m := re.fullmatch(re.escape(part) + r"-(\d+)\.json", p.name)) and int(m.group(1)) < n]
+    return json.loads(max(found)[1].read_text()) if found else None
+
+
+def run_part(part: str, n: int, data_dir=None, chunk: int = CHUNK) -> Path:
+    """Compute one part on the first ``n`` test images (skipped when its file exists), ``chunk`` images
+    at a time: each piece is kept under ``chunks/`` as it finishes, so that a killed run resumes where it
+    stopped, and a finished run of the part on fewer images is reused as its first piece."""
+    from rst.data.datasets import test_split
+    from rst.evaluation.compare import CompareReport, concat_reports
+    path = part_path(part, n)
+    if path.exists():
+        return path
+    x, y = test_split("fashion_mnist", data_dir=data_dir, n=n)
+    pieces, start = [], 0
+    prefix = _finished_prefix(part, n)
+    if prefix is not None:
+        pieces, start = [prefix], prefix["n_images"]
+    for s in range(start, n, chunk):
+        e, t0 = min(s + chunk, n), time.time()
+        piece = OUT / "chunks" / f"{part}-{s}-{e}.json"
+        if not piece.exists():
+            rep = _report(part, x[s:e], y[s:e])
+            _write(piece, {"part": part, "images": [s, e], "n_images": e - s, "seconds": time.time() - t0,
+                           "report": rep.to_dict()})
+            print(f"  {part}: images {s}-{e} in {time.time() - t0:.0f} s", flush=True)
+        pieces.append(json.loads(piece.read_text()))
+    rep = concat_reports([CompareReport.from_dict(p["report"]) for p in pieces])
+    _write(path, {"part": part, "n_images": n, "seconds": sum(p["seconds"] for p in pieces),
+                  "pieces": [p.get("images", [0, p["n_images"]]) for p in pieces], "report": rep.to_dict()})
     return path
 
 
@@ -315,13 +348,16 @@ def main(argv=None) -> int:
     p.add_argument("--wide-images", dest="wide_images", type=int, default=None,
                    help="summary: the image count of the default zoo's switch parts (default: --test-images)")
     p.add_argument("--data-dir", dest="data_dir")
+    p.add_argument("--chunk", type=int, default=CHUNK, help="run: images per resumable piece (default %(default)s)")
     a = p.parse_args(argv)
     if a.test_images < 2:
         p.error("--test-images must be at least 2")
+    if a.chunk < 2:
+        p.error("--chunk must be at least 2")
     if a.command == "run":
         for part in filter(None, a.parts.split(",")):
             t0 = time.time()
-            print(run_part(part, a.test_images, a.data_dir), f"({time.time() - t0:.0f} s)", flush=True)
+            print(run_part(part, a.test_images, a.data_dir, a.chunk), f"({time.time() - t0:.0f} s)", flush=True)
     elif a.command == "summary":
         print(summary(a.test_images, a.wide_images), end="")
     elif a.command == "ablation":

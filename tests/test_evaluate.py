@@ -321,6 +321,41 @@ def test_compare_like_with_like_rows_worst_cases_and_round_trip(tiny_cs, test_im
     assert reused.to_dict() == rep.to_dict()
 
 
+def test_concat_reports_joins_consecutive_image_ranges_and_refuses_mismatched_parts(tiny_cs, test_images):
+    from rst.evaluation.compare import SuiteConfig, compare_like_with_like, concat_reports
+    x, y = test_images
+    cfg = SuiteConfig(steps=2, long_steps=2, long_restarts=1, apgd_steps=2, arc_steps=1, eot_samples=1,
+                      apgd_t_targets=1, r2s_suite=("expectation", "arc"))
+    name = tiny_cs.tickets[1].name
+
+    def part(s, e, c=cfg):
+        return compare_like_with_like(tiny_cs, x[s:e], y[s:e], eps=0.05, r2s_images=e - s, single_images=e - s,
+                                      cfg=c, rows=("r2s", name))
+    a, b = part(0, 4), part(4, 10)
+    whole = concat_reports([a, b])
+    assert whole.config["r2s_images"] == whole.config["single_images"] == 10
+    for i, row in enumerate(whole.rows):
+        ra, rb = a.rows[i], b.rows[i]
+        assert row.n_images == 10 and row.per_image == ra.per_image + rb.per_image
+        assert row.worst_case == pytest.approx(sum(row.per_image) / 10)
+        assert row.se == pytest.approx((row.worst_case * (1 - row.worst_case) / 10) ** 0.5)
+        assert row.clean == pytest.approx((4 * ra.clean + 6 * rb.clean) / 10)
+        assert [t["acc_after"] for t in row.attacks] == pytest.approx(
+            [(4 * p["acc_after"] + 6 * q["acc_after"]) / 10 for p, q in zip(ra.attacks, rb.attacks)])
+    per_member = whole.rows[0].extra["worst_case_per_member"]
+    assert per_member == pytest.approx([(4 * p + 6 * q) / 10 for p, q in zip(a.rows[0].extra["worst_case_per_member"],
+                                                                              b.rows[0].extra["worst_case_per_member"])])
+    assert whole.paired["best_member"]["name"] == name and whole.paired["best_member"]["n_images"] == 10
+    with pytest.raises(ValueError, match="suite"):
+        concat_reports([a, part(4, 6, dataclasses.replace(cfg, steps=3))])
+    other = compare_like_with_like(tiny_cs, x[4:6], y[4:6], eps=0.05, r2s_images=2, single_images=2, cfg=cfg,
+                                   rows=("r2s",))
+    with pytest.raises(ValueError, match="rows"):
+        concat_reports([a, other])
+    with pytest.raises(ValueError):
+        concat_reports([])
+
+
 def test_eval_r2s_protocols_all_writes_the_like_with_like_table(tiny_cs_path, tmp_path, capsys):
     out = tmp_path / "eval"
     args = _eval_parser().parse_args(["eval", "r2s", str(tiny_cs_path), "--protocols", "all", "--images", "8",

@@ -222,6 +222,49 @@ def _paired(rows: list[CompareRow]) -> dict:
     return out
 
 
+def _concat_rows(rows: Sequence[CompareRow]) -> CompareRow:
+    """One model's rows on consecutive image ranges, as one row over all of them (ValueError when they
+    are not the same model under the same attacks)."""
+    first = rows[0]
+    same = [(r.name, r.kind, r.keep_ratio, [a["attack"] for a in r.attacks], r.extra.get("members")) for r in rows]
+    if any(s != same[0] for s in same):
+        raise ValueError(f"concat: the parts of row {first.name!r} differ in model, kind or attacks")
+    n = sum(r.n_images for r in rows)
+
+    def mean(values):
+        return sum(r.n_images * v for r, v in zip(rows, values)) / n
+    per_image = [float(v) for r in rows for v in r.per_image]
+    p, se = accuracy_with_se(torch.tensor(per_image))
+    attacks = [dict(a, acc_after=mean([r.attacks[i]["acc_after"] for r in rows])) for i, a in enumerate(first.attacks)]
+    extra = dict(first.extra)
+    if "worst_case_per_member" in extra:
+        extra["worst_case_per_member"] = [mean(col) for col in zip(*(r.extra["worst_case_per_member"] for r in rows))]
+    return CompareRow(first.name, first.kind, first.keep_ratio, n, mean([r.clean for r in rows]), p, se, attacks,
+                      per_image, extra)
+
+
+def concat_reports(parts: Sequence[CompareReport]) -> CompareReport:
+    """Reports of the same rows, suite, members and radius on consecutive image ranges (in order: the
+    first on images ``[0, n0)``, the next on ``[n0, n0 + n1)``, ...), as one report on all of them: each
+    row's per-image scores joined, its means weighted by image count, the paired differences recomputed.
+    The attacks are per image, so this is the report the whole range would give up to their random
+    starts; it lets a long evaluation run, and resume, a chunk at a time. ValueError on parts that differ."""
+    if not parts:
+        raise ValueError("concat: no reports")
+    keys = ("suite", "members", "eps")
+    if any([_plain(p.config.get(k)) for k in keys] != [_plain(parts[0].config.get(k)) for k in keys] for p in parts):
+        raise ValueError("concat: the reports differ in suite, members or radius")
+    names = [r.name for r in parts[0].rows]
+    if any([r.name for r in p.rows] != names for p in parts):
+        raise ValueError("concat: the reports have different rows")
+    rows = [_concat_rows([p.rows[i] for p in parts]) for i in range(len(names))]
+    config = dict(parts[0].config)
+    for k in ("r2s_images", "single_images"):
+        if k in config:
+            config[k] = sum(int(p.config.get(k, 0)) for p in parts)
+    return CompareReport(rows, _paired(rows), config)
+
+
 def _single_models(cs, members: list[int], dense: nn.Module | None) -> list[tuple]:
     """``(name, kind, keep_ratio, ticket index or None)`` of every single model: the members, then dense AT."""
     singles = [(cs.tickets[m].name or f"ticket{m}", "ticket", float(cs.tickets[m].keep_ratio), m) for m in members]
