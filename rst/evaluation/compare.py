@@ -23,18 +23,21 @@ R2S − model over the images both saw is paired: ``d_i = r_i - c_i``, ``mean(d)
 
     >>> rep = compare_like_with_like(cs, x, y, eps=0.1, dense=dense_model, r2s_images=500, single_images=1000)
     >>> rep.to_frame(); rep.paired["best_member"]
+
+The report itself (rows, paired differences, JSON, joining chunks of images) is
+:mod:`rst.evaluation.compare_report`; its names are importable from here too.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from .per_image import decode_per_image, encode_per_image, paired_difference, standard_error  # noqa: F401 (re-exported)
+from .compare_report import CompareReport, CompareRow, _paired, _plain, concat_reports  # noqa: F401 (re-exported)
 from .suite import EvalAttack, PGDAttack, accuracy_with_se, correct_per_member, worst_case
 from rst.runtime.progress import ticker
 
@@ -134,137 +137,6 @@ def r2s_worst_case(r2s, x: torch.Tensor, y: torch.Tensor, cfg: SuiteConfig,
             "per_member": res.tracked.float().mean(1).tolist()}
 
 
-# --------------------------------------------------------------------------------------------
-# the report
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CompareRow:
-    """One model under its suite: accuracies in [0, 1] on its first ``n_images`` test images."""
-    name: str
-    kind: str                      # "r2s", "ticket" or "dense"
-    keep_ratio: float | None
-    n_images: int
-    clean: float
-    worst_case: float
-    se: float
-    attacks: list[dict]            # [{"attack", "description", "acc_after"}] cumulative, in order
-    per_image: list[float]         # worst-case correctness per image (R2S: expected, in [0, 1])
-    extra: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        if self.kind != "r2s":       # 0/1 per image, as one compact string
-            d["per_image"] = encode_per_image(self.per_image)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CompareRow":
-        d = dict(d)
-        if isinstance(d.get("per_image"), str):
-            d["per_image"] = decode_per_image(d["per_image"]).tolist()
-        return cls(**d)
-
-
-@dataclass
-class CompareReport:
-    """Rows (R2S first, then the members, then dense AT) and the paired differences of R2S."""
-    rows: list[CompareRow]
-    paired: dict = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
-
-    def row(self, name: str) -> CompareRow:
-        for r in self.rows:
-            if r.name == name:
-                return r
-        raise KeyError(name)
-
-    def to_dict(self) -> dict:
-        return {"rows": [r.to_dict() for r in self.rows], "paired": dict(self.paired), "config": dict(self.config)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CompareReport":
-        return cls([CompareRow.from_dict(r) for r in d["rows"]], dict(d.get("paired", {})), dict(d.get("config", {})))
-
-    def to_frame(self):
-        """One row per model: clean, worst case ± SE, images, and the suite (pandas.DataFrame)."""
-        import pandas as pd
-        return pd.DataFrame([{"model": r.name, "kind": r.kind, "keep_ratio": r.keep_ratio, "n_images": r.n_images,
-                              "clean": r.clean, "worst_case": r.worst_case, "se": r.se,
-                              "suite": "; ".join(a["description"] for a in r.attacks)} for r in self.rows])
-
-
-def _paired(rows: list[CompareRow]) -> dict:
-    """R2S minus the best member, minus every member and minus dense AT, on the images both saw."""
-    r2s = next((r for r in rows if r.kind == "r2s"), None)
-    others = [r for r in rows if r.kind != "r2s"]
-    if r2s is None or not others:
-        return {}
-    out = {"per_model": {}}
-    best_name, best_acc = None, -1.0
-    for o in others:
-        n = min(r2s.n_images, o.n_images)
-        if n < 2:
-            continue
-        a, b = torch.tensor(r2s.per_image[:n]), torch.tensor(o.per_image[:n])
-        res = paired_difference(a, b)
-        res.update({"r2s_acc": float(a.mean()), "model_acc": float(b.mean())})
-        out["per_model"][o.name] = res
-        if o.kind == "ticket" and res["model_acc"] > best_acc:
-            best_name, best_acc = o.name, res["model_acc"]
-    if best_name is not None:
-        out["best_member"] = {"name": best_name, **out["per_model"][best_name],
-                              "rule": "the member with the highest worst-case accuracy on the images R2S saw"}
-    dense = next((o.name for o in others if o.kind == "dense"), None)
-    if dense is not None and dense in out["per_model"]:
-        out["dense"] = {"name": dense, **out["per_model"][dense]}
-    return out
-
-
-def _concat_rows(rows: Sequence[CompareRow]) -> CompareRow:
-    """One model's rows on consecutive image ranges, as one row over all of them (ValueError when they
-    are not the same model under the same attacks)."""
-    first = rows[0]
-    same = [(r.name, r.kind, r.keep_ratio, [a["attack"] for a in r.attacks], r.extra.get("members")) for r in rows]
-    if any(s != same[0] for s in same):
-        raise ValueError(f"concat: the parts of row {first.name!r} differ in model, kind or attacks")
-    n = sum(r.n_images for r in rows)
-
-    def mean(values):
-        return sum(r.n_images * v for r, v in zip(rows, values)) / n
-    per_image = [float(v) for r in rows for v in r.per_image]
-    p, se = accuracy_with_se(torch.tensor(per_image))
-    attacks = [dict(a, acc_after=mean([r.attacks[i]["acc_after"] for r in rows])) for i, a in enumerate(first.attacks)]
-    extra = dict(first.extra)
-    if "worst_case_per_member" in extra:
-        extra["worst_case_per_member"] = [mean(col) for col in zip(*(r.extra["worst_case_per_member"] for r in rows))]
-    return CompareRow(first.name, first.kind, first.keep_ratio, n, mean([r.clean for r in rows]), p, se, attacks,
-                      per_image, extra)
-
-
-def concat_reports(parts: Sequence[CompareReport]) -> CompareReport:
-    """Reports of the same rows, suite, members and radius on consecutive image ranges (in order: the
-    first on images ``[0, n0)``, the next on ``[n0, n0 + n1)``, ...), as one report on all of them: each
-    row's per-image scores joined, its means weighted by image count, the paired differences recomputed.
-    The attacks are per image, so this is the report the whole range would give up to their random
-    starts; it lets a long evaluation run, and resume, a chunk at a time. ValueError on parts that differ."""
-    if not parts:
-        raise ValueError("concat: no reports")
-    keys = ("suite", "members", "eps")
-    if any([_plain(p.config.get(k)) for k in keys] != [_plain(parts[0].config.get(k)) for k in keys] for p in parts):
-        raise ValueError("concat: the reports differ in suite, members or radius")
-    names = [r.name for r in parts[0].rows]
-    if any([r.name for r in p.rows] != names for p in parts):
-        raise ValueError("concat: the reports have different rows")
-    rows = [_concat_rows([p.rows[i] for p in parts]) for i in range(len(names))]
-    config = dict(parts[0].config)
-    for k in ("r2s_images", "single_images"):
-        if k in config:
-            config[k] = sum(int(p.config.get(k, 0)) for p in parts)
-    return CompareReport(rows, _paired(rows), config)
-
-
 def _single_models(cs, members: list[int], dense: nn.Module | None) -> list[tuple]:
     """``(name, kind, keep_ratio, ticket index or None)`` of every single model: the members, then dense AT."""
     singles = [(cs.tickets[m].name or f"ticket{m}", "ticket", float(cs.tickets[m].keep_ratio), m) for m in members]
@@ -284,11 +156,6 @@ def _wanted(rows: Sequence[str], name: str, kind: str) -> bool:
     """Whether the single model ``name`` of ``kind`` is one of the rows asked for."""
     return not ((kind == "ticket" and "members" not in rows and name not in rows)
                 or (kind == "dense" and "dense" not in rows))
-
-
-def _plain(v):
-    """``v`` as JSON gives it back: tuples and lists alike (a report read back from JSON has lists)."""
-    return json.loads(json.dumps(v))
 
 
 def _reused(reuse: Sequence[CompareReport], config: dict, name: str, n: int) -> CompareRow | None:
