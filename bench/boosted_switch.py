@@ -151,10 +151,9 @@ def _report(part: str, x, y):
 
 
 def _write(path: Path, doc: dict) -> None:
+    from rst.runtime.atomic import atomic_write
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(doc, indent=1, default=str))
 
 
 def _finished_prefix(part: str, n: int) -> dict | None:

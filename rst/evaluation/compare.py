@@ -37,7 +37,8 @@ import torch
 import torch.nn as nn
 
 from .per_image import decode_per_image, encode_per_image, paired_difference, standard_error  # noqa: F401 (re-exported)
-from .compare_report import CompareReport, CompareRow, _paired, _plain, concat_reports  # noqa: F401 (re-exported)
+from .compare_report import CompareReport, CompareRow, _paired, same_setup
+from .compare_report import concat_reports  # noqa: F401 (re-exported)
 from .suite import EvalAttack, PGDAttack, accuracy_with_se, correct_per_member, worst_case
 from rst.runtime.progress import ticker
 
@@ -161,9 +162,7 @@ def _wanted(rows: Sequence[str], name: str, kind: str) -> bool:
 def _reused(reuse: Sequence[CompareReport], config: dict, name: str, n: int) -> CompareRow | None:
     """The row ``name`` on ``n`` images of an earlier report with the same suite, members and radius, or None."""
     for old in reuse:
-        same = (_plain(old.config.get("suite")) == _plain(config["suite"])
-                and _plain(old.config.get("members")) == config["members"] and old.config.get("eps") == config["eps"])
-        for r in old.rows if same else []:
+        for r in old.rows if same_setup(old.config, config) else []:
             if r.name == name and r.n_images == n:
                 return r
     return None

@@ -130,8 +130,7 @@ def concat_reports(parts: Sequence[CompareReport]) -> CompareReport:
     starts; it lets a long evaluation run, and resume, a chunk at a time. ValueError on parts that differ."""
     if not parts:
         raise ValueError("concat: no reports")
-    keys = ("suite", "members", "eps")
-    if any([_plain(p.config.get(k)) for k in keys] != [_plain(parts[0].config.get(k)) for k in keys] for p in parts):
+    if not all(same_setup(p.config, parts[0].config) for p in parts):
         raise ValueError("concat: the reports differ in suite, members or radius")
     names = [r.name for r in parts[0].rows]
     if any([r.name for r in p.rows] != names for p in parts):
@@ -144,9 +143,15 @@ def concat_reports(parts: Sequence[CompareReport]) -> CompareReport:
     return CompareReport(rows, _paired(rows), config)
 
 
+def same_setup(a: dict, b: dict) -> bool:
+    """Whether two reports' configs name the same suite, members and radius (what makes their rows
+    comparable image by image)."""
+    return all(_plain(a.get(k)) == _plain(b.get(k)) for k in ("suite", "members", "eps"))
+
+
 def _plain(v):
     """``v`` as JSON gives it back: tuples and lists alike (a report read back from JSON has lists)."""
     return json.loads(json.dumps(v))
 
 
-__all__ = ["CompareReport", "CompareRow", "concat_reports"]
+__all__ = ["CompareReport", "CompareRow", "concat_reports", "same_setup"]
