@@ -114,6 +114,16 @@ def build_r2s(cache: dict, cs, set_key: str, members, switch: str, seed: int, de
     return cache["r2s"]
 
 
+def lane_copy(cache: dict):
+    """A second copy of the cached R2S module, for the helper lane of :func:`attack_chunk` (the
+    members' ``use_member`` / ``fast_members`` state is per module, so two threads cannot share one).
+    The folded copies are built first and copied with it: tracing them in two threads at once fails."""
+    if "lane" not in cache:
+        import copy
+        cache["lane"] = copy.deepcopy(cache["r2s"].build_fast_members())
+    return cache["lane"]
+
+
 def _attack_precision(r2s, precision: str, dev):
     """How the live attacks run: "bf16" under bf16 autocast on the members' BN-folded channels-last
     copies (``R2S.fast_members``: the same functions up to rounding, 1.7x faster on this CPU), "fp32"
@@ -128,22 +138,35 @@ def _attack_precision(r2s, precision: str, dev):
 
 
 def attack_chunk(r2s, attack: str, x, y, *, eps: float, steps: int, seed: int, source_k: int, compare: bool,
-                 precision: str) -> dict:
+                 precision: str, lane=None) -> dict:
     """One chunk: ``clean`` (K, b), ``chosen`` (K, b) float, member k right (for the paper protocol: the
     share of random sources it survives) on the chosen attack's x_adv,
     ``paper`` (K, K, b) (source member, scored member, image) when ``compare``; ``x_adv`` (b, C, H, W).
     Every batch is attacked first (:func:`_attack_precision`), then scored as the members' fp32
     forwards say (``rst.evaluation.verdicts.member_verdicts``: in bf16, near-ties rechecked in fp32, when
-    ``precision`` is "bf16"): clean, the K single-member batches, the chosen attack's."""
+    ``precision`` is "bf16"): clean, the K single-member batches, the chosen attack's. ``lane``: a copy
+    of ``r2s`` (:func:`lane_copy`); with it and two torch threads, the chosen attack and the K single-member
+    attacks run at once on one thread each, and so do the two halves of the scoring (``jobs.two_lanes``)."""
     dev = next(r2s.parameters()).device
     xd, yd = x.to(dev), y.to(dev)
     need_paper = compare or attack == "protocol:paper"
-    batches = [xd] + (_single_member_examples(r2s, xd, yd, eps, steps, seed, precision) if need_paper else [])
-    if attack != "protocol:paper":
-        batches.append(_chosen_examples(r2s, attack, x, y, eps, steps, seed, source_k, precision).to(dev))
+    singles = (lambda r: _single_member_examples(r, xd, yd, eps, steps, seed, precision)) if need_paper else (lambda r: [])
+    chosen = (lambda r: []) if attack == "protocol:paper" else (
+        lambda r: [_chosen_examples(r, attack, x, y, eps, steps, seed, source_k, precision).to(dev)])
     from rst.evaluation.verdicts import member_verdicts
-    right = torch.stack([member_verdicts(r2s, xb, yd, fast=precision == "bf16").cpu()
-                         for xb in batches])                                      # (batch, K, b)
+
+    def score(r, xbs):
+        return [member_verdicts(r, xb, yd, fast=precision == "bf16").cpu() for xb in xbs]
+    if lane is not None and need_paper and attack != "protocol:paper" and torch.get_num_threads() >= 2:
+        import jobs
+        adv_chosen, adv_singles = jobs.two_lanes(lambda: chosen(r2s), lambda: singles(lane))
+        batches = [xd] + adv_singles + adv_chosen
+        half = len(batches) // 2
+        mine, theirs = jobs.two_lanes(lambda: score(r2s, batches[:half]), lambda: score(lane, batches[half:]))
+        right = torch.stack(mine + theirs)                                         # (batch, K, b)
+    else:
+        batches = [xd] + singles(r2s) + chosen(r2s)
+        right = torch.stack(score(r2s, batches))                                   # (batch, K, b)
     out = {"clean": right[0]}
     if need_paper:
         out["paper"] = right[1:1 + r2s.K]                                          # (K, K, b)
@@ -286,7 +309,7 @@ def run_chunks(job, cs, set_key: str, p: dict, cache: dict) -> R2SLive:
                 job.progress(a, len(y), f"attacking images {a + 1}-{b} of {len(y)}")
             parts.append(attack_chunk(r2s, p["attack"], x[a:b], y[a:b], eps=p["eps"], steps=p["steps"],
                                       seed=p["seed"] + 1000 * ci, source_k=p["source_k"], compare=p["compare"],
-                                      precision=p["precision"]))
+                                      precision=p["precision"], lane=lane_copy(cache)))
             live = summarize(parts, list(r2s.names), p["attack"], p, data.description, time.perf_counter() - t0,
                              len(y), b == len(y), x[:b], y[:b], r2s)
         if job is not None:

@@ -707,6 +707,54 @@ def test_live_job_stop_ends_within_a_second_inside_one_long_attack():
     assert time.monotonic() - t0 < 1.0 and job.stopped and job.error is None
 
 
+def test_two_lanes_returns_both_results_raises_the_helpers_error_and_stops_with_the_job():
+    import time
+    import jobs
+    import torch
+    from rst.evaluation.attacks import pgd
+    threads = torch.get_num_threads()
+    seen = []
+    assert jobs.two_lanes(lambda: 1, lambda: seen.append(torch.get_num_threads()) or 2) == (1, 2)
+    assert seen == [1] and torch.get_num_threads() == threads       # the helper ran on one thread; restored here
+    with pytest.raises(ValueError, match="lane"):
+        jobs.two_lanes(lambda: 1, lambda: (_ for _ in ()).throw(ValueError("lane")))
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    x, y = torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long)
+    long = lambda: pgd(net, x, y, 0.1, 0.01, 10 ** 7)                        # noqa: E731
+    job = jobs.LiveJob("test", {}, lambda j: jobs.two_lanes(lambda: None, long), pool=jobs.CpuPool()).start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    job.stop()                                      # the helper lane is this job's too: Stop ends it
+    assert job.join(1.0), "the helper lane still ran 1 s after Stop"
+    assert time.monotonic() - t0 < 1.0 and job.stopped and job.error is None
+
+
+def test_r2s_chunk_on_two_lanes_gives_the_verdicts_of_one_lane(tiny_zoo):
+    """The chosen attack and the single-member attacks on one thread each (two torch threads, a lane
+    copy) score every (batch, member, image) as the one-lane chunk does."""
+    import r2s_eval
+    import torch
+    from rst.network.masks import load_tickets
+    cs = load_tickets(next(Path(tiny_zoo["zoo_dir"]).rglob("*.rst.safetensors")))
+    x = torch.rand(8, cs.spec.in_channels, cs.spec.image_size, cs.spec.image_size, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8) % cs.spec.num_classes
+    cache = {}
+    r2s = r2s_eval.build_r2s(cache, cs, "tiny", list(range(len(cs))), "batch", 0, "cpu")
+    lane = r2s_eval.lane_copy(cache)
+    assert lane is not r2s and r2s_eval.lane_copy(cache) is lane
+    kw = dict(eps=0.1, steps=2, seed=0, source_k=0, compare=True, precision="fp32")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one = r2s_eval.attack_chunk(r2s, "protocol:expectation", x, y, **kw)
+        two = r2s_eval.attack_chunk(r2s, "protocol:expectation", x, y, lane=lane, **kw)
+    finally:
+        torch.set_num_threads(threads)
+    for key in ("clean", "chosen", "paper"):
+        assert torch.equal(one[key], two[key]), key
+    assert torch.allclose(one["x_adv"], two["x_adv"], atol=1e-6)
+
+
 def test_the_cpu_pool_queues_jobs_first_come_first_served_and_says_where_they_are():
     import threading
     import jobs

@@ -321,6 +321,14 @@ class R2S(nn.Module):
         finally:
             self._fast_depth -= 1
 
+    def build_fast_members(self) -> "R2S":
+        """Build every member's folded copy now instead of on first use inside :meth:`fast_members`:
+        torch.fx traces with a process-wide patch of ``nn.Module.__call__``, so copies of this module
+        that run in two threads at once must have theirs built first."""
+        for k in range(self.K):
+            self._fast_member(k)
+        return self
+
     def _fast_member(self, k: int) -> nn.Module:
         if k not in self._fast:
             self._install(k)
