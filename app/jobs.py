@@ -248,18 +248,19 @@ def _install_stop_hook() -> None:
 
 
 def two_lanes(here, there):
-    """``here()`` in this thread and ``there()`` in a helper thread at once, each on one torch thread;
-    returns both results, and raises what either raised once both have ended. On this 2-core CPU the
+    """``here()`` in this thread and ``there()`` in a helper thread at once, each on half of this
+    thread's torch threads (at least one); returns both results, and raises what either raised once both have ended. On this 2-core CPU the
     default zoo's attack steps scale 1.2-1.9x from one OpenMP thread to two, depending on the day; two
     one-thread lanes never did less, and the R2S live default took 10.8/11.6/11.8 s against
     11.7/12.2/12.7 s on one two-thread lane (interleaved runs). The helper runs as this thread's
     LiveJob, so Stop ends it at its next forward pass like this one."""
     import torch
     job, threads, box = getattr(_LOCAL, "job", None), torch.get_num_threads(), {}
+    theirs = max(1, threads // 2)
 
     def run():
         _LOCAL.job = job
-        torch.set_num_threads(1)
+        torch.set_num_threads(theirs)
         try:
             box["value"] = there()
         except BaseException as e:          # noqa: BLE001 - raised again in the calling thread
@@ -268,7 +269,7 @@ def two_lanes(here, there):
             _LOCAL.job = None
 
     helper = threading.Thread(target=run, name="rst-lane", daemon=True)
-    torch.set_num_threads(1)
+    torch.set_num_threads(max(1, threads - theirs))
     helper.start()
     try:
         mine = here()

@@ -144,9 +144,10 @@ def attack_chunk(r2s, attack: str, x, y, *, eps: float, steps: int, seed: int, s
     ``paper`` (K, K, b) (source member, scored member, image) when ``compare``; ``x_adv`` (b, C, H, W).
     Every batch is attacked first (:func:`_attack_precision`), then scored as the members' fp32
     forwards say (``rst.evaluation.verdicts.member_verdicts``: in bf16, near-ties rechecked in fp32, when
-    ``precision`` is "bf16"): clean, the K single-member batches, the chosen attack's. ``lane``: a copy
-    of ``r2s`` (:func:`lane_copy`); with it and two torch threads, the chosen attack and the K single-member
-    attacks run at once on one thread each, and so do the two halves of the scoring (``jobs.two_lanes``)."""
+    ``precision`` is "bf16"): clean, the K single-member batches, the chosen attack's. ``lane``: a function
+    giving a copy of ``r2s`` (:func:`lane_copy`), called only where it is used: on a CPU with two torch
+    threads or more, the chosen attack and the K single-member attacks run at once on half of them each,
+    and so do the two halves of the scoring (``jobs.two_lanes``)."""
     dev = next(r2s.parameters()).device
     xd, yd = x.to(dev), y.to(dev)
     need_paper = compare or attack == "protocol:paper"
@@ -157,8 +158,10 @@ def attack_chunk(r2s, attack: str, x, y, *, eps: float, steps: int, seed: int, s
 
     def score(r, xbs):
         return [member_verdicts(r, xb, yd, fast=precision == "bf16").cpu() for xb in xbs]
-    if lane is not None and need_paper and attack != "protocol:paper" and torch.get_num_threads() >= 2:
+    if (lane is not None and compare and attack != "protocol:paper" and dev.type == "cpu"
+            and torch.get_num_threads() >= 2):
         import jobs
+        lane = lane()
         adv_chosen, adv_singles = jobs.two_lanes(lambda: chosen(r2s), lambda: singles(lane))
         batches = [xd] + adv_singles + adv_chosen
         half = len(batches) // 2
@@ -309,7 +312,7 @@ def run_chunks(job, cs, set_key: str, p: dict, cache: dict) -> R2SLive:
                 job.progress(a, len(y), f"attacking images {a + 1}-{b} of {len(y)}")
             parts.append(attack_chunk(r2s, p["attack"], x[a:b], y[a:b], eps=p["eps"], steps=p["steps"],
                                       seed=p["seed"] + 1000 * ci, source_k=p["source_k"], compare=p["compare"],
-                                      precision=p["precision"], lane=lane_copy(cache)))
+                                      precision=p["precision"], lane=lambda: lane_copy(cache)))
             live = summarize(parts, list(r2s.names), p["attack"], p, data.description, time.perf_counter() - t0,
                              len(y), b == len(y), x[:b], y[:b], r2s)
         if job is not None:

@@ -715,7 +715,7 @@ def test_two_lanes_returns_both_results_raises_the_helpers_error_and_stops_with_
     threads = torch.get_num_threads()
     seen = []
     assert jobs.two_lanes(lambda: 1, lambda: seen.append(torch.get_num_threads()) or 2) == (1, 2)
-    assert seen == [1] and torch.get_num_threads() == threads       # the helper ran on one thread; restored here
+    assert seen == [max(1, threads // 2)] and torch.get_num_threads() == threads   # half for the helper; restored
     with pytest.raises(ValueError, match="lane"):
         jobs.two_lanes(lambda: 1, lambda: (_ for _ in ()).throw(ValueError("lane")))
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
@@ -747,9 +747,11 @@ def test_r2s_chunk_on_two_lanes_gives_the_verdicts_of_one_lane(tiny_zoo):
     torch.set_num_threads(2)
     try:
         one = r2s_eval.attack_chunk(r2s, "protocol:expectation", x, y, **kw)
-        two = r2s_eval.attack_chunk(r2s, "protocol:expectation", x, y, lane=lane, **kw)
+        used = []
+        two = r2s_eval.attack_chunk(r2s, "protocol:expectation", x, y, lane=lambda: used.append(1) or lane, **kw)
     finally:
         torch.set_num_threads(threads)
+    assert used == [1], "the chunk did not take the two-lane path"
     for key in ("clean", "chosen", "paper"):
         assert torch.equal(one[key], two[key]), key
     assert torch.allclose(one["x_adv"], two["x_adv"], atol=1e-6)
