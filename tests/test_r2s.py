@@ -410,9 +410,41 @@ def test_fast_verdicts_are_the_fp32_members_verdicts_with_near_ties_rechecked(ti
         bf16 = torch.stack([r2s.member_logits(b).float().argmax(-1) == y for b in (x, x_adv)])
     bare = torch.stack([member_verdicts(r2s, b, y, recheck_margin=0.0) for b in (x, x_adv)])
     assert torch.equal(bare, bf16)
-    exact = torch.stack([member_correct(r2s, b, y) for b in (x, x_adv)])
-    assert (bare != exact).any()                 # so the recheck above is what made them equal
+    # near-ties exist, so the recheck above had work (whether bf16 flips one of them depends on the
+    # CPU: with native bf16 one flips here, emulated it may not)
+    from rst.evaluation.verdicts import RECHECK_MARGIN
+    with torch.no_grad(), r2s.fast_members(), torch.autocast("cpu", dtype=torch.bfloat16):
+        top2 = torch.stack([r2s.member_logits(b).float() for b in (x, x_adv)]).topk(2, dim=-1).values
+    assert ((top2[..., 0] - top2[..., 1]) < RECHECK_MARGIN).any()
     with pytest.raises(ValueError, match="recheck_margin"):
         member_verdicts(r2s, x, y, recheck_margin=-1.0)
     with pytest.raises(ValueError, match="recheck_margin"):
         member_verdicts(r2s, x, y, recheck_margin=float("nan"))
+
+
+def test_fp32_recheck_runs_on_the_folded_copy_and_on_the_member_only_within_folding_rounding(tiny_cs, test_images, monkeypatch):
+    import rst.evaluation.verdicts as verdicts
+    from rst.evaluation.adaptive import member_correct
+    x, y = test_images
+    r2s = R2S(tiny_cs, keep_member_weights=True)
+    calls = {"member": 0, "folded": 0}
+    real_run = R2S._run
+
+    def counting_run(self, k, xb):
+        calls["folded" if self._fast_depth else "member"] += xb.shape[0]
+        return real_run(self, k, xb)
+    monkeypatch.setattr(R2S, "_run", counting_run)
+    with torch.no_grad():
+        logits = r2s.member_logits(x)
+    exact = member_correct(r2s, x, y)[0]
+    calls.update(member=0, folded=0)
+    got = verdicts._fp32_verdicts(r2s, 0, x, y)
+    assert torch.equal(got, exact)
+    top2 = logits[0].topk(2, dim=-1).values
+    near = int(((top2[:, 0] - top2[:, 1]) < verdicts.FOLD_MARGIN).sum())
+    assert calls == {"folded": len(y), "member": near}         # the member sees only the folding near-ties
+    # a folding margin wider than every margin: every verdict is the member's own, the same verdicts
+    monkeypatch.setattr(verdicts, "FOLD_MARGIN", float("inf"))
+    calls.update(member=0, folded=0)
+    assert torch.equal(verdicts._fp32_verdicts(r2s, 0, x, y), got)
+    assert calls == {"folded": len(y), "member": len(y)}
