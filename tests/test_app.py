@@ -709,6 +709,7 @@ def test_live_job_stop_ends_within_a_second_inside_one_long_attack():
 
 def test_two_lanes_returns_both_results_raises_the_helpers_error_and_stops_with_the_job():
     import time
+    sys.path.insert(0, str(APP))
     import jobs
     import torch
     from rst.evaluation.attacks import pgd
@@ -732,6 +733,7 @@ def test_two_lanes_returns_both_results_raises_the_helpers_error_and_stops_with_
 def test_r2s_chunk_on_two_lanes_gives_the_verdicts_of_one_lane(tiny_zoo):
     """The chosen attack and the single-member attacks on one thread each (two torch threads, a lane
     copy) score every (batch, member, image) as the one-lane chunk does."""
+    sys.path.insert(0, str(APP))
     import r2s_eval
     import torch
     from rst.network.masks import load_tickets

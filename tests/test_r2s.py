@@ -410,12 +410,16 @@ def test_fast_verdicts_are_the_fp32_members_verdicts_with_near_ties_rechecked(ti
         bf16 = torch.stack([r2s.member_logits(b).float().argmax(-1) == y for b in (x, x_adv)])
     bare = torch.stack([member_verdicts(r2s, b, y, recheck_margin=0.0) for b in (x, x_adv)])
     assert torch.equal(bare, bf16)
-    # near-ties exist, so the recheck above had work (whether bf16 flips one of them depends on the
-    # CPU: with native bf16 one flips here, emulated it may not)
+    # near-ties exist, so the recheck above had work; with native bf16 one of them flips here, so the
+    # recheck is what made the verdicts equal (emulated bf16, on a CPU without it, flips none)
     from rst.evaluation.verdicts import RECHECK_MARGIN
+    from rst.runtime.speed import bf16_supported
     with torch.no_grad(), r2s.fast_members(), torch.autocast("cpu", dtype=torch.bfloat16):
         top2 = torch.stack([r2s.member_logits(b).float() for b in (x, x_adv)]).topk(2, dim=-1).values
     assert ((top2[..., 0] - top2[..., 1]) < RECHECK_MARGIN).any()
+    if bf16_supported(torch.device("cpu")):
+        exact = torch.stack([member_correct(r2s, b, y) for b in (x, x_adv)])
+        assert (bare != exact).any()
     with pytest.raises(ValueError, match="recheck_margin"):
         member_verdicts(r2s, x, y, recheck_margin=-1.0)
     with pytest.raises(ValueError, match="recheck_margin"):

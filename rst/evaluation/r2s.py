@@ -314,7 +314,8 @@ class R2S(nn.Module):
         """Inside the block each member runs as its BN-folded, channels-last plain copy
         (:func:`rst.network.folded.folded_copy`, built once per member): the same function up to float
         rounding, about 1.7x faster forward + input gradient under bf16 autocast on a CPU. For
-        generating attacks; score outside the block, on the members themselves."""
+        generating attacks; a verdict is the members' own (``rst.evaluation.verdicts`` scores on
+        these copies and rechecks every near-tie in fp32)."""
         self._fast_depth += 1
         try:
             yield self
