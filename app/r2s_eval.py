@@ -126,7 +126,7 @@ def lane_copy(cache: dict):
 
 def _attack_precision(r2s, precision: str, dev):
     """How the live attacks run: "bf16" under bf16 autocast on the members' BN-folded channels-last
-    copies (``R2S.fast_members``: the same functions up to rounding, 1.7x faster on this CPU), "fp32"
+    copies (``R2S.fast_members``: the same functions up to rounding, about 2x faster on this CPU), "fp32"
     on the members themselves. The verdicts are the fp32 members' either way (:func:`attack_chunk`)."""
     from rst.runtime.speed import resolve_speed
     stack = contextlib.ExitStack()

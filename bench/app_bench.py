@@ -222,7 +222,7 @@ def bench_verdicts(device: str = "cpu") -> dict:
     import state
     import store
     import torch
-    from rst.evaluation.verdicts import RECHECK_MARGIN, member_verdicts
+    from rst.evaluation.verdicts import FOLD_MARGIN, RECHECK_MARGIN, member_verdicts
 
     def run():
         torch.set_num_threads(os.cpu_count() or 1)
@@ -249,7 +249,7 @@ def bench_verdicts(device: str = "cpu") -> dict:
                 near += int(((top2[..., 0] - top2[..., 1]) < RECHECK_MARGIN).sum())
         return {"verdicts": int(exact.numel()), "differ": int((fast != exact).sum()),
                 "differ_without_recheck": int((bare != exact).sum()), "rechecked": near,
-                "recheck_margin": RECHECK_MARGIN, "max_bf16_logit_error": err, "batches": len(batches),
+                "recheck_margin": RECHECK_MARGIN, "fold_margin": FOLD_MARGIN, "max_bf16_logit_error": err, "batches": len(batches),
                 "n_images": len(y), "fp32_s": t_exact, "fast_s": t_fast}
     return _in_a_thread_that_ends(run)
 
@@ -305,8 +305,9 @@ def _kernel_sections() -> list[str]:
         lines += ["", "### The members' folded copies", "",
                   "An attack only needs the members' function, not their last bit. Inside `R2S.fast_members()` each "
                   "member runs as a plain copy of itself with its masks folded into the weights, each BatchNorm folded "
-                  "into the convolution before it and the convolutions in channels-last layout "
-                  "(`rst.network.folded.folded_copy`). One step of an attack on the expectation (6 members' logits "
+                  "into the convolution before it, the channels a sparse ticket leaves dead cut out "
+                  "(`rst.network.compact`: keep0.01 keeps 2 of the first convolution's 48) and the convolutions in "
+                  "channels-last layout (`rst.network.folded.folded_copy`). One step of an attack on the expectation (6 members' logits "
                   f"and the input gradient, batch {f['batch']}, best of {f['repetitions']} interleaved repetitions, "
                   f"{f['threads']} threads, load {f['load_1min']:.1f}):", "",
                   "| precision | members (s) | folded copies (s) | members / folded |", "|---|---:|---:|---:|",
@@ -422,8 +423,9 @@ def markdown(res: dict, command: str, load: dict) -> str:
         v = res["verdicts"]
         lines += ["", "### Scoring: bf16, near-ties in fp32", "",
                   "A verdict (right / wrong) only changes where the two largest logits swap. With bf16 attacks the "
-                  "page scores every batch in bf16 on the folded copies and scores again, in fp32 on the member "
-                  f"itself, every verdict whose bf16 top-two margin is below {v['recheck_margin']:g} "
+                  "page scores every batch in bf16 on the folded copies and scores again in fp32 every verdict whose "
+                  f"bf16 top-two margin is below {v['recheck_margin']:g}: on the folded copy, and on the member itself "
+                  f"where the fp32 margin is below {v.get('fold_margin', 1e-3):g} (folding moves a logit by about 1e-6) "
                   "(`rst.evaluation.verdicts.member_verdicts`). On the R2S default's "
                   f"{v['batches']} batches of {v['n_images']} images (clean, the expectation attack's, each single "
                   f"ticket's), {v['verdicts']} verdicts:", "",

@@ -313,7 +313,7 @@ class R2S(nn.Module):
     def fast_members(self) -> Iterator["R2S"]:
         """Inside the block each member runs as its BN-folded, channels-last plain copy
         (:func:`rst.network.folded.folded_copy`, built once per member): the same function up to float
-        rounding, about 1.7x faster forward + input gradient under bf16 autocast on a CPU. For
+        rounding, about 2x faster forward + input gradient under bf16 autocast on a CPU. For
         generating attacks; a verdict is the members' own (``rst.evaluation.verdicts`` scores on
         these copies and rechecks every near-tie in fp32)."""
         self._fast_depth += 1
