@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.fx.experimental.optimization import fuse
 
 from rst.network.compact import compact_channels
@@ -29,12 +30,26 @@ def _chain() -> nn.Module:
     return net
 
 
+class _Functional(nn.Module):
+    """The same chain with its ReLUs, pooling and flatten as functions and tensor methods (as VGG writes them)."""
+
+    def __init__(self, net: nn.Sequential):
+        super().__init__()
+        self.c0, self.c1, self.c2, self.l0, self.l1 = net[0], net[2], net[5], net[9], net[11]
+
+    def forward(self, x):
+        x = F.max_pool2d(torch.relu(self.c1(F.relu(self.c0(x)))), 2)
+        x = F.adaptive_avg_pool2d(self.c2(x).relu(), 2).flatten(1)
+        return self.l1(F.relu(self.l0(x)))
+
+
 def _shapes(gm) -> list[tuple[int, int]]:
     return [tuple(m.weight.shape[:2]) for m in gm.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def test_dead_channels_are_cut_and_the_function_is_the_same():
-    net = _chain()
+@pytest.mark.parametrize("written", ["modules", "functions"])
+def test_dead_channels_are_cut_and_the_function_is_the_same(written):
+    net = _chain() if written == "modules" else _Functional(_chain()).eval()
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
     gm = compact_channels(fuse(copy.deepcopy(net)))
     assert _shapes(gm) == [(4, 1), (7, 4), (3, 7), (4, 12), (3, 4)]

@@ -9,7 +9,7 @@ most channels of the first layers are dead (keep0.01 keeps 2 of the first convol
 
 Works on a chain of modules as :func:`torch.fx.experimental.optimization.fuse` leaves a plain
 feed-forward network: convolutions and linear layers with ReLU, pooling, flatten or dropout between
-them. Any other graph (a residual add, a grouped convolution) is returned as it is.
+them (as modules, functions or tensor methods). Any other graph (a residual add, a grouped convolution) is returned as it is.
 
     >>> gm = compact_channels(fuse(dense))     # gm: a torch.fx.GraphModule, same function
 """
@@ -18,16 +18,34 @@ from __future__ import annotations
 import torch
 import torch.fx
 import torch.nn as nn
+import torch.nn.functional as F
 
-# modules that map a zero channel to a zero channel and keep the channel axis (flatten: see _group)
+# what maps a zero channel to a zero channel and keeps the channel axis (flatten: see _group), as modules,
+# functions and tensor methods
 _BETWEEN = (nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
             nn.Dropout, nn.Identity)
+_RELU_FUNCTIONS = (F.relu, torch.relu)
+_BETWEEN_FUNCTIONS = _RELU_FUNCTIONS + (F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+                                        torch.flatten)
+_BETWEEN_METHODS = ("relu", "flatten")
 
 
-def _chain(gm: torch.fx.GraphModule) -> list[tuple[str, list[nn.Module]]] | None:
-    """The weight layers in order, each with the modules between it and the next, or None when the graph
-    is not a plain chain that this module knows how to cut."""
-    layers: list[tuple[str, list[nn.Module]]] = []
+def _between(gm: torch.fx.GraphModule, node: torch.fx.Node) -> str | None:
+    """"relu" or "other" for what may stand between two layers (it maps zero channels to zero), else None."""
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        return ("relu" if isinstance(mod, nn.ReLU) else "other") if isinstance(mod, _BETWEEN) else None
+    if node.op == "call_function" and node.target in _BETWEEN_FUNCTIONS:
+        return "relu" if node.target in _RELU_FUNCTIONS else "other"
+    if node.op == "call_method" and node.target in _BETWEEN_METHODS:
+        return "relu" if node.target == "relu" else "other"
+    return None
+
+
+def _chain(gm: torch.fx.GraphModule) -> list[tuple[str, list[str]]] | None:
+    """The weight layers in order, each with what stands between it and the next (:func:`_between`), or
+    None when the graph is not a plain chain that this module knows how to cut."""
+    layers: list[tuple[str, list[str]]] = []
     nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output", "get_attr")]
     for node in nodes:
         if len(node.users) != 1:
@@ -37,8 +55,8 @@ def _chain(gm: torch.fx.GraphModule) -> list[tuple[str, list[nn.Module]]] | None
             layers.append((node.target, []))
         elif not layers:
             continue                         # what runs before the first layer (normalisation) stays
-        elif isinstance(mod, _BETWEEN):
-            layers[-1][1].append(mod)
+        elif _between(gm, node) is not None:
+            layers[-1][1].append(_between(gm, node))
         else:
             return None
     return layers if len(layers) >= 2 else None
@@ -98,7 +116,7 @@ def compact_channels(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
         if i == len(mods) - 1:
             live = torch.ones_like(silent)
         else:
-            relu = any(isinstance(x, nn.ReLU) for x in chain[i][1])
+            relu = "relu" in chain[i][1]
             b = torch.zeros_like(silent, dtype=w.dtype) if m.bias is None else m.bias.detach()
             live = ~(silent & ((b == 0) | (relu & (b < 0))))
         live_out.append(live)
