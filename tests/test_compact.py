@@ -64,6 +64,10 @@ def test_a_live_network_and_a_graph_that_is_not_a_chain_are_left_as_they_are():
     torch.manual_seed(0)
     dense = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
     assert _shapes(compact_channels(fuse(dense))) == [(4, 1), (3, 144)]
+    last_axis = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        last_axis[0].weight[0], last_axis[0].bias[0] = 0, -1.0   # dead, but the linear layer reads W, not C
+    assert _shapes(compact_channels(fuse(last_axis))) == [(4, 1), (3, 8)]
     net = build_network(NetworkSpec("fmnist_resnet", dataset="fashion_mnist", seed=0)).eval()
     set_keep_ratio(net, 0.01)                    # sparse, but its residual adds are not a chain
     before = [p.shape for p in folded_copy(net).parameters()]

@@ -31,14 +31,17 @@ _BETWEEN_METHODS = ("relu", "flatten")
 
 
 def _between(gm: torch.fx.GraphModule, node: torch.fx.Node) -> str | None:
-    """"relu" or "other" for what may stand between two layers (it maps zero channels to zero), else None."""
+    """"relu", "flatten" or "other" for what may stand between two layers (it maps zero channels to zero),
+    else None."""
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
-        return ("relu" if isinstance(mod, nn.ReLU) else "other") if isinstance(mod, _BETWEEN) else None
+        if not isinstance(mod, _BETWEEN):
+            return None
+        return "relu" if isinstance(mod, nn.ReLU) else "flatten" if isinstance(mod, nn.Flatten) else "other"
     if node.op == "call_function" and node.target in _BETWEEN_FUNCTIONS:
-        return "relu" if node.target in _RELU_FUNCTIONS else "other"
+        return "relu" if node.target in _RELU_FUNCTIONS else "flatten" if node.target is torch.flatten else "other"
     if node.op == "call_method" and node.target in _BETWEEN_METHODS:
-        return "relu" if node.target == "relu" else "other"
+        return node.target if node.target in ("relu", "flatten") else "other"
     return None
 
 
@@ -62,10 +65,12 @@ def _chain(gm: torch.fx.GraphModule) -> list[tuple[str, list[str]]] | None:
     return layers if len(layers) >= 2 else None
 
 
-def _group(a: nn.Module, b: nn.Module) -> int | None:
+def _group(a: nn.Module, b: nn.Module, between: list[str]) -> int | None:
     """Inputs of ``b`` per output channel of ``a`` (a flatten after a convolution), or None."""
     if isinstance(b, nn.Conv2d):
         return 1 if isinstance(a, nn.Conv2d) and b.in_channels == a.out_channels else None
+    if isinstance(a, nn.Conv2d) and "flatten" not in between:
+        return None                          # a linear layer over a convolution's last axis, not its channels
     n_out = a.out_channels if isinstance(a, nn.Conv2d) else a.out_features
     return b.in_features // n_out if b.in_features % n_out == 0 else None
 
@@ -103,7 +108,7 @@ def compact_channels(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     if chain is None:
         return gm
     mods = [gm.get_submodule(t) for t, _ in chain]
-    groups = [_group(a, b) for a, b in zip(mods[:-1], mods[1:])]
+    groups = [_group(a, b, between) for a, b, (_, between) in zip(mods[:-1], mods[1:], chain)]
     if any(g is None for g in groups):
         return gm
     n_in = [mods[0].weight.shape[1]] + [m.weight.shape[0] for m in mods[:-1]]
