@@ -425,7 +425,7 @@ def markdown(res: dict, command: str, load: dict) -> str:
                   "A verdict (right / wrong) only changes where the two largest logits swap. With bf16 attacks the "
                   "page scores every batch in bf16 on the folded copies and scores again in fp32 every verdict whose "
                   f"bf16 top-two margin is below {v['recheck_margin']:g}: on the folded copy, and on the member itself "
-                  f"where the fp32 margin is below {v.get('fold_margin', 1e-3):g} (folding moves a logit by about 1e-6) "
+                  f"where the fp32 margin is below {v['fold_margin']:g} (folding moves a logit by about 1e-6) "
                   "(`rst.evaluation.verdicts.member_verdicts`). On the R2S default's "
                   f"{v['batches']} batches of {v['n_images']} images (clean, the expectation attack's, each single "
                   f"ticket's), {v['verdicts']} verdicts:", "",

@@ -9,7 +9,8 @@ most channels of the first layers are dead (keep0.01 keeps 2 of the first convol
 
 Works on a chain of modules as :func:`torch.fx.experimental.optimization.fuse` leaves a plain
 feed-forward network: convolutions and linear layers with ReLU, pooling, flatten or dropout between
-them (as modules, functions or tensor methods). Any other graph (a residual add, a grouped convolution) is returned as it is.
+them (as modules, functions or tensor methods). Any other graph (a residual add, a grouped
+convolution) is returned as it is.
 
     >>> gm = compact_channels(fuse(dense))     # gm: a torch.fx.GraphModule, same function
 """
@@ -41,7 +42,7 @@ def _between(gm: torch.fx.GraphModule, node: torch.fx.Node) -> str | None:
     if node.op == "call_function" and node.target in _BETWEEN_FUNCTIONS:
         return "relu" if node.target in _RELU_FUNCTIONS else "flatten" if node.target is torch.flatten else "other"
     if node.op == "call_method" and node.target in _BETWEEN_METHODS:
-        return node.target if node.target in ("relu", "flatten") else "other"
+        return node.target                   # "relu" or "flatten"
     return None
 
 
@@ -58,8 +59,8 @@ def _chain(gm: torch.fx.GraphModule) -> list[tuple[str, list[str]]] | None:
             layers.append((node.target, []))
         elif not layers:
             continue                         # what runs before the first layer (normalisation) stays
-        elif _between(gm, node) is not None:
-            layers[-1][1].append(_between(gm, node))
+        elif (kind := _between(gm, node)) is not None:
+            layers[-1][1].append(kind)
         else:
             return None
     return layers if len(layers) >= 2 else None
@@ -111,8 +112,7 @@ def compact_channels(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     groups = [_group(a, b, between) for a, b, (_, between) in zip(mods[:-1], mods[1:], chain)]
     if any(g is None for g in groups):
         return gm
-    n_in = [mods[0].weight.shape[1]] + [m.weight.shape[0] for m in mods[:-1]]
-    live_in = [torch.ones(n_in[0], dtype=torch.bool, device=mods[0].weight.device)]
+    live_in = [torch.ones(mods[0].weight.shape[1], dtype=torch.bool, device=mods[0].weight.device)]
     live_out = []
     for i, m in enumerate(mods):                         # forward: outputs that are zero on every input
         g = 1 if i == 0 else groups[i - 1]
